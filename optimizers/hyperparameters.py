@@ -1,0 +1,29 @@
+"""Validation shared by every optimizer the registry builds: bad values fail by name."""
+
+from __future__ import annotations
+
+import math
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def check_lr(lr: float) -> None:
+    """The learning rate eta must be >= 0."""
+    if _real("lr", lr) < 0:
+        raise ValueError(f"lr (learning rate) must be >= 0, got {lr}")
+
+
+def check_beta(name: str, beta: float) -> None:
+    """A decay rate beta must lie in the open interval (0, 1)."""
+    if not 0 < _real(name, beta) < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {beta}")
+
+
+def check_eps(eps: float) -> None:
+    """Adam's epsilon must be >= 0."""
+    if _real("eps", eps) < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")

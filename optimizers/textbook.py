@@ -1,0 +1,121 @@
+"""Adam and SGD with momentum exactly as the textbook writes them.
+
+Each keeps the state the algorithm needs and nothing else: Adam two tensors per
+parameter (first moment ``m``, second moment ``v``), SGDM one (``m``), plus an integer
+step count. ``foreach=False`` updates one parameter at a time; ``foreach=True`` updates
+all of a group's parameters with the multi-tensor ``torch._foreach_*`` kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from optimizers.hyperparameters import check_beta, check_eps, check_lr
+
+
+class _Textbook(Optimizer):
+    """Shared step(): lazy state creation, then the subclass's update on a param group."""
+
+    buffers: tuple[str, ...] = ()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    for buffer in self.buffers:
+                        state[buffer] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+            if group["foreach"]:
+                self._foreach_update(group, params)
+            else:
+                for p in params:
+                    self._update(group, p, self.state[p])
+        return loss
+
+    def _update(self, group: dict, p: Tensor, state: dict) -> None:
+        raise NotImplementedError
+
+    def _foreach_update(self, group: dict, params: list[Tensor]) -> None:
+        raise NotImplementedError
+
+
+class Adam(_Textbook):
+    """m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  m^ = m / (1 - b1^t);
+    v^ = v / (1 - b2^t);  w <- w - lr m^ / (sqrt(v^) + eps)."""
+
+    buffers = ("m", "v")
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        foreach: bool = False,
+    ) -> None:
+        check_lr(lr)
+        check_beta("betas[0]", betas[0])
+        check_beta("betas[1]", betas[1])
+        check_eps(eps)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, foreach=foreach))
+
+    def _update(self, group: dict, p: Tensor, state: dict) -> None:
+        beta1, beta2 = group["betas"]
+        g, m, v, t = p.grad, state["m"], state["v"], state["step"]
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = v.div(1 - beta2**t).sqrt_().add_(group["eps"])
+        p.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1**t))
+
+    def _foreach_update(self, group: dict, params: list[Tensor]) -> None:
+        beta1, beta2 = group["betas"]
+        grads = [p.grad for p in params]
+        ms = [self.state[p]["m"] for p in params]
+        vs = [self.state[p]["v"] for p in params]
+        steps = [self.state[p]["step"] for p in params]
+        torch._foreach_mul_(ms, beta1)
+        torch._foreach_add_(ms, grads, alpha=1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        denoms = torch._foreach_div(vs, [1 - beta2**t for t in steps])
+        torch._foreach_sqrt_(denoms)
+        torch._foreach_add_(denoms, group["eps"])
+        torch._foreach_addcdiv_(params, ms, denoms, [-group["lr"] / (1 - beta1**t) for t in steps])
+
+
+class SGDM(_Textbook):
+    """m <- beta m + g;  w <- w - lr m  (no dampening, no Nesterov)."""
+
+    buffers = ("m",)
+
+    def __init__(self, params: Iterable, lr: float = 1e-2, momentum: float = 0.9, foreach: bool = False) -> None:
+        check_lr(lr)
+        check_beta("momentum", momentum)
+        super().__init__(params, dict(lr=lr, momentum=momentum, foreach=foreach))
+
+    def _update(self, group: dict, p: Tensor, state: dict) -> None:
+        m = state["m"]
+        m.mul_(group["momentum"]).add_(p.grad)
+        p.add_(m, alpha=-group["lr"])
+
+    def _foreach_update(self, group: dict, params: list[Tensor]) -> None:
+        ms = [self.state[p]["m"] for p in params]
+        torch._foreach_mul_(ms, group["momentum"])
+        torch._foreach_add_(ms, [p.grad for p in params])
+        torch._foreach_add_(params, ms, alpha=-group["lr"])
