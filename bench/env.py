@@ -1,0 +1,116 @@
+"""The machine and software a measurement was taken on; every run records this."""
+
+from __future__ import annotations
+
+import platform
+import re
+import socket
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+import torch
+import torchvision
+
+SOURCE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _run(command: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state(directory: Path = SOURCE_DIR) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git checkout holding ``directory``; (None, None) outside one."""
+    commit = _run(["git", "rev-parse", "HEAD"], cwd=directory)
+    if not commit:
+        return None, None
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory)
+    return commit, bool(status)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+@lru_cache(maxsize=1)
+def nvidia_driver() -> str | None:
+    """The NVIDIA kernel driver version (e.g. '550.54.15'), or None without one."""
+    smi = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    if smi:
+        return smi.splitlines()[0].strip()
+    proc = Path("/proc/driver/nvidia/version")
+    return parse_proc_driver_version(proc.read_text()) if proc.exists() else None
+
+
+def parse_proc_driver_version(text: str) -> str | None:
+    """The version in /proc/driver/nvidia/version ('... Kernel Module  550.54.15 ...')."""
+    match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)", text)
+    return match.group(1) if match else None
+
+
+def gpus() -> list[dict]:
+    """One entry per visible CUDA device: index, name, memory, compute capability, driver."""
+    if not torch.cuda.is_available():
+        return []
+    driver = nvidia_driver()
+    found = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        found.append(
+            {
+                "index": index,
+                "name": props.name,
+                "memory_bytes": props.total_memory,
+                "compute_capability": f"{props.major}.{props.minor}",
+                "multiprocessors": props.multi_processor_count,
+                "driver": driver,
+            }
+        )
+    return found
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect_env() -> dict:
+    """Everything needed to interpret a number: software, accelerators, CPU, host, commit."""
+    commit, dirty = git_state()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    memory = psutil.virtual_memory()
+    return {
+        "convbench": _version("convbench"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "gpus": gpus(),
+        "cpu": {
+            "model": cpu_model(),
+            "physical_cores": psutil.cpu_count(logical=False),
+            "logical_cores": psutil.cpu_count(logical=True),
+            "torch_threads": torch.get_num_threads(),
+            "ram_bytes": memory.total,
+        },
+    }
