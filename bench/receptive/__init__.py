@@ -1,0 +1,1 @@
+"""Receptive fields: the lab formulas, analytic fields of a traced graph, gradient-mask probes."""
