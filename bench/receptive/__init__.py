@@ -9,8 +9,9 @@
   from one output unit of a linearised copy) and ``effective_fields`` (Luo et al. 2016).
 - ``bench.receptive.table``: ``measure`` runs all three and ``FieldReport.frame()`` is the
   table ``convbench rf`` prints.
+- ``bench.receptive.section``: the ``[rf]`` section of a suite, for ``convbench run``.
 
-Columns of the table.
+Columns of the table (and of ``rf.csv``, which adds ``model`` and ``input_size`` in front).
 Per-axis values are [h, w] lists; an axis whose units all see the whole input says
 "global", one whose fields are not equal intervals at a fixed step says "irregular".
 
