@@ -597,7 +597,7 @@ class _Tracer(TorchFunctionMode):
         last = x.dim() - 1
         axes = tuple(collapse(ax) if d == last else ax for ax, d in zip(f.axes, f.dims, strict=True))
         dims = tuple(None if d == last else d for d in f.dims)
-        self.set(out, TensorField(axes, dims, f.size_dependent))
+        self.set(out, TensorField(axes, dims, f.size_dependent or last in f.dims))
 
     def _view(self, x: Tensor, out: Tensor) -> None:
         f = self.field(x)
@@ -608,7 +608,8 @@ class _Tracer(TorchFunctionMode):
         flattened = len(new) == 2 and new[0] == shape[0]
         if not (kept_channels or flattened):
             self.channel_safe = False
-        self.set(out, TensorField(axes, dims, f.size_dependent))
+        collapsed = any(was is not None and now is None for was, now in zip(f.dims, dims, strict=True))
+        self.set(out, TensorField(axes, dims, f.size_dependent or collapsed))
 
     def _permute(self, func, args, kwargs, out) -> None:
         x = args[0]

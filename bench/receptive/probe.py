@@ -11,8 +11,8 @@ copy instead, under a ``TorchFunctionMode`` that rewrites the calls as they happ
 - activations, normalisations and dropout pass their input through unchanged;
 - subtraction and division by a tensor become addition and multiplication, so no two
   paths can cancel;
-- every convolution and pooling output rounds its incoming gradient to 0/1, so deep
-  stacks neither underflow nor overflow, whatever their depth;
+- every convolution and pooling output rounds its incoming gradient (never negative here)
+  to 0/1 with ``sign``, so deep stacks neither underflow nor overflow, whatever their depth;
 
 in float64 on the CPU, in eval mode. The user's model is never modified. Every rewritten
 operation is positive and linear, so a pixel gets a non-zero gradient exactly when some
@@ -23,13 +23,16 @@ runs with one channel per map: the same answer for a fraction of the work.
 A second unit (the centre's neighbour, one step further along each axis) is probed in the
 same backward pass as a second sample of the batch; the two boxes give the jump and start.
 The input is all ones, so one forward pass serves every layer probed at that input size.
-Layers whose field does not depend on the input size are probed at the smallest square
-input (a 1.25x geometric ladder from the requested one) at which neither unit is clipped by
-the border; the others at the requested input, where clipping is reported.
+A layer whose field is clipped at the requested input but does not depend on the input
+size is probed on a larger square input (the first rung of a 1.1x ladder with a jump to
+spare around its central unit and neighbour) and compared with the theoretical field there;
+the others are probed at the requested input, where clipping is reported.
 
 The effective receptive field (Luo et al., "Understanding the Effective Receptive Field in
 Deep Convolutional Neural Networks", 2016) uses the model's own weights in eval mode: the
-mean over N seeded Gaussian inputs of |d unit / d input|, summed over input channels.
+mean over N seeded Gaussian inputs of |d unit / d input| for the centre unit (all channels
+at the centre of the map), summed over input channels. It runs on the model's device with
+torch's thread setting: its convolutions are the model's own, large enough to use threads.
 """
 
 from __future__ import annotations
@@ -294,6 +297,8 @@ class GradientMask:
     @property
     def fill(self) -> float:
         """The fraction of the centre unit's bounding box with a non-zero gradient."""
+        if None in self.centre_boxes:
+            return 0.0
         (h0, h1), (w0, w1) = self.centre_boxes
         return float(self.mask[h0 : h1 + 1, w0 : w1 + 1].mean())
 
@@ -305,9 +310,12 @@ class GradientMask:
         """
         values = []
         for a in (0, 1):
+            if self.centre_boxes[a] is None:  # the unit reaches no input pixel at all
+                values.append({"size": 0, "jump": None, "start": None})
+                continue
             (lo, hi), unit = self.centre_boxes[a], self.centre[a]
             jump = start = None
-            if self.neighbour[a] != unit:
+            if self.neighbour[a] != unit and self.neighbour_boxes[a] is not None:
                 jump = self.neighbour_boxes[a][0] - lo
                 start = lo - unit * jump
             elif unit == 0:
@@ -350,7 +358,8 @@ def _plan(analysis: Analysis, layers: Sequence[LayerField]) -> list[_Task]:
     base = analysis.input_shape[1:]
     tasks = []
     for layer in layers:
-        side = _roomy_side(layer) if layer.clipped() and not layer.field.size_dependent else None
+        movable = not layer.field.size_dependent and all(axis.kind == AFFINE for axis in layer.axes)
+        side = _roomy_side(layer) if movable and layer.clipped() else None
         if side is None or side > LARGEST_PROBE:
             tasks.append(_Task(layer, base, True))
         else:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.receptive.analytic import LayerField, ReceptiveFieldError, analyse
+from bench.receptive.analytic import InputTooSmallError, LayerField, ReceptiveFieldError, analyse
 from bench.receptive.table import build_seeded, measure
 
 KEYS = ("models", "input_size", "heatmap_layers", "erf_samples")
@@ -108,11 +108,10 @@ def rf_section_from_toml(table: dict) -> RfSection:
             models.spec(name)
         except models.UnknownNameError as error:
             raise ValueError(f"rf.models: {error}") from None
-        key = "input_size" if input_size is not None else "models"
         try:
-            with _meta_device():
-                analysis = analyse(models.build(name), _input_shape(name, input_size))
+            analysis = analyse(build_seeded(name, weights=False), _input_shape(name, input_size))
         except ReceptiveFieldError as error:
+            key = "input_size" if isinstance(error, InputTooSmallError) and input_size is not None else "models"
             raise ValueError(f"rf.{key}: model {name!r}: {error}") from None
         if name in chosen:
             layers = _names(chosen[name], f"heatmap_layers.{name}")
@@ -126,12 +125,6 @@ def rf_section_from_toml(table: dict) -> RfSection:
             layers = ((local or convolutions or analysis.layers)[-1].name,)
         heatmap_layers[name] = tuple(layers)
     return RfSection(names, input_size, heatmap_layers, erf_samples)
-
-
-def _meta_device():
-    import torch
-
-    return torch.device("meta")
 
 
 def _field(layer: LayerField, unit: tuple[int, int]) -> np.ndarray:

@@ -34,7 +34,7 @@ def torch_width(width: int, kernel: int, padding: int, stride: int, dilation: in
         return None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(geometry, st.integers(1, 64))
 def test_output_width_is_conv1d_output_width(layer, width):
     kernel, padding, stride, dilation = layer
@@ -69,14 +69,14 @@ def test_effective_kernel_of_a_dilated_kernel():
 stack = st.lists(st.tuples(st.integers(1, 7), st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(stack)
 def test_recurrence_equals_closed_form(layers):
     kernels, strides, dilations = (list(v) for v in zip(*layers, strict=True))
     assert stack_field_recurrence(kernels, strides, dilations) == stack_field_closed_form(kernels, strides, dilations)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 5), st.integers(1, 2), st.integers(0, 2)), min_size=1, max_size=5))
 def test_stack_field_is_what_conv1d_gradients_reach(layers):
     """A stack of Conv1d with positive weights: the input span with non-zero gradient from one

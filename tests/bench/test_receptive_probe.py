@@ -22,6 +22,16 @@ PROBE_INPUT = {"vgg16": 448, "alexnet": 416}
 SLOW = {"resnet110", "resnet56", "plain56", "resnet34"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Effective fields use torch's thread setting; on a busy 2-core machine two OpenMP threads
+    made resnet20's ninety times slower than one, so these tests pin one (and restore it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 REGISTRY = [
     pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [], id=name)
     for name in models.available()
@@ -162,6 +172,13 @@ def test_linear_along_one_axis_is_global_on_that_axis_only():
     analysis, _ = assert_probe_equals_analytic(model, (1, 10, 10))
     across = analysis.layer("1")
     assert across.rf == [3, "global"] and across.jump == [1, "global"]
+    # Two padded 7x7 convolutions (field 13, start -6) on 10 rows: the border clips h. The
+    # layer depends on the input's width, so it is probed where asked, and says so.
+    model = nn.Sequential(nn.Conv2d(1, 1, 7, padding=3), nn.Conv2d(1, 1, 7, padding=3), nn.Linear(10, 3))
+    analysis = analyse(model, (1, 10, 10))
+    mask = gradient_masks(model, analysis)["2"]
+    assert analysis.layer("2").rf == [13, "global"]
+    assert mask.clipped and mask.matches() and mask.input_size == (10, 10)
 
 
 def test_probe_reports_clipping_at_the_requested_input():
@@ -177,14 +194,16 @@ def test_probe_reports_clipping_at_the_requested_input():
 def test_probe_and_effective_field_leave_the_model_as_it_was():
     model = models.build("resnet20").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    threads = torch.get_num_threads()
     analysis = analyse(model, (3, 32, 32))
     chosen = [analysis.layer("layer1.0.conv1"), analysis.layer("fc")]
-    gradient_masks(model, analysis, chosen)
+    torch.set_num_threads(2)
+    gradient_masks(model, analysis, chosen)  # runs single-threaded, then restores the setting
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
     effective_fields(model, analysis, chosen, samples=2)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
-    assert model.training and torch.get_num_threads() == threads
+    assert model.training
 
 
 def box_kernel_side(convolutions: int, fraction: float = 0.95) -> int:

@@ -5,9 +5,20 @@ import ast
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bench.receptive import COLUMNS
 from bench.receptive.section import RfSection, rf_section_from_toml, run_rf_section
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Effective fields use torch's thread setting; on a busy 2-core machine two OpenMP threads
+    made resnet20's ninety times slower than one, so these tests pin one (and restore it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_defaults_pick_the_last_local_convolution():
@@ -28,6 +39,7 @@ def test_defaults_pick_the_last_local_convolution():
         ({"models": "cnn"}, "rf.models"),
         ({"models": ["resnet19"]}, "rf.models"),
         ({"models": ["mlp"]}, "rf.models"),
+        ({"models": ["mlp"], "input_size": 28}, "rf.models"),
         ({"models": ["cnn"], "input_size": 0}, "rf.input_size"),
         ({"models": ["cnn"], "input_size": "32"}, "rf.input_size"),
         ({"models": ["vgg16"], "input_size": 16}, "rf.input_size"),
