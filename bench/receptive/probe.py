@@ -1,0 +1,546 @@
+"""Empirical receptive fields: gradient masks, and the effective receptive field.
+
+The gradient-mask probe backpropagates a one-hot gradient from one output unit of a layer
+(all channels at the centre of its map) and looks at which input pixels get a non-zero
+gradient. With the model as it is, ReLUs that are off, max-pools routing to their argmax
+and a BatchNorm in train mode hide parts of the field, so the probe runs on a linearised
+copy instead, under a ``TorchFunctionMode`` that rewrites the calls as they happen:
+
+- convolutions and linear layers get positive constant weights (1 / fan-in) and no bias;
+- max and LP pooling become average pooling of the same geometry (dilation included);
+- activations, normalisations and dropout pass their input through unchanged;
+- subtraction and division by a tensor become addition and multiplication, so no two
+  paths can cancel;
+- every convolution and pooling output rounds its incoming gradient (never negative here)
+  to 0/1 with ``sign``, so deep stacks neither underflow nor overflow, whatever their depth;
+
+in float64 on the CPU, in eval mode. The user's model is never modified. Every rewritten
+operation is positive and linear, so a pixel gets a non-zero gradient exactly when some
+path connects it to the unit. When the graph never selects or reshapes channels
+(``Analysis.channel_safe``), all channels of a map carry the same support, and the probe
+runs with one channel per map: the same answer for a fraction of the work.
+
+A second unit (the centre's neighbour, one step further along each axis) is probed in the
+same backward pass as a second sample of the batch; the two boxes give the jump and start.
+The input is all ones, so one forward pass serves every layer probed at that input size.
+A layer whose field is clipped at the requested input but does not depend on the input
+size is probed on a larger square input (the first rung of a 1.1x ladder with a jump to
+spare around its central unit and neighbour) and compared with the theoretical field there;
+the others are probed at the requested input, where clipping is reported.
+
+The effective receptive field (Luo et al., "Understanding the Effective Receptive Field in
+Deep Convolutional Neural Networks", 2016) uses the model's own weights in eval mode: the
+mean over N seeded Gaussian inputs of |d unit / d input| for the centre unit (all channels
+at the centre of the map), summed over input channels. It runs on the model's device with
+torch's thread setting: its convolutions are the model's own, large enough to use threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from bench.receptive.analytic import (
+    AFFINE,
+    Analysis,
+    LayerField,
+    _arg,
+    _pair,
+    _Stop,
+    canonical_name,
+    name_layers,
+    structural_copy,
+    trace,
+    window_geometry,
+)
+
+PROBE_DTYPE = torch.float64
+LADDER = 1.1  # rungs of the ladder of probe input sizes
+LARGEST_PROBE = 2048  # fields wider than this are probed at the requested input, clipped
+
+# Position of the ``inplace`` argument of the functions the probe replaces by the identity.
+_INPLACE_ARGUMENT = {
+    "relu": 1,
+    "relu6": 1,
+    "selu": 1,
+    "silu": 1,
+    "mish": 1,
+    "hardswish": 1,
+    "hardsigmoid": 1,
+    "leaky_relu": 2,
+    "elu": 2,
+    "celu": 2,
+    "hardtanh": 3,
+    "threshold": 3,
+    "rrelu": 4,
+    "dropout": 3,
+    "dropout1d": 3,
+    "dropout2d": 3,
+    "dropout3d": 3,
+    "alpha_dropout": 3,
+    "feature_alpha_dropout": 3,
+}
+PASS_THROUGH_OPS = set(_INPLACE_ARGUMENT) | set(
+    """gelu prelu softplus softsign softshrink hardshrink tanhshrink logsigmoid sigmoid tanh neg abs clamp clip
+    clamp_min clamp_max batch_norm instance_norm group_norm layer_norm rms_norm local_response_norm""".split()
+)
+ROUTING_OPS = {"maximum", "minimum", "fmax", "fmin"}  # elementwise choices become sums
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded, then restore the caller's setting.
+
+    The probe's operations are small and memory-bound; on a busy machine two OpenMP threads
+    spin-waiting for each other made them ten times slower than one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _constant(t: Tensor) -> Tensor:
+    """The probe's stand-in for a parameter or buffer: ones (a view, no memory), or integer
+    zeros; the originals are never read, so the model may even live on the meta device."""
+    if t.is_floating_point():
+        return torch.ones((), dtype=PROBE_DTYPE).expand(t.shape)
+    return torch.zeros(t.shape, dtype=t.dtype)
+
+
+def _binarised(t: Tensor) -> Tensor:
+    if t.requires_grad:
+        t.register_hook(torch.sign)
+    return t
+
+
+class _Linearised(TorchFunctionMode):
+    """Rewrites a forward pass into the positive linear network with the same connectivity."""
+
+    def __init__(self, one_channel: bool) -> None:
+        super().__init__()
+        self.one_channel = one_channel
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        raw = getattr(func, "__name__", "")
+        name = canonical_name(func)
+        if name == "conv2d":
+            return self._conv(args, kwargs)
+        if name == "linear":
+            x, weight = args[0], _arg(args, kwargs, 1, "weight")
+            shape = (1, x.shape[-1]) if self.one_channel else tuple(weight.shape)
+            return _binarised(F.linear(x, x.new_full(shape, 1.0 / shape[1])))
+        if name == "max_pool2d":
+            return self._max_pool(args, kwargs)
+        if name == "lp_pool2d":
+            kernel, stride, _, _ = window_geometry(name, args, kwargs)
+            return _binarised(F.avg_pool2d(args[0], kernel, stride, 0, bool(_arg(args, kwargs, 4, "ceil_mode"))))
+        if name == "adaptive_max_pool2d":
+            x, size = args[0], _arg(args, kwargs, 1, "output_size")
+            out = _binarised(F.adaptive_avg_pool2d(x, size))
+            if _arg(args, kwargs, 2, "return_indices", False):
+                return out, F.adaptive_max_pool2d(x.detach(), size, return_indices=True)[1]
+            return out
+        if name in ("avg_pool2d", "adaptive_avg_pool2d"):
+            return _binarised(func(*args, **kwargs))
+        if name in PASS_THROUGH_OPS:
+            x = args[0] if args else kwargs["input"]
+            at = _INPLACE_ARGUMENT.get(name)
+            inplace = raw.endswith("_") or kwargs.get("inplace") is True
+            inplace = inplace or (at is not None and len(args) > at and args[at] is True)
+            return x if inplace else x.clone()
+        other = _arg(args, kwargs, 1, "other")
+        if name in {"sub", "div"} | ROUTING_OPS and isinstance(args[0], Tensor) and isinstance(other, Tensor):
+            inplace = raw.startswith("__i") or (raw.endswith("_") and not raw.startswith("__"))
+            if name == "div":
+                return args[0].mul_(other) if inplace else args[0] * other
+            return args[0].add_(other) if inplace else args[0] + other
+        return func(*args, **kwargs)
+
+    def _conv(self, args: tuple, kwargs: dict) -> Tensor:
+        x, weight = args[0], _arg(args, kwargs, 1, "weight")
+        stride = _arg(args, kwargs, 3, "stride", 1)
+        padding = _arg(args, kwargs, 4, "padding", 0)
+        dilation = _arg(args, kwargs, 5, "dilation", 1)
+        groups = _arg(args, kwargs, 6, "groups", 1)
+        kernel = tuple(weight.shape[-2:])
+        if self.one_channel:
+            x = x.sum(dim=1, keepdim=True) if x.shape[1] > 1 else x
+            if _pair(dilation) == (1, 1) and not isinstance(padding, str):
+                if all(p <= k // 2 for p, k in zip(_pair(padding), kernel, strict=True)):
+                    # A constant kernel on one channel is sum pooling: the same windows, a faster kernel.
+                    return _binarised(F.avg_pool2d(x, kernel, stride, padding, False, True))
+            shape, groups = (1, 1, *kernel), 1
+        else:
+            shape = tuple(weight.shape)
+        constant = x.new_full(shape, 1.0 / math.prod(shape[1:]))
+        return _binarised(F.conv2d(x, constant, None, stride, padding, dilation, groups))
+
+    def _max_pool(self, args: tuple, kwargs: dict) -> Tensor | tuple[Tensor, Tensor]:
+        x = args[0]
+        kernel, stride, padding, dilation = window_geometry("max_pool2d", args, kwargs)
+        ceil_mode = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+        if dilation == (1, 1):
+            out = F.avg_pool2d(x, kernel, stride, padding, ceil_mode, True)
+        else:  # average pooling has no dilation: a depthwise convolution of the same windows
+            meta = torch.empty(x.shape, device="meta", dtype=x.dtype)
+            target = F.max_pool2d(meta, kernel, stride, padding, dilation, ceil_mode).shape[-2:]
+            extra = [
+                max(0, (t - 1) * s + d * (k - 1) + 1 - (n + 2 * p))
+                for t, s, d, k, n, p in zip(target, stride, dilation, kernel, x.shape[-2:], padding, strict=True)
+            ]
+            padded = F.pad(x, (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0]))
+            constant = x.new_full((x.shape[1], 1, *kernel), 1.0 / math.prod(kernel))
+            out = F.conv2d(padded, constant, None, stride, 0, dilation, x.shape[1])[..., : target[0], : target[1]]
+        out = _binarised(out)
+        if _arg(args, kwargs, 6, "return_indices", False):
+            indices = F.max_pool2d(x.detach(), kernel, stride, padding, dilation, ceil_mode, return_indices=True)[1]
+            return out, indices
+        return out
+
+
+def _capture(replica: nn.Module, names: Sequence[str], captured: dict[str, Tensor]) -> list:
+    """Hooks that keep the output of each named layer and end the pass after the last one.
+
+    The layer's successors get a clone, so an in-place ReLU after a convolution cannot
+    overwrite the tensor the gradient is taken from.
+    """
+    wanted, last = set(names), names[-1]
+
+    def on_layer(name: str, module: nn.Module, inputs: tuple, output: object) -> object:
+        if name not in wanted:
+            return None
+        out = output[0] if isinstance(output, tuple) else output
+        captured[name] = out
+        if name == last:
+            raise _Stop
+        return (out.clone(), *output[1:]) if isinstance(output, tuple) else out.clone()
+
+    return name_layers(replica, on_layer)
+
+
+def _forward(replica: nn.Module, x: Tensor, names: Sequence[str], mode: TorchFunctionMode | None) -> dict:
+    captured: dict[str, Tensor] = {}
+    handles = _capture(replica, names, captured)
+    try:
+        if mode is None:
+            replica(x)
+        else:
+            with mode:
+                replica(x)
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in names if name not in captured]
+    if missing:
+        raise RuntimeError(f"layers {missing} did not run in the probe's forward pass")
+    return captured
+
+
+def _one_hot(out: Tensor, layer: LayerField, sample: slice | int, unit: tuple[int, int], grad: Tensor) -> None:
+    """Set the gradient of every channel at ``unit`` of the given samples to one."""
+    index: list[object] = [slice(None)] * out.dim()
+    index[0] = sample
+    for a, dim in enumerate(layer.field.dims):
+        if dim is not None:
+            index[dim] = unit[a]
+    grad[tuple(index)] = 1
+
+
+Box = tuple[int, int] | None
+
+
+def _boxes(support: np.ndarray) -> tuple[Box, Box]:
+    boxes = []
+    for along in (1, 0):
+        hit = np.flatnonzero(support.any(axis=along))
+        boxes.append((int(hit[0]), int(hit[-1])) if len(hit) else None)
+    return boxes[0], boxes[1]
+
+
+@dataclass(frozen=True, eq=False)
+class GradientMask:
+    """What the probe saw for one layer, beside what the analytic fields expect.
+
+    ``mask`` is the (H, W) boolean map of input pixels with a non-zero gradient for the
+    probed unit ``centre``; ``centre_boxes`` / ``neighbour_boxes`` are the [h, w] bounding
+    boxes for it and for ``neighbour``, one step further along each axis that has room.
+    ``expected_*`` are the analytic boxes of the same units at the same input size, and
+    ``clipped`` says whether the border cuts them.
+    """
+
+    layer: str
+    input_size: tuple[int, int]
+    centre: tuple[int, int]
+    neighbour: tuple[int, int]
+    centre_boxes: tuple[Box, Box]
+    neighbour_boxes: tuple[Box, Box]
+    expected_centre_boxes: tuple[Box, Box]
+    expected_neighbour_boxes: tuple[Box, Box]
+    clipped: bool
+    mask: np.ndarray
+
+    @property
+    def fill(self) -> float:
+        """The fraction of the centre unit's bounding box with a non-zero gradient."""
+        if None in self.centre_boxes:
+            return 0.0
+        (h0, h1), (w0, w1) = self.centre_boxes
+        return float(self.mask[h0 : h1 + 1, w0 : w1 + 1].mean())
+
+    def measured(self) -> list[dict[str, int | None]]:
+        """Per axis: size of the centre unit's box, jump (box shift to the neighbour) and start.
+
+        Jump and start need a neighbour along the axis; start is the jump extrapolated back
+        to unit 0 (exactly the box's first index when the centre is unit 0).
+        """
+        values = []
+        for a in (0, 1):
+            if self.centre_boxes[a] is None:  # the unit reaches no input pixel at all
+                values.append({"size": 0, "jump": None, "start": None})
+                continue
+            (lo, hi), unit = self.centre_boxes[a], self.centre[a]
+            jump = start = None
+            if self.neighbour[a] != unit and self.neighbour_boxes[a] is not None:
+                jump = self.neighbour_boxes[a][0] - lo
+                start = lo - unit * jump
+            elif unit == 0:
+                start = lo
+            values.append({"size": hi - lo + 1, "jump": jump, "start": start})
+        return values
+
+    def matches(self) -> bool:
+        """Whether the probe's boxes equal the analytic ones, for both units on both axes.
+
+        Where nothing is clipped this is the same as equal size, jump and start.
+        """
+        measured = (self.centre_boxes, self.neighbour_boxes)
+        return measured == (self.expected_centre_boxes, self.expected_neighbour_boxes)
+
+
+def _ladder(side: float) -> int:
+    """The smallest rung of the 8 * LADDER**k ladder of probe sizes that is at least ``side``."""
+    rung = 8.0
+    while math.ceil(rung) < side:
+        rung *= LADDER
+    return math.ceil(rung)
+
+
+def _roomy_side(layer: LayerField) -> int:
+    """A square input with a jump to spare around a central unit's field and its neighbour's."""
+    return _ladder(max(axis.size + 3 * axis.jump + 1 for axis in layer.axes))
+
+
+@dataclass(frozen=True, eq=False)
+class _Task:
+    """Probe ``layer`` at ``size``; ``at_analysis`` when that is the analysis's own input size."""
+
+    layer: LayerField
+    size: tuple[int, int]
+    at_analysis: bool
+
+
+def _plan(analysis: Analysis, layers: Sequence[LayerField]) -> list[_Task]:
+    base = analysis.input_shape[1:]
+    tasks = []
+    for layer in layers:
+        movable = not layer.field.size_dependent and all(axis.kind == AFFINE for axis in layer.axes)
+        side = _roomy_side(layer) if movable and layer.clipped() else None
+        if side is None or side > LARGEST_PROBE:
+            tasks.append(_Task(layer, base, True))
+        else:
+            tasks.append(_Task(layer, (side, side), False))
+    return tasks
+
+
+def gradient_masks(
+    model: nn.Module,
+    analysis: Analysis,
+    layers: Sequence[LayerField] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, GradientMask]:
+    """Probe ``layers`` (default: all of ``analysis``) and return their gradient masks by name.
+
+    Layers clipped at the analysis's input whose fields do not depend on the input size are
+    probed at a larger square input, on a central unit, and compared with the theoretical
+    field there; if the probe disagrees, it is repeated on a larger input (twice at most) and
+    then compared with the analytic boxes traced at that size.
+    """
+    layers = list(analysis.layers if layers is None else layers)
+    replica = structural_copy(model, _constant).eval()
+    order = {layer.name: i for i, layer in enumerate(analysis.layers)}
+    channels = analysis.input_shape[0]
+    results: dict[str, GradientMask] = {}
+    tasks = _plan(analysis, layers)
+    for attempt in range(3):
+        with _one_thread():
+            results.update(_run_tasks(replica, channels, tasks, order, analysis.channel_safe, progress))
+        tasks = [
+            _Task(task.layer, (_ladder(task.size[0] * 1.25),) * 2, False)
+            for task in tasks
+            if not task.at_analysis and not results[task.layer.name].matches()
+        ]
+        if not tasks or attempt == 2:
+            break
+    for task in tasks:  # still disagreeing: compare with the exact boxes traced at that size
+        results[task.layer.name] = _against_trace(model, channels, results[task.layer.name])
+    return {layer.name: results[layer.name] for layer in layers}
+
+
+def _run_tasks(replica, channels, tasks, order, one_channel, progress) -> dict[str, GradientMask]:
+    by_size: dict[tuple[int, int], list[_Task]] = {}
+    for task in tasks:
+        by_size.setdefault(task.size, []).append(task)
+    results = {}
+    for (height, width), group in sorted(by_size.items()):
+        group.sort(key=lambda task: order[task.layer.name])
+        if progress:
+            progress(f"probing {len(group)} layer(s) at {height}x{width}, up to {group[-1].layer.name}")
+        results.update(_probe_pass(replica, channels, (height, width), group, one_channel))
+    return results
+
+
+def _central_units(task: _Task, out: Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The probed unit and its neighbour: the map's centre at the analysis's input size, else
+    the unit whose theoretical field is centred nearest the input's centre."""
+    if task.at_analysis:
+        return task.layer.centre(), task.layer.neighbour()
+    centre, neighbour = [], []
+    for axis, dim, side in zip(task.layer.axes, task.layer.field.dims, task.size, strict=True):
+        units = out.shape[dim]
+        unit = round(((side - 1) / 2 - axis.start - (axis.size - 1) / 2) / axis.jump)
+        unit = min(max(unit, 0), max(units - 2, 0))
+        centre.append(unit)
+        neighbour.append(unit + 1 if units > 1 else unit)
+    return (centre[0], centre[1]), (neighbour[0], neighbour[1])
+
+
+def _probe_pass(
+    replica: nn.Module, channels: int, size: tuple[int, int], tasks: list[_Task], one_channel: bool
+) -> dict[str, GradientMask]:
+    """One forward pass for all ``tasks`` (the input is all ones, so every sample's forward is
+    the same), then one backward pass per layer: sample 0 from the probed unit, sample 1
+    from its neighbour."""
+    x = torch.ones((2, channels, *size), dtype=PROBE_DTYPE, requires_grad=True)
+    captured = _forward(replica, x, [task.layer.name for task in tasks], _Linearised(one_channel))
+    results = {}
+    for k, task in enumerate(tasks):
+        layer, out = task.layer, captured[task.layer.name]
+        centre, neighbour = _central_units(task, out)
+        grad = torch.zeros_like(out)
+        _one_hot(out, layer, 0, centre, grad)
+        _one_hot(out, layer, 1, neighbour, grad)
+        (dx,) = torch.autograd.grad(out, x, grad, retain_graph=k + 1 < len(tasks))
+        support = (dx != 0).any(dim=1).numpy()
+        if task.at_analysis:
+            expected = layer.boxes(centre), layer.boxes(neighbour)
+            clipped = layer.clipped()
+        else:
+            expected = tuple(tuple(a.interval(u[i]) for i, a in enumerate(layer.axes)) for u in (centre, neighbour))
+            clipped = any(not 0 <= box[0] <= box[1] < side for u in expected for box, side in zip(u, size, strict=True))
+        results[layer.name] = GradientMask(
+            layer.name,
+            size,
+            centre,
+            neighbour,
+            _boxes(support[0]),
+            _boxes(support[1]),
+            expected[0],
+            expected[1],
+            clipped,
+            support[0].copy(),
+        )
+    return results
+
+
+def _against_trace(model: nn.Module, channels: int, mask: GradientMask) -> GradientMask:
+    """Re-express a disagreeing probe against the analytic boxes traced at its own input size."""
+    traced = trace(model, (channels, *mask.input_size), stop_after=mask.layer, partial=True)
+    layer = next((layer for layer in traced.layers if layer.name == mask.layer), None)
+    if layer is None:
+        return mask
+    return dataclasses.replace(
+        mask,
+        expected_centre_boxes=layer.boxes(mask.centre),
+        expected_neighbour_boxes=layer.boxes(mask.neighbour),
+        clipped=any(a.clipped(u[i]) for u in (mask.centre, mask.neighbour) for i, a in enumerate(layer.axes)),
+    )
+
+
+def centred_square(weights: np.ndarray, centre: tuple[float, float], fraction: float = 0.95) -> int | None:
+    """The side of the smallest square centred on ``centre`` that holds ``fraction`` of the mass.
+
+    The centre may be a half-pixel, in which case the side is even. None if there is no mass.
+    """
+    total = float(weights.sum())
+    if total <= 0:
+        return None
+    rows = np.abs(np.arange(weights.shape[0])[:, None] - centre[0])
+    cols = np.abs(np.arange(weights.shape[1])[None, :] - centre[1])
+    twice_distance = np.rint(2 * np.maximum(rows, cols)).astype(np.int64)
+    mass = np.cumsum(np.bincount(twice_distance.ravel(), weights=weights.ravel()))
+    level = int(np.argmax(mass >= fraction * total * (1 - 1e-12)))
+    return level + 1  # a square of half-side level / 2 around the centre
+
+
+@dataclass(frozen=True, eq=False)
+class EffectiveField:
+    """The effective receptive field of one layer's centre unit.
+
+    ``weights`` is the (H, W) map of mean |gradient|; ``erf95`` the side of the smallest
+    square centred on the theoretical field's centre that holds 95% of it; ``ratio`` is
+    erf95 over the theoretical size per axis (None for non-affine axes).
+    """
+
+    layer: str
+    weights: np.ndarray
+    erf95: int | None
+    ratio: list[float | None]
+
+
+def effective_fields(
+    model: nn.Module,
+    analysis: Analysis,
+    layers: Sequence[LayerField] | None = None,
+    samples: int = 8,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, EffectiveField]:
+    """The effective receptive field of each layer's centre unit, with the model's own weights."""
+    layers = list(analysis.layers if layers is None else layers)
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    replica = structural_copy(model, lambda t: t.detach()).eval()
+    reference = next(iter(replica.parameters()), torch.empty(0))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((samples, *analysis.input_shape), generator=generator, dtype=torch.float64)
+    x = x.to(reference.device, reference.dtype if reference.is_floating_point() else torch.float32)
+    x.requires_grad_(True)
+    captured = _forward(replica, x, [layer.name for layer in layers], None)
+    results = {}
+    for k, layer in enumerate(layers):
+        if progress:
+            progress(f"effective field {k + 1}/{len(layers)}: {layer.name}")
+        out = captured[layer.name]
+        grad = torch.zeros_like(out)
+        _one_hot(out, layer, slice(None), layer.centre(), grad)
+        (dx,) = torch.autograd.grad(out, x, grad, retain_graph=k + 1 < len(layers))
+        weights = dx.abs().sum(dim=1).mean(dim=0).double().cpu().numpy()
+        erf95 = centred_square(weights, layer.centre_point())
+        ratio = [None if erf95 is None or axis.kind != AFFINE else round(erf95 / axis.size, 4) for axis in layer.axes]
+        results[layer.name] = EffectiveField(layer.name, weights, erf95, ratio)
+    return results
