@@ -66,8 +66,6 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise SetupError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         device = torch.device("cuda", index)
-    elif device.type != "cpu":
-        raise SetupError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -180,17 +178,16 @@ def instruments_for(device: torch.device) -> tuple[timing.Clock, memory.Meter]:
     return timing.clock_for(device), memory.meter_for(device)
 
 
-def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
-    """Train ``case`` and put its measurements in ``out`` as they are made."""
+def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.optim.Optimizer, Trainer]:
+    """The case's data, model, optimizer and trainer, on the device; records what they are."""
     device = context.device
     torch.manual_seed(0)
-    total_steps = case.warmup + case.repeats * case.steps
     batches = data.make_batches(
         case.dataset,
         case.input_shape,
         case.num_classes,
         case.batch_size,
-        total_steps,
+        case.warmup + case.repeats * case.steps,
         device,
         context.data_root,
         context.download,
@@ -206,6 +203,12 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     if case.compile:
         torch.compiler.reset()  # a fresh cache: Dynamo's recompile limit would fall back to eager
     trainer = Trainer(torch.compile(model) if case.compile else model, optimizer, batches, case.precision, device)
+    return model, optimizer, trainer
+
+
+def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
+    """Train ``case`` and put its measurements in ``out`` as they are made."""
+    model, optimizer, trainer = build(case, context, out)
 
     # The first step creates the optimizer state; an allocator meter sees it appear.
     baseline = meter.in_use()
@@ -265,7 +268,8 @@ def run_case(case: Case, context: RunContext) -> Record:
     except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
         status, error = "error", f"{type(fault).__name__}: {_message(fault)}"
     finally:
-        # The exception and its frames are gone here, so the case's tensors are free.
+        # Past the except clauses the exception and its frames are gone, so nothing holds
+        # the case's tensors any more and their memory can go back.
         meter.release()
     return Record(
         run_id=context.run_id,
