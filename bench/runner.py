@@ -95,23 +95,24 @@ def check_cases(cases: Sequence[Case], device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def float32_math(precision: str, device: torch.device) -> Iterator[None]:
-    """On CUDA, let float32 matmuls and convolutions use TF32 only for ``tf32`` cases
-    (PyTorch's own default allows it for cuDNN convolutions, which would make ``fp32``
-    partly TF32), and restore the previous settings afterwards. Uses the ``allow_tf32``
-    flags, which every supported PyTorch has; mixing them with the newer
+def cuda_backend_settings(precision: str, device: torch.device) -> Iterator[None]:
+    """On CUDA, for one case: cuDNN autotuning on (shapes are fixed, as in training; the
+    warm-up pays for it), and TF32 for float32 matmuls and convolutions only in ``tf32``
+    cases (PyTorch's own default allows it for cuDNN convolutions, which would make ``fp32``
+    partly TF32). The previous settings come back afterwards. TF32 is set through the
+    ``allow_tf32`` flags, which every supported PyTorch has; mixing them with the newer
     ``fp32_precision`` API is an error in PyTorch, so only these are touched."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    allow = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark
+    cuda.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
+    cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark = saved
 
 
 class Trainer:
@@ -259,7 +260,7 @@ def run_case(case: Case, context: RunContext) -> Record:
     clock, meter = instruments_for(device)
     device_scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     try:
-        with device_scope, float32_math(case.precision, device):
+        with device_scope, cuda_backend_settings(case.precision, device):
             measure(case, context, clock, meter, out)
     except torch.cuda.OutOfMemoryError as fault:
         status, error = "oom", _message(fault)

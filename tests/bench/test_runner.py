@@ -9,7 +9,7 @@ import torch
 import models
 from bench import runner
 from bench.memory import CudaMeter
-from bench.runner import RunContext, SetupError, check_cases, float32_math, run_case
+from bench.runner import RunContext, SetupError, check_cases, cuda_backend_settings, run_case
 from bench.suite import Case
 from bench.timing import CudaClock
 
@@ -171,19 +171,26 @@ def test_the_cuda_path_reads_the_allocator_and_events_in_the_right_order(monkeyp
     ]
 
 
-def test_tf32_is_allowed_only_for_tf32_cases_and_restored_after():
+def flags() -> tuple[bool, bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+
+
+def test_cuda_cases_autotune_and_allow_tf32_only_when_asked_and_restore_after():
     cuda = torch.device("cuda", 0)
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    saved = flags()
     try:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
-        with float32_math("tf32", cuda):
-            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        torch.backends.cudnn.benchmark = False
+        with cuda_backend_settings("tf32", cuda):
+            assert flags() == (True, True, True)
         for precision in ("fp32", "bf16", "fp16"):
-            with float32_math(precision, cuda):
-                assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+            with cuda_backend_settings(precision, cuda):
+                assert flags() == (False, False, True)
+        assert flags() == (False, True, False)
+        with cuda_backend_settings("fp32", CPU):
+            assert flags() == (False, True, False)  # the CPU has none of these
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
 
 
 def test_cases_that_cannot_run_fail_before_any_work():
