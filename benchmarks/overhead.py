@@ -1,7 +1,7 @@
 """The harness's own overhead: the throughput it reports against a minimal hand-written loop.
 
     python -m benchmarks.overhead [--models probe,cnn,resnet20] [--optimizer adam] [--batch-size 32]
-                                  [--rounds 20] [--steps 20] [--warmup 5] [--device auto]
+                                  [--rounds 20] [--steps 20] [--warmup 5] [--pairs 100] [--device auto]
 
 In one process, for each model, each round runs the same case twice, in alternating order:
 
@@ -18,6 +18,11 @@ mean step time (the same statistic as the hand-written loop's), and the median o
 of (harness mean step time - hand-written step time): the time the harness adds to a step.
 ``probe`` is a 1x1x1 -> 2 linear model registered by this script: its step is almost all
 framework overhead, so it shows what the harness adds in absolute terms.
+
+Rounds of whole cases are at the mercy of a busy machine's slow phases, so the script then
+compares the two training steps themselves: ``--pairs`` times, one harness step
+(``Trainer.step``) and one hand-written step on twin models, alternating which goes first,
+each timed by the harness's clock; it prints both medians and their throughput ratio.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +38,9 @@ from torch import nn
 
 import models
 import optimizers
+from bench import timing
 from bench.env import collect_env
-from bench.runner import RunContext, resolve_device, run_case
+from bench.runner import RunContext, build, resolve_device, run_case
 from bench.suite import Case
 
 
@@ -43,8 +50,8 @@ def probe(in_channels: int = 1, num_classes: int = 2) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels, num_classes))
 
 
-def hand_written_loop(case: Case, device: torch.device) -> float:
-    """Milliseconds per step of the simplest honest training loop."""
+def hand_written_step(case: Case, device: torch.device) -> Callable[[], None]:
+    """The simplest honest training step, on its own model, batch and optimizer."""
     torch.manual_seed(0)
     images = torch.randn(case.batch_size, *case.input_shape, device=device)
     labels = torch.randint(0, case.num_classes, (case.batch_size,), device=device)
@@ -57,6 +64,12 @@ def hand_written_loop(case: Case, device: torch.device) -> float:
         optimizer.step()
         optimizer.zero_grad()
 
+    return step
+
+
+def hand_written_loop(case: Case, device: torch.device) -> float:
+    """Milliseconds per step of the simplest honest training loop."""
+    step = hand_written_step(case, device)
     for _ in range(case.warmup):
         step()
     synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
@@ -68,6 +81,28 @@ def hand_written_loop(case: Case, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3 / case.steps
 
 
+def paired_steps(case: Case, context: RunContext, pairs: int) -> tuple[float, float]:
+    """Median milliseconds of the harness's training step (``Trainer.step``) and of the
+    hand-written step, run alternately step by step (in alternating order) on twin models
+    and timed by the same harness clock, so both see the same moments of a noisy machine."""
+    trainer = build(case, context, {})[2]
+    hand = hand_written_step(case, context.device)
+    clock = timing.clock_for(context.device)
+    for _ in range(case.warmup):
+        trainer.step()
+        hand()
+    times: dict[str, list[float]] = {"harness": [], "hand": []}
+    for pair in range(pairs):
+        order = [("harness", trainer.step), ("hand", hand)]
+        if pair % 2:
+            order.reverse()
+        for name, step in order:
+            (samples,) = timing.time_steps([step], 1, clock)
+            times[name] += samples
+    trainer.check_finite()
+    return statistics.median(times["harness"]), statistics.median(times["hand"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="probe,cnn,resnet20")
@@ -76,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=100, help="steps of each kind in the paired comparison")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -122,7 +158,12 @@ def main() -> None:
         print(
             f"{model}: over {args.rounds} rounds, harness / hand-written throughput = {median:.3f} (IQR {q3 - q1:.3f}) "
             f"as reported, {statistics.median(mean_ratios):.3f} by mean step time; "
-            f"time added per step (means): {statistics.median(added_ms) * 1e3:.0f} us (median over rounds)\n"
+            f"time added per step (means): {statistics.median(added_ms) * 1e3:.0f} us (median over rounds)"
+        )
+        harness_ms, hand_ms = paired_steps(case, context, args.pairs)
+        print(
+            f"{model}: {args.pairs} paired steps, median {harness_ms:.3f} ms (harness step) vs {hand_ms:.3f} ms "
+            f"(hand-written step): throughput ratio {hand_ms / harness_ms:.3f}\n"
         )
 
 
