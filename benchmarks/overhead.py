@@ -103,15 +103,42 @@ def paired_steps(case: Case, context: RunContext, pairs: int) -> tuple[float, fl
     return statistics.median(times["harness"]), statistics.median(times["hand"])
 
 
+def compare_runs(case: Case, context: RunContext, rounds: int) -> None:
+    """Print each round of run_case against the hand-written loop, then the medians."""
+    ratios, mean_ratios, added_ms = [], [], []
+    for round_ in range(1, rounds + 1):
+        if round_ % 2:
+            record, hand_ms = run_case(case, context), hand_written_loop(case, context.device)
+        else:
+            hand_ms, record = hand_written_loop(case, context.device), run_case(case, context)
+        if record.status != "ok":
+            raise SystemExit(f"{case.case_id}: {record.status}: {record.error}")
+        mean_ms = statistics.fmean(record.step_time_samples_ms)
+        ratios.append(hand_ms / record.step_time_ms)  # = harness throughput / hand-written throughput
+        mean_ratios.append(hand_ms / mean_ms)
+        added_ms.append(mean_ms - hand_ms)
+        print(
+            f"{case.case_id} round {round_:2d}: harness {record.step_time_ms:9.3f} ms/step median, "
+            f"{mean_ms:9.3f} mean; hand-written {hand_ms:9.3f}; throughput ratio {ratios[-1]:.3f} "
+            f"as reported, {mean_ratios[-1]:.3f} by mean"
+        )
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    print(
+        f"{case.model}: over {rounds} rounds, harness / hand-written throughput = {median:.3f} (IQR {q3 - q1:.3f}) "
+        f"as reported, {statistics.median(mean_ratios):.3f} by mean step time; "
+        f"time added per step (means): {statistics.median(added_ms) * 1e3:.0f} us (median over rounds)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="probe,cnn,resnet20")
     parser.add_argument("--optimizer", default="adam")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=20, help="whole-case rounds (0: none)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--pairs", type=int, default=100, help="steps of each kind in the paired comparison")
+    parser.add_argument("--pairs", type=int, default=100, help="steps of each kind in the paired comparison (0: none)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -137,34 +164,14 @@ def main() -> None:
             repeats=1,
             detailed=False,
         )
-        ratios, mean_ratios, added_ms = [], [], []
-        for round_ in range(1, args.rounds + 1):
-            if round_ % 2:
-                record, hand_ms = run_case(case, context), hand_written_loop(case, device)
-            else:
-                hand_ms, record = hand_written_loop(case, device), run_case(case, context)
-            if record.status != "ok":
-                raise SystemExit(f"{case.case_id}: {record.status}: {record.error}")
-            mean_ms = statistics.fmean(record.step_time_samples_ms)
-            ratios.append(hand_ms / record.step_time_ms)  # = harness throughput / hand-written throughput
-            mean_ratios.append(hand_ms / mean_ms)
-            added_ms.append(mean_ms - hand_ms)
+        if args.rounds:
+            compare_runs(case, context, args.rounds)
+        if args.pairs:
+            harness_ms, hand_ms = paired_steps(case, context, args.pairs)
             print(
-                f"{case.case_id} round {round_:2d}: harness {record.step_time_ms:9.3f} ms/step median, "
-                f"{mean_ms:9.3f} mean; hand-written {hand_ms:9.3f}; throughput ratio {ratios[-1]:.3f} "
-                f"as reported, {mean_ratios[-1]:.3f} by mean"
+                f"{model}: {args.pairs} paired steps, median {harness_ms:.3f} ms (harness step) vs {hand_ms:.3f} ms "
+                f"(hand-written step): throughput ratio {hand_ms / harness_ms:.3f}\n"
             )
-        q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-        print(
-            f"{model}: over {args.rounds} rounds, harness / hand-written throughput = {median:.3f} (IQR {q3 - q1:.3f}) "
-            f"as reported, {statistics.median(mean_ratios):.3f} by mean step time; "
-            f"time added per step (means): {statistics.median(added_ms) * 1e3:.0f} us (median over rounds)"
-        )
-        harness_ms, hand_ms = paired_steps(case, context, args.pairs)
-        print(
-            f"{model}: {args.pairs} paired steps, median {harness_ms:.3f} ms (harness step) vs {hand_ms:.3f} ms "
-            f"(hand-written step): throughput ratio {hand_ms / harness_ms:.3f}\n"
-        )
 
 
 if __name__ == "__main__":
