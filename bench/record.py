@@ -85,7 +85,7 @@ class Record:
     state_buffers_theory: int | None = None  # optimizers.state_buffers(name)
     state_bytes_per_param: float | None = None  # optimizer_state_bytes / params
     peak_memory_bytes: int | None = None
-    peak_memory_source: str | None = None  # cuda_max_allocated | process_rss
+    peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
     activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
     static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
 

@@ -121,7 +121,6 @@ class Suite:
     warmup: int = 5
     repeats: int = 5
     detailed: bool = False
-    source: str = ""  # the file it was read from
     sections: dict[str, object] = field(default_factory=dict)  # parsed, by SECTIONS
     section_tables: dict[str, dict] = field(default_factory=dict)  # as written, for to_toml
 
@@ -312,7 +311,7 @@ def parse_suite(document: dict, source: str, default_name: str) -> Suite:
             section_tables[name] = document[name]
     if not grids and not sections:
         raise SuiteError(f"{source}: nothing to run; add a [[grid]] block")
-    return Suite(grids=tuple(grids), source=source, sections=sections, section_tables=section_tables, **settings)
+    return Suite(grids=tuple(grids), sections=sections, section_tables=section_tables, **settings)
 
 
 def shipped() -> list[str]:
