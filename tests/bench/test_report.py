@@ -1,32 +1,17 @@
 """Summary tables from a run folder: units converted, failures listed, an empty run handled."""
 
+import dataclasses
+
 import pandas as pd
 
 from bench import report
 from bench.record import Record
 from bench.store import RunWriter
+from tests.bench.test_store import record as stored_record
 
 
 def record(model: str, status: str = "ok", **fields) -> Record:
-    return Record(
-        run_id="r",
-        case_id=f"{model}/adam",
-        timestamp="2026-11-27T00:00:00+00:00",
-        suite="s",
-        model=model,
-        optimizer="adam",
-        batch_size=32,
-        precision="fp32",
-        channels_last=False,
-        compile=False,
-        dataset="synthetic",
-        input_shape=[3, 32, 32],
-        steps=1,
-        warmup=1,
-        repeats=1,
-        status=status,
-        **fields,
-    )
+    return dataclasses.replace(stored_record("r", model, status), **fields)
 
 
 def test_summary_converts_units_and_leaves_failed_cases_blank():
@@ -47,7 +32,9 @@ def test_summary_converts_units_and_leaves_failed_cases_blank():
     assert (first["step_ms"], first["samples_per_s"], first["state_mib"]) == (12.35, 2592.1, 3.0)
     assert (first["peak_mib"], first["activation_mib"], first["state_bytes_per_param"]) == (1024.0, 512.0, 8.0)
     assert table.iloc[1]["status"] == "oom" and pd.isna(table.iloc[1]["step_ms"])
-    assert report.failures(pd.DataFrame([ok.to_dict(), oom.to_dict()])) == ["b/adam: oom: CUDA out of memory"]
+    assert report.failures(pd.DataFrame([ok.to_dict(), oom.to_dict()])) == [
+        "b/adam/b32/fp32/cl0/eager/synthetic/1x28x28: oom: CUDA out of memory"
+    ]
 
 
 def test_tables_of_a_run_without_records(tmp_path):
