@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from bench.tables import text_table
 
@@ -113,6 +116,112 @@ def _count(text: str) -> int:
     return value
 
 
+#: Exit statuses of ``convbench run``.
+EXIT_OK = 0  # every case has a record; oom and diverged are results, not failures of the run
+EXIT_CASE_ERROR = 1  # every case has a record, but at least one ended with an exception ("error")
+EXIT_BAD_INPUT = 2  # nothing ran: unknown name, bad suite, missing device or dataset
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C: the run folder is kept, marked incomplete
+EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM: likewise
+
+#: Flags that override the suite, by the suite key they replace.
+OVERRIDES = ("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; like KeyboardInterrupt, it ends the run between two records."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into a Terminated exception in the main thread while the block runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a suite; write records, environment, resolved suite and summary tables."""
+    import torch
+
+    from bench import data, report, runner
+    from bench.env import collect_env
+    from bench.progress import ProgressBar
+    from bench.store import RunWriter, load_run, new_run_id
+    from bench.suite import load_suite
+
+    # Everything that can be wrong with the input is found before the run folder exists.
+    suite = load_suite(args.suite or ("nightly" if torch.cuda.is_available() else "smoke"))
+    suite = suite.override(**{key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None})
+    if args.detailed:
+        suite = suite.override(detailed=True)
+    device = runner.resolve_device(suite.device)
+    suite = suite.override(device=str(device))
+    cases = suite.cases()
+    runner.check_cases(cases, device)
+    data_root = args.data_root or data.DEFAULT_ROOT
+    if suite.dataset != data.SYNTHETIC:
+        data.open_dataset(suite.dataset, data_root, args.download)
+
+    env = collect_env()
+    run_id = args.run_id or new_run_id()
+    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
+    context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
+    progress = ProgressBar(len(cases))
+    code = EXIT_OK
+    try:
+        with sigterm_raises():
+            for case in cases:
+                progress.start(case.case_id)
+                record = runner.run_case(case, context)
+                writer.append(record)
+                progress.finish(case.case_id, record.status)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        code = EXIT_TERMINATED
+    finally:
+        progress.close()
+        status = writer.finish()
+
+    report.write_tables(writer.path)
+    records = load_run(writer.path).frame()
+    print(text_table(report.summary(records)))
+    for line in report.failures(records):
+        print(line, file=sys.stderr)
+    print(f"run {status}: {writer.path}", file=sys.stderr)
+    if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
+        code = EXIT_CASE_ERROR
+    return code
+
+
+def _items(text: str) -> list[str]:
+    """A comma-separated list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _names(text: str) -> list[str] | str:
+    """A comma-separated list of registry names, or ``all``."""
+    return "all" if text == "all" else _items(text)
+
+
+def _integers(text: str) -> list[int]:
+    """A comma-separated list of integers (the suite checks that they are positive)."""
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench",
@@ -154,6 +263,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="random inputs averaged for the effective field (default 8; 0 skips it, the slow part)",
     )
     rf_parser.set_defaults(handler=cmd_rf)
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run a benchmark suite",
+        description="Run a suite (flags override it) and write results/<run-id>/. Exit status: 0 done, "
+        "1 done but a case raised an error, 2 bad input (nothing ran), 130/143 interrupted (kept, incomplete).",
+    )
+    run_parser.add_argument(
+        "--suite",
+        metavar="NAME|PATH",
+        help="a shipped suite (smoke, nightly, full) or a TOML file "
+        "(default: nightly where CUDA is available, else smoke)",
+    )
+    run_parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    run_parser.add_argument("--models", type=_names, metavar="A,B", help="models to run, or 'all'")
+    run_parser.add_argument("--optimizers", type=_names, metavar="A,B", help="optimizers to run, or 'all'")
+    run_parser.add_argument("--batch-sizes", type=_integers, metavar="N,M", help="batch sizes")
+    run_parser.add_argument("--precision", type=_items, metavar="P,Q", help="fp32, tf32 (CUDA), bf16, fp16")
+    run_parser.add_argument("--dataset", help="synthetic (default), mnist, fashionmnist or cifar10")
+    run_parser.add_argument("--steps", type=int, metavar="N", help="timed steps per repeat")
+    run_parser.add_argument("--warmup", type=int, metavar="N", help="untimed steps first (>= 1)")
+    run_parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats")
+    run_parser.add_argument("--detailed", action="store_true", help="also time forward, backward, optimizer step")
+    run_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    run_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
+    run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
+    run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
+    run_parser.set_defaults(handler=cmd_run)
     return parser
 
 
@@ -161,14 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported after parsing so that --help answers without loading torch.
+    from bench.data import DatasetNotFoundError
+    from bench.runner import SetupError
+    from bench.suite import SuiteError
     from models.registry import UnknownNameError
 
     handler: Handler = args.handler
     try:
         return handler(args)
-    except UnknownNameError as error:
+    except (UnknownNameError, SuiteError, SetupError, DatasetNotFoundError, FileExistsError) as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

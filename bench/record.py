@@ -85,8 +85,9 @@ class Record:
     state_buffers_theory: int | None = None  # optimizers.state_buffers(name)
     state_bytes_per_param: float | None = None  # optimizer_state_bytes / params
     peak_memory_bytes: int | None = None
-    peak_memory_source: str | None = None  # cuda_max_allocated | process_rss
-    activation_bytes: int | None = None  # peak minus params, grads and optimizer state
+    peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
+    activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
+    static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,197 @@
+"""Memory of a training case: what its tensors hold, and what the device saw at the peak.
+
+Counted from the tensors themselves (exact, on any device):
+
+- ``param_bytes``: the model's parameters; ``grad_bytes``: their ``.grad`` tensors.
+- ``optimizer_state_bytes``: every tensor in ``optimizer.state`` (Adam's m and v, SGDM's
+  m, and torch.optim's per-parameter ``step`` counters, which are 0-d tensors).
+- ``state_buffers_per_param``: elements of the state tensors shaped like their parameter,
+  divided by the elements of the optimizer's parameters: 2.0 for Adam, 1.0 for SGDM once
+  every parameter has its state.
+
+Seen by the device, through a meter:
+
+- ``CudaMeter``: the caching allocator's statistics. ``in_use`` is
+  ``memory_allocated`` (live tensors, each rounded up to the allocator's 512-byte blocks);
+  ``peak`` is ``max_memory_allocated`` since ``reset_peak_memory_stats``. Neither counts the
+  allocator's cache (``memory_reserved``) or the CUDA context.
+- ``ProcessMeter`` (CPU): the process's resident set. ``in_use`` is RSS; ``peak`` is the
+  kernel's high-water mark VmHWM (Linux), reset by writing 5 to /proc/self/clear_refs.
+  Where that is not possible, a thread samples RSS every ``SAMPLE_INTERVAL_S`` instead,
+  which can miss a peak shorter than that. RSS includes the interpreter and libraries, so
+  on the CPU only differences of these numbers describe the case.
+
+Both meters take the device (or allocator) module as a parameter, so the logic that uses
+them is testable on the CPU with fakes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+SAMPLE_INTERVAL_S = 0.005
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def tensor_bytes(tensors: Iterable[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def param_bytes(model: nn.Module) -> int:
+    return tensor_bytes(model.parameters())
+
+
+def grad_bytes(model: nn.Module) -> int:
+    return tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+
+
+def _state_tensors(optimizer: Optimizer) -> Iterable[tuple[Tensor, Tensor]]:
+    """(parameter, state tensor) for every tensor the optimizer keeps."""
+    for param, state in optimizer.state.items():
+        for value in state.values():
+            if isinstance(value, Tensor):
+                yield param, value
+
+
+def optimizer_state_bytes(optimizer: Optimizer) -> int:
+    return tensor_bytes(value for _, value in _state_tensors(optimizer))
+
+
+def state_buffers_per_param(optimizer: Optimizer) -> float:
+    """Parameter-shaped state elements per parameter element (see the module docstring)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    shaped = sum(value.numel() for param, value in _state_tensors(optimizer) if value.shape == param.shape)
+    return shaped / sum(p.numel() for p in params)
+
+
+class Meter(Protocol):
+    source: str  # what ``peak`` reads, for the record's peak_memory_source
+    counts_allocations: bool  # whether ``in_use`` differences are exact tensor allocations
+
+    def in_use(self) -> int: ...
+
+    def reset_peak(self) -> None: ...
+
+    def peak(self) -> int: ...
+
+    def release(self) -> None: ...
+
+
+class CudaMeter:
+    """Allocator statistics of one CUDA device."""
+
+    source = "cuda_max_allocated"
+    counts_allocations = True
+
+    def __init__(self, device: torch.device, cuda: object = torch.cuda) -> None:
+        self.device = device
+        self.cuda = cuda
+
+    def in_use(self) -> int:
+        return self.cuda.memory_allocated(self.device)
+
+    def reset_peak(self) -> None:
+        self.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        return self.cuda.max_memory_allocated(self.device)
+
+    def release(self) -> None:
+        """Return freed blocks to the driver, once nothing refers to the case's tensors."""
+        gc.collect()
+        self.cuda.empty_cache()
+
+
+def _status_bytes(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"{PROC_STATUS} has no {field}")
+    return int(match.group(1)) * 1024
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+        _status_bytes("VmHWM")
+    except OSError:
+        return False
+    return True
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, process: psutil.Process) -> None:
+        super().__init__(daemon=True)
+        self.process = process
+        self.highest = process.memory_info().rss
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(SAMPLE_INTERVAL_S):
+            self.highest = max(self.highest, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self.stopped.set()
+        self.join()
+        return max(self.highest, self.process.memory_info().rss)
+
+
+class ProcessMeter:
+    """Resident memory of this process."""
+
+    counts_allocations = False  # a step's RSS change is the C heap's business, not the tensors'
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.sampler: _RssSampler | None = None
+        self.source = "process_rss"
+
+    def in_use(self) -> int:
+        return self.process.memory_info().rss
+
+    def reset_peak(self) -> None:
+        if _reset_high_water_mark():
+            self.source = "process_rss"
+        else:
+            self.source = "process_rss_sampled"
+            self.sampler = _RssSampler(self.process)
+            self.sampler.start()
+
+    def peak(self) -> int:
+        if self.sampler is None:
+            return _status_bytes("VmHWM")
+        highest = self.sampler.stop()
+        self.sampler = None
+        return highest
+
+    def release(self) -> None:
+        """Free the case's memory and hand the C heap's free pages back to the kernel, so
+        the next case's RSS does not start with this one's leftovers."""
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+        gc.collect()
+        _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the allocator keeps its pages, RSS readings just start higher
+
+
+def meter_for(device: torch.device) -> Meter:
+    return CudaMeter(device) if device.type == "cuda" else ProcessMeter()

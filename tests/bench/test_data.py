@@ -1,0 +1,115 @@
+"""Real datasets through torchvision's own loaders, from tiny files written in their formats.
+
+MNIST and FashionMNIST are idx-ubyte files (big-endian: magic, dimensions, then the bytes),
+which torchvision reads after checking that they exist. CIFAR-10 is pickled batches, which
+torchvision also checks against the MD5 sums of the official release, kept in the class
+attributes ``train_list``, ``test_list`` and ``meta``. Tiny files cannot have those sums, so
+the CIFAR tests set the class attributes to the sums of the files they wrote: the real
+loading code, integrity check included, then runs unchanged (a corrupted file still fails).
+"""
+
+import hashlib
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from bench import data
+from bench.data import DatasetNotFoundError, make_batches
+
+CPU = torch.device("cpu")
+
+
+def idx(path, array: np.ndarray) -> None:
+    """An idx-ubyte file: 0x0000 0x08 (unsigned byte) ndim, then each dimension as a big-endian int32."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def mnist_like(root, folder: str, count: int = 6):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        idx(raw / f"{split}-images-idx3-ubyte", images)
+        idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return images, labels
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def cifar10(tmp_path, monkeypatch):
+    """A CIFAR-10 folder: five training batches of two images and a test batch of one, in
+    the release's pickle format, with torchvision's expected MD5 sums set to theirs."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = rng.integers(0, 256, size=(10, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=10).tolist()
+    batches = {f"data_batch_{i}": (images[2 * i - 2 : 2 * i], labels[2 * i - 2 : 2 * i]) for i in range(1, 6)}
+    batches["test_batch"] = (images[:1], labels[:1])
+    for name, (array, batch_labels) in batches.items():
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": array.reshape(len(array), 3 * 32 * 32), "labels": batch_labels}, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
+    cifar = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(
+        cifar, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
+    )
+    monkeypatch.setattr(cifar, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": md5(folder / "batches.meta")})
+    return tmp_path, images, labels
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
+def test_mnist_formats_load_through_torchvision(tmp_path, name, folder):
+    images, labels = mnist_like(tmp_path, folder)
+    batches = make_batches(name, (1, 28, 28), 10, batch_size=4, count=2, device=CPU, root=tmp_path)
+    assert len(batches) == 2
+    (x0, y0), (x1, y1) = batches
+    assert x0.shape == (4, 1, 28, 28) and x0.dtype == torch.float32
+    # ToTensor scales bytes to [0, 1]; the second batch wraps around the 6-image dataset.
+    assert torch.equal(x0[:, 0], torch.from_numpy(images[:4]).float() / 255)
+    assert torch.equal(x1[:, 0], torch.from_numpy(images[[4, 5, 0, 1]]).float() / 255)
+    assert y0.tolist() == labels[:4].tolist() and y1.tolist() == labels[[4, 5, 0, 1]].tolist()
+
+
+def test_cifar10_loads_through_torchvision_with_its_integrity_check(cifar10):
+    root, images, labels = cifar10
+    batches = make_batches("cifar10", (3, 32, 32), 10, batch_size=4, count=2, device=CPU, root=root)
+    # Training batches in file order: images 0-3, then 4-7.
+    for index, (x, y) in enumerate(batches):
+        assert torch.equal(x, torch.from_numpy(images[4 * index : 4 * index + 4]).float() / 255)
+        assert y.tolist() == labels[4 * index : 4 * index + 4]
+
+
+def test_a_corrupted_cifar_file_fails_the_integrity_check(cifar10):
+    root, _, _ = cifar10
+    path = root / "cifar-10-batches-py" / "data_batch_1"
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DatasetNotFoundError, match="not found or corrupted"):
+        data.open_dataset("cifar10", root)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py")])
+def test_a_missing_dataset_names_the_path_and_is_not_downloaded(tmp_path, name, folder):
+    with pytest.raises(DatasetNotFoundError) as caught:
+        data.open_dataset(name, tmp_path / "nowhere")
+    message = str(caught.value)
+    assert str(tmp_path / "nowhere" / folder) in message and "--download" in message
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_synthetic_data_is_one_batch_on_the_device():
+    ((x, y),) = make_batches("synthetic", (3, 5, 7), 4, batch_size=6, count=10, device=CPU)
+    assert x.shape == (6, 3, 5, 7) and x.device == CPU
+    assert y.shape == (6,) and 0 <= int(y.min()) and int(y.max()) < 4

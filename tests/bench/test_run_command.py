@@ -1,0 +1,201 @@
+"""``convbench run`` end to end: the files it writes, its exit statuses, faults and interruptions."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.store import load_run
+from tests.bench.test_data import mnist_like
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TINY = """
+[suite]
+name = "tiny"
+device = "cpu"
+steps = 2
+warmup = 1
+repeats = 2
+
+[[grid]]
+models = {models}
+optimizers = ["adam", "sgdm"]
+batch_sizes = [4]
+"""
+
+
+def tiny_suite(tmp_path, models='["ok-net"]') -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(models=models))
+    return str(path)
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main(["run", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_run_writes_every_file(tmp_path, capsys, fault_models):
+    results = tmp_path / "results"
+    code, out, err = run(capsys, "--suite", tiny_suite(tmp_path), "--results", str(results), "--run-id", "t1")
+    assert code == 0, err
+    folder = results / "t1"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "env.json",
+        "records.jsonl",
+        "run.json",
+        "suite.toml",
+        "summary.csv",
+        "summary.md",
+    ]
+    manifest = json.loads((folder / "run.json").read_text())
+    assert (manifest["status"], manifest["cases_done"], manifest["cases_total"]) == ("complete", 2, 2)
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    assert [(r["optimizer"], r["status"], r["run_id"], r["suite"]) for r in records] == [
+        ("adam", "ok", "t1", "tiny"),
+        ("sgdm", "ok", "t1", "tiny"),
+    ]
+    assert [r["state_buffers_per_param"] for r in records] == [2, 1]
+    assert json.loads((folder / "env.json").read_text())["torch"] == torch.__version__
+    resolved = tomllib.loads((folder / "suite.toml").read_text())
+    assert resolved["suite"]["device"] == "cpu" and resolved["grid"][0]["precision"] == ["fp32"]
+    with open(folder / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["optimizer"], row["state_bytes_per_param"]) for row in rows] == [("adam", "8.0"), ("sgdm", "4.0")]
+    summary = (folder / "summary.md").read_text()
+    assert "# convbench run t1" in summary and "| ok-net | adam |" in summary
+    # The terminal: the table on stdout, progress and the folder on stderr.
+    assert out.splitlines()[0].split()[:3] == ["model", "optimizer", "batch"]
+    assert "[2/2]" in err and f"run complete: {folder}" in err
+
+
+def test_flags_override_the_suite(tmp_path, capsys, fault_models):
+    args = ["--suite", tiny_suite(tmp_path), "--results", str(tmp_path), "--run-id", "t2"]
+    code, _, err = run(
+        capsys, *args, "--optimizers", "torch-adam", "--batch-sizes", "2,3", "--steps", "1", "--detailed"
+    )
+    assert code == 0, err
+    records = load_run(tmp_path / "t2").records
+    assert [(r["optimizer"], r["batch_size"], r["steps"], r["detailed"]) for r in records] == [
+        ("torch-adam", 2, 1, True),
+        ("torch-adam", 3, 1, True),
+    ]
+    assert all(len(r["step_time_samples_ms"]) == 2 and r["forward_ms"] > 0 for r in records)
+
+
+def test_faults_are_recorded_and_the_sweep_goes_on(tmp_path, capsys, fault_models):
+    suite = tiny_suite(tmp_path, '["oom-net", "error-net", "nan-net", "ok-net"]')
+    code, out, err = run(capsys, "--suite", suite, "--optimizers", "sgdm", "--results", str(tmp_path), "--run-id", "f")
+    assert code == 1  # complete, but a case raised an error
+    run_ = load_run(tmp_path / "f")
+    assert [(r["model"], r["status"]) for r in run_.records] == [
+        ("oom-net", "oom"),
+        ("error-net", "error"),
+        ("nan-net", "diverged"),
+        ("ok-net", "ok"),
+    ]
+    assert (run_.manifest["status"], run_.manifest["failures"]) == ("complete", 3)
+    assert "error-net/sgdm/b4/fp32/cl0/eager/synthetic/1x8x8: error: ValueError: boom" in err
+    assert "Cases that did not finish" in (tmp_path / "f" / "summary.md").read_text()
+
+
+def test_oom_and_divergence_alone_are_results_not_failures(tmp_path, capsys, fault_models):
+    suite = tiny_suite(tmp_path, '["oom-net", "nan-net"]')
+    code, _, _ = run(capsys, "--suite", suite, "--results", str(tmp_path), "--run-id", "o")
+    assert code == 0
+    assert load_run(tmp_path / "o").manifest["status"] == "complete"
+
+
+@pytest.mark.parametrize("fault,code", [("interrupt", 130), ("sigterm", 143)])
+def test_an_interruption_keeps_what_was_measured(tmp_path, capsys, fault_models, fault, code):
+    suite = tiny_suite(tmp_path, f'["ok-net", "{fault}-net", "cnn"]')
+    assert run(capsys, "--suite", suite, "--results", str(tmp_path), "--run-id", "i")[0] == code
+    run_ = load_run(tmp_path / "i")
+    assert [(r["model"], r["optimizer"]) for r in run_.records] == [("ok-net", "adam"), ("ok-net", "sgdm")]
+    assert (run_.manifest["status"], run_.manifest["cases_done"], run_.manifest["cases_total"]) == ("incomplete", 2, 6)
+    assert (tmp_path / "i" / "summary.md").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_real_datasets_from_the_data_root(tmp_path, capsys, fault_models):
+    mnist_like(tmp_path / "data", "MNIST")
+    args = ["--suite", tiny_suite(tmp_path, '["cnn"]'), "--optimizers", "sgdm", "--results", str(tmp_path)]
+    code, _, err = run(capsys, *args, "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--run-id", "m")
+    assert code == 0, err
+    (record,) = load_run(tmp_path / "m").records
+    assert (record["dataset"], record["input_shape"], record["status"]) == ("mnist", [1, 28, 28], "ok")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--models", "resnet19"], "unknown model 'resnet19'; valid models: resnet20"),
+        (["--optimizers", "adamw"], "unknown optimizer 'adamw'; valid optimizers: adam"),
+        (["--batch-sizes", "0"], "--batch-sizes[0]: expected a positive integer"),
+        (["--precision", "tf32", "--device", "cpu"], "needs a CUDA device"),
+        (["--dataset", "cifar10", "--data-root", "/nonexistent"], "/nonexistent/cifar-10-batches-py"),
+    ],
+)
+def test_bad_input_exits_2_before_any_work(tmp_path, capsys, args, message):
+    code, _, err = run(capsys, "--suite", "smoke", "--results", str(tmp_path / "results"), *args)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_bad_suite_file_exits_2_naming_file_and_key(tmp_path, capsys):
+    path = tmp_path / "typo.toml"
+    path.write_text(TINY.format(models='["cnn"]').replace("steps", "stpes"))
+    code, _, err = run(capsys, "--suite", str(path), "--results", str(tmp_path / "results"))
+    assert code == 2 and f"{path}: [suite].stpes: unknown key" in err
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, capsys, fault_models):
+    args = ["--suite", tiny_suite(tmp_path), "--results", str(tmp_path), "--run-id", "same", "--steps", "1"]
+    assert run(capsys, *args)[0] == 0
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="without arguments, a CUDA machine runs nightly")
+def test_without_a_suite_the_cpu_runs_smoke_and_its_buffers_match_the_theory(tmp_path, capsys):
+    code, _, err = run(capsys, "--steps", "1", "--warmup", "1", "--repeats", "1", "--results", str(tmp_path))
+    assert code == 0, err
+    (folder,) = tmp_path.iterdir()
+    run_ = load_run(folder)
+    assert run_.manifest["suite"] == "smoke" and run_.manifest["status"] == "complete"
+    assert {(r["model"], r["optimizer"]): r["state_buffers_per_param"] for r in run_.records} == {
+        ("cnn", "adam"): 2,
+        ("cnn", "sgdm"): 1,
+        ("resnet20", "adam"): 2,
+        ("resnet20", "sgdm"): 1,
+    }
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_real_process_marks_the_run_incomplete(tmp_path):
+    suite = tmp_path / "long.toml"
+    # Six cases of about a second each at least (an MLP step takes a millisecond or more).
+    suite.write_text(TINY.format(models='["mlp"]').replace("steps = 2", "steps = 300").replace("[4]", "[4, 5, 6]"))
+    command = [sys.executable, "-m", "bench", "run", "--suite", str(suite), "--results", str(tmp_path), "--run-id", "c"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = tmp_path / "c" / "records.jsonl"
+    deadline = time.monotonic() + 240
+    while not (records.exists() and records.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    run_ = load_run(tmp_path / "c")
+    assert run_.manifest["status"] == "incomplete" and 1 <= len(run_.records) < 6
+    assert "run incomplete" in err
