@@ -230,16 +230,15 @@ def record_run(run_dir: Path | str, history_path: Path | str = DEFAULT_PATH) -> 
 
 
 def runs(history_path: Path | str = DEFAULT_PATH) -> pd.DataFrame:
-    """One row per run, oldest first: id, time, machine, device, suite, commit, status,
+    """One row per run, oldest first: id, start time, machine, device, suite, commit, status,
     case count and failures."""
     with connect(history_path) as connection:
         frame = pd.read_sql_query(
-            "SELECT run_id, COALESCE(finished, started) AS time, hostname AS machine, device, suite, "
-            "git_commit AS 'commit', status, cases_done AS cases, failures, started "
-            "FROM runs ORDER BY started, run_id",
+            "SELECT run_id, started, hostname AS machine, device, suite, git_commit AS 'commit', status, "
+            "cases_done AS cases, failures FROM runs ORDER BY started, run_id",
             connection,
         )
-    return frame.drop(columns="started")
+    return frame
 
 
 def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> pd.DataFrame:

@@ -32,7 +32,7 @@ def test_a_run_lands_whole_with_its_samples(tmp_path):
     assert listed.to_dict("records") == [
         {
             "run_id": "r1",
-            "time": load_run(run_dir).manifest["finished"],
+            "started": load_run(run_dir).manifest["started"],
             "machine": "nightly-box",
             "device": "AMD EPYC",
             "suite": "smoke",
