@@ -12,10 +12,15 @@ Each case gets two verdicts, one for step time and one for memory, each one of
 ``VERDICTS``:
 
 - time: ``regression`` if the candidate's median step time is more than ``threshold``
-  (5%) above the baseline's *and* the two-sided Mann–Whitney U test on the step-time
-  samples says so at ``alpha`` (0.05) after Holm's correction over all cases of the
-  comparison (so that the chance of a false alarm anywhere in a run stays at most alpha);
-  ``improvement`` likewise below; otherwise ``unchanged``.
+  (5%) above the baseline's *and* the change is significant at ``alpha`` (0.05) after
+  Holm's correction over all cases of the comparison (so that the chance of a false alarm
+  anywhere in a run stays at most alpha); ``improvement`` likewise below; otherwise
+  ``unchanged``. The test is Welch's t-test on the logarithms of the per-repeat medians
+  (``step_time_samples_ms`` holds ``repeats`` blocks of ``steps`` samples, in order): steps
+  within one repeat share its conditions (clock speed, other processes, a GC pause), so
+  treating them as independent overstates the evidence, and a comparison across runs must
+  be judged against how much whole repeats vary. A case with fewer than two repeats on
+  either side cannot be tested and is ``unchanged``, with a note.
 - memory: the byte counts that the configuration fixes (``EXACT_MEMORY_FIELDS``: parameter,
   gradient and optimizer-state bytes) must match exactly, so any increase is a regression
   and any decrease an improvement; peak memory (a single reading per case, so no test is
@@ -34,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
-from bench.stats import holm, mann_whitney
+from bench.stats import holm, welch
 from models.registry import UnknownNameError
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
@@ -97,6 +102,16 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
     if before is None or after is None or before == 0:
         return None
     return after / before - 1.0
+
+
+def repeat_medians(record: dict) -> list[float] | None:
+    """The median step time of each repeat, or None if the samples do not split into
+    ``repeats`` blocks of ``steps``."""
+    samples = list(record.get("step_time_samples_ms") or [])
+    repeats, steps = record.get("repeats"), record.get("steps")
+    if not samples or not repeats or not steps or len(samples) != int(repeats) * int(steps):
+        return None
+    return np.median(np.reshape(samples, (int(repeats), int(steps))), axis=1).tolist()
 
 
 def _verdict(change: float | None, threshold: float, significant: bool = True) -> str:
@@ -171,12 +186,13 @@ def compare_runs(
             row["note"] = f"both failed ({b.get('status')}, {c.get('status')})"
         else:
             row["memory"] = _memory_verdict(b, c, memory_threshold)
-            if b_samples and c_samples:
+            b_repeats, c_repeats = repeat_medians(b), repeat_medians(c)
+            if b_repeats and c_repeats and len(b_repeats) >= 2 and len(c_repeats) >= 2:
                 tested.append(len(rows))
-                p_values.append(mann_whitney(c_samples, b_samples).p_value)
+                p_values.append(welch(np.log(c_repeats), np.log(b_repeats)).p_value)
             else:
                 row["time"] = "unchanged"
-                row["note"] = "no step-time samples to test"
+                row["note"] = "not tested: needs step-time samples of at least two repeats on each side"
         rows.append(row)
     for index, p in zip(tested, holm(p_values), strict=True):
         rows[index]["p_value"] = float(p)

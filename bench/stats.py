@@ -1,5 +1,11 @@
 """The statistics behind ``compare``'s verdicts, in numpy alone (the GPU machines have no scipy).
 
+``welch`` is Welch's two-sample t-test (unequal variances, Welch–Satterthwaite degrees of
+freedom), with Student's t distribution from the regularized incomplete beta function
+(Numerical Recipes §6.4). ``compare`` applies it to the logarithms of the per-repeat median
+step times: the repeat, not the step, is the unit that varies independently from run to
+run (steps within a repeat share its conditions), and effects on time are ratios.
+
 ``mann_whitney`` is the two-sided Mann–Whitney U (Wilcoxon rank-sum) test with the normal
 approximation, tie correction and continuity correction, as in Conover, *Practical
 Nonparametric Statistics*, §5.1 (scipy's ``mannwhitneyu(method="asymptotic")`` computes the
@@ -65,3 +71,71 @@ def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
+
+
+@dataclass(frozen=True)
+class Welch:
+    """Welch's t statistic of mean(x) - mean(y), its Welch–Satterthwaite degrees of
+    freedom, and the two-sided p-value."""
+
+    t: float
+    df: float
+    p_value: float
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz's method,
+    Numerical Recipes §6.4); converges fast for x < (a + 1) / (a + b + 2)."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < eps:
+            break
+    return result
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def student_t_two_sided(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+def welch(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> Welch:
+    """Welch's two-sample t-test (unequal variances), two-sided."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"Welch's t-test needs at least two values per sample, got {len(x)} and {len(y)}")
+    share_x, share_y = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    difference = float(x.mean() - y.mean())
+    standard_error = math.sqrt(share_x + share_y)
+    if standard_error == 0.0:  # both samples constant: the difference is exact
+        return Welch(
+            t=math.copysign(math.inf, difference) if difference else 0.0, df=math.inf, p_value=float(not difference)
+        )
+    df = float((share_x + share_y) ** 2 / (share_x**2 / (len(x) - 1) + share_y**2 / (len(y) - 1)))
+    t = difference / standard_error
+    return Welch(t=t, df=df, p_value=student_t_two_sided(t, df))

@@ -1,5 +1,5 @@
-"""The rank test and Holm's correction against hand computation, textbook examples and
-the exact permutation distribution."""
+"""Welch's t-test, the rank test and Holm's correction against hand computation, textbook
+examples, closed forms and the exact permutation distribution."""
 
 import math
 from itertools import combinations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.stats import average_ranks, holm, mann_whitney
+from bench.stats import average_ranks, holm, mann_whitney, regularized_beta, student_t_two_sided, welch
 
 
 def pairs_u(x, y) -> float:
@@ -93,3 +93,57 @@ def test_holm_textbook_example():
     assert holm([0.01, 0.5]).tolist() == pytest.approx([0.02, 0.5])
     assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]
     assert holm([]).tolist() == []
+
+
+@pytest.mark.parametrize(
+    "t,df,p",
+    [
+        (2.776, 4, 0.05),  # the t table: two-sided 5% and 1% points
+        (2.228, 10, 0.05),
+        (3.169, 10, 0.01),
+        (12.706, 1, 0.05),
+        (1.960, 1e7, 0.05),  # the normal limit
+    ],
+)
+def test_student_t_against_the_table(t, df, p):
+    assert student_t_two_sided(t, df) == pytest.approx(p, rel=2e-3)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.0, 7.5, 40.0])
+def test_student_t_against_closed_forms(t):
+    # df = 1 is the Cauchy distribution: P(|T| > t) = 1 - (2 / pi) atan t;
+    # df = 2: P(|T| > t) = 1 - t / sqrt(2 + t^2).
+    assert student_t_two_sided(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), rel=1e-9, abs=1e-14)
+    assert student_t_two_sided(t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9, abs=1e-14)
+
+
+def test_regularized_beta_against_closed_forms():
+    # I_x(1, 1) = x; I_x(a, 1) = x^a; I_x(1, b) = 1 - (1 - x)^b
+    assert regularized_beta(1, 1, 0.3) == pytest.approx(0.3)
+    assert regularized_beta(3.5, 1, 0.7) == pytest.approx(0.7**3.5)
+    assert regularized_beta(1, 4.0, 0.2) == pytest.approx(1 - 0.8**4)
+
+
+def test_welch_textbook_example():
+    # Wikipedia, "Welch's t-test", example 1: t = -2.46, df = 24.99, p = 0.021.
+    a1 = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+    a2 = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+    result = welch(a1, a2)
+    assert result.t == pytest.approx(-2.46, abs=0.005)
+    assert result.df == pytest.approx(24.99, abs=0.005)
+    assert result.p_value == pytest.approx(0.021, abs=0.0005)
+
+
+def test_welch_by_hand():
+    # x = 1, 2, 3: mean 2, variance 1; y = 4, 6, 8: mean 6, variance 4.
+    # se^2 = 1/3 + 4/3 = 5/3; t = -4 / sqrt(5/3); df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2) = 50/17
+    result = welch([1, 2, 3], [4, 6, 8])
+    assert result.t == pytest.approx(-4 / math.sqrt(5 / 3))
+    assert result.df == pytest.approx(50 / 17)
+
+
+def test_welch_on_constant_samples_and_too_few_values():
+    assert welch([1.0, 1.0], [1.0, 1.0]).p_value == 1.0
+    assert welch([1.0, 1.0], [2.0, 2.0]).p_value == 0.0
+    with pytest.raises(ValueError, match="at least two"):
+        welch([1.0], [1.0, 2.0])
