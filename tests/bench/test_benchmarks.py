@@ -24,7 +24,7 @@ def test_benchmarks_record_device_and_extra_info(tmp_path):
             "-p",
             "no:cacheprovider",
             "-k",
-            "test_optimizer_step and (torch-sgdm-fused or adam-foreach)",
+            "(test_optimizer_step and (torch-sgdm-fused or adam-foreach)) or (test_training_step and cnn and sgdm)",
             "--benchmark-min-rounds=1",
             "--benchmark-max-time=0",
             "--benchmark-warmup=off",
@@ -39,9 +39,13 @@ def test_benchmarks_record_device_and_extra_info(tmp_path):
     saved = json.loads(report.read_text())
     assert saved["machine_info"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert saved["machine_info"]["device_name"]
-    extra = {b["params"]["name"]: b["extra_info"] for b in saved["benchmarks"]}
+    extra = {b["param"]: b["extra_info"] for b in saved["benchmarks"]}
     # ResNet-18 has 11,689,512 parameters (torchvision); Adam keeps 2 fp32 buffers per parameter.
     assert extra["adam-foreach"]["params"] == 11_689_512
     assert extra["adam-foreach"]["optimizer_state_bytes"] == 2 * 4 * 11_689_512
     assert extra["torch-sgdm-fused"]["optimizer_state_bytes"] == 4 * 11_689_512
     assert extra["adam-foreach"]["params_per_s"] > 0
+    # The lab CNN has 360,778 parameters; SGDM keeps one fp32 buffer per parameter.
+    step = extra["cnn/sgdm/32"]
+    assert step["param_bytes"] == step["grad_bytes"] == step["optimizer_state_bytes"] == 4 * 360_778
+    assert step["samples_per_s"] > 0
