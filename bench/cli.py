@@ -14,6 +14,20 @@ from bench.tables import text_table
 
 Handler = Callable[[argparse.Namespace], int]
 
+DEFAULT_HISTORY = Path("results") / "history.sqlite"
+DEFAULT_THRESHOLD_PERCENT = 5.0
+DEFAULT_MEMORY_PERCENT = 10.0
+
+
+def add_threshold(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD_PERCENT,
+        metavar="PERCENT",
+        help=f"step-time change that counts, if significant (default {DEFAULT_THRESHOLD_PERCENT:g})",
+    )
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model registry: name, family, parameter count, input shape, classes."""
@@ -222,6 +236,96 @@ def _integers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _print_table(frame: object, args: argparse.Namespace) -> None:
+    """Print ``frame`` as text or Markdown (``--format``); also write Markdown to ``--markdown``."""
+    from bench.store import write_atomic
+    from bench.tables import markdown_table
+
+    print(markdown_table(frame) if args.format == "markdown" else text_table(frame))
+    if args.markdown:
+        write_atomic(Path(args.markdown), markdown_table(frame) + "\n")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """List the runs in the history, oldest first."""
+    from bench import history
+
+    runs = history.runs(args.history)
+    runs["commit"] = runs["commit"].str[:10]
+    print(runs.to_json(orient="records", indent=2) if args.json else text_table(runs))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Add run folders (e.g. copied from other machines) to the history."""
+    from bench import history
+
+    for run_id, added in history.ingest(args.run_dirs, args.history):
+        print(f"added {run_id}" if added else f"skipped {run_id}: already in the history")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
+    from bench import compare, history
+
+    candidate = history.resolve(args.candidate, args.history)
+    baseline = history.resolve(args.baseline, args.history, after=candidate)
+    verdicts = compare.compare_runs(
+        baseline.frame,
+        candidate.frame,
+        threshold=args.threshold / 100,
+        memory_threshold=args.memory_threshold / 100,
+    )
+    print(f"baseline {baseline.run_id}, candidate {candidate.run_id}")
+    _print_table(compare.readable(verdicts), args)
+    print(compare.summary(verdicts))
+    return 1 if compare.has_regression(verdicts) else 0
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    """Throughput and memory over the recorded runs, flagged where compare would flag them."""
+    from bench import compare, figures, history
+
+    records = history.records(args.history)
+    if records.empty:
+        raise history.HistoryError(f"the history {args.history} holds no runs yet")
+    flagged = compare.flag_history(records, threshold=args.threshold / 100)
+    chosen = flagged[
+        flagged["model"].isin(args.model or flagged["model"])
+        & flagged["optimizer"].isin(args.optimizer or flagged["optimizer"])
+    ]
+    if chosen.empty:
+        raise history.HistoryError("no recorded case matches the --model and --optimizer given")
+    several_devices = chosen["device_name"].nunique() > 1
+    chosen = chosen.assign(
+        series=chosen["case_id"] + (" @ " + chosen["device_name"] if several_devices else ""),
+    )
+    figures.use_theme()
+    paths = figures.save(figures.trend_figure(chosen), Path(args.output))
+    hits = chosen[(chosen["time"] == "regression") | (chosen["memory"] == "regression")]
+    for row in hits.itertuples():
+        print(f"{row.run_id}  {row.series}: time {row.time}, memory {row.memory}")
+    runs = chosen["run_id"].nunique()
+    print(f"{runs} runs, {len(hits)} case regressions flagged; figure: {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    """Runs of one suite on different devices, side by side, with a speed-up figure."""
+    from bench import compare, figures, history
+
+    runs = [history.resolve(reference, args.history).frame for reference in args.runs]
+    table, notes = compare.side_by_side(runs, reference=args.reference)
+    _print_table(compare.side_by_side_wide(table), args)
+    for note in notes:
+        print(note)
+    figures.use_theme()
+    paths = figures.save(figures.speedup_figure(table), Path(args.output))
+    print(f"figure: {', '.join(map(str, paths))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench",
@@ -291,6 +395,63 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
     run_parser.set_defaults(handler=cmd_run)
+
+    history_help = "the history database (default: results/history.sqlite)"
+
+    def add_history(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--history", type=Path, default=DEFAULT_HISTORY, metavar="PATH", help=history_help)
+
+    def add_format(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
+        sub.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown to FILE")
+
+    history_parser = commands.add_parser("history", help="list the runs in the history")
+    add_history(history_parser)
+    history_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history_parser.set_defaults(handler=cmd_history)
+
+    ingest_parser = commands.add_parser("ingest", help="add run folders (e.g. from other machines) to the history")
+    ingest_parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    add_history(ingest_parser)
+    ingest_parser.set_defaults(handler=cmd_ingest)
+
+    run_help = "a run folder, a run id in the history, latest, or previous"
+    compare_parser = commands.add_parser(
+        "compare", help="regression verdicts of CANDIDATE against BASELINE (exit status 1 on a regression)"
+    )
+    compare_parser.add_argument("baseline", metavar="BASELINE", help=run_help)
+    compare_parser.add_argument("candidate", metavar="CANDIDATE", help=run_help)
+    add_history(compare_parser)
+    add_threshold(compare_parser)
+    compare_parser.add_argument(
+        "--memory-threshold",
+        type=float,
+        default=DEFAULT_MEMORY_PERCENT,
+        metavar="PERCENT",
+        help=f"peak-memory change that counts (default {DEFAULT_MEMORY_PERCENT:g})",
+    )
+    add_format(compare_parser)
+    compare_parser.set_defaults(handler=cmd_compare)
+
+    trend_parser = commands.add_parser("trend", help="throughput and memory over the recorded runs, as a figure")
+    trend_parser.add_argument("--model", nargs="+", metavar="MODEL", help="only these models")
+    trend_parser.add_argument("--optimizer", nargs="+", metavar="OPTIMIZER", help="only these optimizers")
+    add_history(trend_parser)
+    add_threshold(trend_parser)
+    trend_parser.add_argument(
+        "--output", default="results/trend", metavar="STEM", help="figure path without suffix (default results/trend)"
+    )
+    trend_parser.set_defaults(handler=cmd_trend)
+
+    gpus_parser = commands.add_parser("gpus", help="runs of one suite on different devices, side by side")
+    gpus_parser.add_argument("runs", nargs="+", metavar="RUN", help=run_help)
+    gpus_parser.add_argument("--reference", metavar="DEVICE", help="device to normalise to (default: the first run's)")
+    add_history(gpus_parser)
+    add_format(gpus_parser)
+    gpus_parser.add_argument(
+        "--output", default="results/gpus", metavar="STEM", help="figure path without suffix (default results/gpus)"
+    )
+    gpus_parser.set_defaults(handler=cmd_gpus)
     return parser
 
 
@@ -303,10 +464,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.suite import SuiteError
     from models.registry import UnknownNameError
 
+    # Bad input, named in the message: an unknown name, run or device, a run folder that
+    # is not one, cases measured differently. Exit status 2, as argparse uses for usage.
+    bad_input: tuple[type[Exception], ...] = (
+        UnknownNameError,
+        SuiteError,
+        SetupError,
+        DatasetNotFoundError,
+        FileExistsError,
+    )
+    if args.command in ("history", "ingest", "compare", "trend", "gpus"):
+        from bench.compare import IncomparableError
+        from bench.history import HistoryError
+
+        bad_input += (HistoryError, IncomparableError, FileNotFoundError)
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (UnknownNameError, SuiteError, SetupError, DatasetNotFoundError, FileExistsError) as error:
+    except bad_input as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,0 +1,351 @@
+"""Verdicts on two runs of the same suite, trends over many, and GPUs side by side.
+
+Everything here takes Records as DataFrames (``Run.frame()`` or ``history.records``) and
+returns DataFrames; the CLI formats them.
+
+Cases are matched on ``CASE_FIELDS``. Two matched cases are only compared if they were
+measured the same way: every ``PROTOCOL_FIELDS`` value, the device kind (cpu / cuda) and the
+device name must agree, else ``IncomparableError`` names the case and the field (putting
+different GPUs side by side is ``side_by_side``'s job, not a verdict's).
+
+Each case gets two verdicts, one for step time and one for memory, each one of
+``VERDICTS``:
+
+- time: ``regression`` if the candidate's median step time is more than ``threshold``
+  (5%) above the baseline's *and* the change is significant at ``alpha`` (0.05) after
+  Holm's correction over all cases of the comparison (so that the chance of a false alarm
+  anywhere in a run stays at most alpha); ``improvement`` likewise below; otherwise
+  ``unchanged``. The test is Welch's t-test on the logarithms of the per-repeat medians
+  (``step_time_samples_ms`` holds ``repeats`` blocks of ``steps`` samples, in order): steps
+  within one repeat share its conditions (clock speed, other processes, a GC pause), so
+  treating them as independent overstates the evidence, and a comparison across runs must
+  be judged against how much whole repeats vary. A case with fewer than two repeats on
+  either side cannot be tested and is ``unchanged``, with a note.
+- memory: the byte counts that the configuration fixes (``EXACT_MEMORY_FIELDS``: parameter,
+  gradient and optimizer-state bytes) must match exactly, so any increase is a regression
+  and any decrease an improvement; peak memory (a single reading per case, so no test is
+  possible) counts when it moves by more than ``memory_threshold`` (10%).
+- a case that ran in the baseline but failed in the candidate (oom, error, diverged) is a
+  regression of both; the reverse an improvement of both.
+- ``new``: the case is only in the candidate; ``missing``: only in the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
+from bench.stats import holm, welch
+from models.registry import UnknownNameError
+
+VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_MEMORY_THRESHOLD = 0.10
+DEFAULT_ALPHA = 0.05
+EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
+#: What must agree besides the case itself for two measurements to be comparable.
+COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
+
+
+class IncomparableError(ValueError):
+    """Matched cases that were measured differently; ``mismatches`` lists each one."""
+
+    def __init__(self, mismatches: list[tuple[str, str, object, object]]) -> None:
+        self.mismatches = mismatches
+        lines = [f"  {case}: {field} differs (baseline {b!r}, candidate {c!r})" for case, field, b, c in mismatches]
+        super().__init__("refusing to compare cases measured differently:\n" + "\n".join(lines))
+
+
+def _hashable(value: object) -> object:
+    if isinstance(value, list | tuple | np.ndarray):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _by_case(frame: pd.DataFrame, which: str) -> dict[tuple, dict]:
+    cases: dict[tuple, dict] = {}
+    for record in frame.to_dict("records"):
+        key = tuple(_hashable(record.get(field)) for field in CASE_FIELDS)
+        if key in cases:
+            raise ValueError(f"the {which} run holds case {record['case_id']} twice")
+        record["device_kind"] = str(record.get("device", "")).split(":")[0]
+        cases[key] = record
+    return cases
+
+
+def mismatches(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[tuple[str, str, object, object]]:
+    """(case id, field, baseline value, candidate value) for each matched case and each
+    ``COMPARABLE_FIELDS`` field on which the two disagree."""
+    base, cand = _by_case(baseline, "baseline"), _by_case(candidate, "candidate")
+    found = []
+    for key in base.keys() & cand.keys():
+        for field in COMPARABLE_FIELDS:
+            b, c = base[key].get(field), cand[key].get(field)
+            if _hashable(b) != _hashable(c):
+                found.append((base[key]["case_id"], field, b, c))
+    return sorted(found, key=lambda m: (m[0], m[1]))
+
+
+def _number(value: object) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def _relative_change(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None or before == 0:
+        return None
+    return after / before - 1.0
+
+
+def repeat_medians(record: dict) -> list[float] | None:
+    """The median step time of each repeat, or None if the samples do not split into
+    ``repeats`` blocks of ``steps``."""
+    samples = list(record.get("step_time_samples_ms") or [])
+    repeats, steps = record.get("repeats"), record.get("steps")
+    if not samples or not repeats or not steps or len(samples) != int(repeats) * int(steps):
+        return None
+    return np.median(np.reshape(samples, (int(repeats), int(steps))), axis=1).tolist()
+
+
+def _verdict(change: float | None, threshold: float, significant: bool = True) -> str:
+    if change is None or not significant:
+        return "unchanged"
+    if change > threshold:
+        return "regression"
+    if change < -threshold:
+        return "improvement"
+    return "unchanged"
+
+
+def _memory_verdict(base: dict, cand: dict, memory_threshold: float) -> str:
+    verdicts = []
+    for field in EXACT_MEMORY_FIELDS:
+        b, c = _number(base.get(field)), _number(cand.get(field))
+        if b is not None and c is not None:
+            verdicts.append("regression" if c > b else "improvement" if c < b else "unchanged")
+    peak = _relative_change(_number(base.get("peak_memory_bytes")), _number(cand.get("peak_memory_bytes")))
+    verdicts.append(_verdict(peak, memory_threshold))
+    for verdict in ("regression", "improvement"):
+        if verdict in verdicts:
+            return verdict
+    return "unchanged"
+
+
+def compare_runs(
+    baseline: pd.DataFrame,
+    candidate: pd.DataFrame,
+    threshold: float = DEFAULT_THRESHOLD,
+    memory_threshold: float = DEFAULT_MEMORY_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> pd.DataFrame:
+    """One row per case of either run, baseline order first, then the new cases: its
+    verdicts and the figures behind them. Raises IncomparableError if matched cases were
+    measured differently."""
+    found = mismatches(baseline, candidate)
+    if found:
+        raise IncomparableError(found)
+    base, cand = _by_case(baseline, "baseline"), _by_case(candidate, "candidate")
+    rows = []
+    tested: list[int] = []  # rows whose time verdict rests on the rank test
+    p_values: list[float] = []
+    for key in [*base, *(k for k in cand if k not in base)]:
+        b, c = base.get(key), cand.get(key)
+        row = {"case": (b or c)["case_id"], "time": "", "memory": "", "note": ""}
+        b_ok, c_ok = b is not None and b.get("status") == "ok", c is not None and c.get("status") == "ok"
+        b_samples = list(b.get("step_time_samples_ms") or []) if b_ok else []
+        c_samples = list(c.get("step_time_samples_ms") or []) if c_ok else []
+        row["baseline_ms"] = float(np.median(b_samples)) if b_samples else None
+        row["candidate_ms"] = float(np.median(c_samples)) if c_samples else None
+        row["time_change"] = _relative_change(row["baseline_ms"], row["candidate_ms"])
+        row["p_value"] = None
+        row["baseline_state_bytes"] = b.get("optimizer_state_bytes") if b else None
+        row["candidate_state_bytes"] = c.get("optimizer_state_bytes") if c else None
+        row["peak_change"] = _relative_change(
+            _number(b.get("peak_memory_bytes")) if b_ok else None,
+            _number(c.get("peak_memory_bytes")) if c_ok else None,
+        )
+        if b is None:
+            row["time"] = row["memory"] = "new"
+        elif c is None:
+            row["time"] = row["memory"] = "missing"
+        elif b_ok and not c_ok:
+            row["time"] = row["memory"] = "regression"
+            row["note"] = f"candidate {c.get('status')}: {c.get('error') or ''}".rstrip(": ")
+        elif c_ok and not b_ok:
+            row["time"] = row["memory"] = "improvement"
+            row["note"] = f"baseline {b.get('status')}"
+        elif not b_ok:
+            row["time"] = row["memory"] = "unchanged"
+            row["note"] = f"both failed ({b.get('status')}, {c.get('status')})"
+        else:
+            row["memory"] = _memory_verdict(b, c, memory_threshold)
+            b_repeats, c_repeats = repeat_medians(b), repeat_medians(c)
+            if b_repeats and c_repeats and len(b_repeats) >= 2 and len(c_repeats) >= 2:
+                tested.append(len(rows))
+                p_values.append(welch(np.log(c_repeats), np.log(b_repeats)).p_value)
+            else:
+                row["time"] = "unchanged"
+                row["note"] = "not tested: needs step-time samples of at least two repeats on each side"
+        rows.append(row)
+    for index, p in zip(tested, holm(p_values), strict=True):
+        rows[index]["p_value"] = float(p)
+        rows[index]["time"] = _verdict(rows[index]["time_change"], threshold, significant=p < alpha)
+    columns = [
+        "case",
+        "time",
+        "baseline_ms",
+        "candidate_ms",
+        "time_change",
+        "p_value",
+        "memory",
+        "baseline_state_bytes",
+        "candidate_state_bytes",
+        "peak_change",
+        "note",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def has_regression(verdicts: pd.DataFrame) -> bool:
+    """True if any case regressed in step time or in memory."""
+    return bool(((verdicts["time"] == "regression") | (verdicts["memory"] == "regression")).any())
+
+
+def readable(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts with their figures rounded and labelled for a table."""
+
+    def percent(value: object) -> str:
+        number = _number(value)
+        return "" if number is None else f"{number * 100:+.1f}%"
+
+    def state(row: pd.Series) -> str:
+        b, c = _number(row["baseline_state_bytes"]), _number(row["candidate_state_bytes"])
+        if b is None or c is None or b == c:
+            return "" if b is None and c is None else f"{int(b if b is not None else c):,}"
+        return f"{int(b):,} -> {int(c):,}"
+
+    return pd.DataFrame(
+        {
+            "case": verdicts["case"],
+            "time": verdicts["time"],
+            "baseline ms": verdicts["baseline_ms"].astype(float).round(2),
+            "candidate ms": verdicts["candidate_ms"].astype(float).round(2),
+            "change": verdicts["time_change"].map(percent),
+            "p (Holm)": verdicts["p_value"].map(lambda p: "" if _number(p) is None else f"{p:.2g}"),
+            "memory": verdicts["memory"],
+            "state bytes": verdicts.apply(state, axis=1) if len(verdicts) else [],
+            "peak": verdicts["peak_change"].map(percent),
+            "note": verdicts["note"],
+        }
+    )
+
+
+def summary(verdicts: pd.DataFrame) -> str:
+    """One line: how many cases got each verdict, for time and for memory."""
+    parts = []
+    for aspect in ("time", "memory"):
+        counts = verdicts[aspect].value_counts()
+        parts.append(f"{aspect}: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts))
+    return "; ".join(parts)
+
+
+def flag_history(history: pd.DataFrame, **options: float) -> pd.DataFrame:
+    """``history`` (records of many runs, with ``started`` and ``machine``) with ``time``
+    and ``memory`` verdicts added: each run compared with the run before it of the same
+    suite on the same machine, as ``compare previous RUN`` would. The first run of each
+    series, and cases measured differently from the run before, get no verdict (None)."""
+    flagged = []
+    for _, series in history.groupby(["suite", "machine"], sort=False, dropna=False):
+        order = series.drop_duplicates("run_id").sort_values(["started", "run_id"])["run_id"].tolist()
+        previous = None
+        for run_id in order:
+            current = series[series["run_id"] == run_id].copy()
+            current["time"] = current["memory"] = None
+            if previous is not None:
+                skip = {case for case, *_ in mismatches(previous, current)}
+                comparable = ~current["case_id"].isin(skip)
+                verdicts = compare_runs(previous[~previous["case_id"].isin(skip)], current[comparable], **options)
+                by_case = verdicts.set_index("case")
+                current.loc[comparable, "time"] = current.loc[comparable, "case_id"].map(by_case["time"])
+                current.loc[comparable, "memory"] = current.loc[comparable, "case_id"].map(by_case["memory"])
+            flagged.append(current)
+            previous = series[series["run_id"] == run_id]
+    return pd.concat(flagged) if flagged else history.assign(time=None, memory=None)
+
+
+def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """One label per run: its device name, with the run id where two runs share a device."""
+    names = []
+    for frame in frames:
+        devices = sorted(frame["device_name"].dropna().unique()) if len(frame) else []
+        names.append(", ".join(devices) or "unknown device")
+    return [
+        name if names.count(name) == 1 else f"{name} ({frame['run_id'].iloc[0]})"
+        for name, frame in zip(names, frames, strict=True)
+    ]
+
+
+def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Runs of one suite on different devices, per case and device: throughput, speed-up
+    over the ``reference`` device (default: the first run's) and memory.
+
+    Returns the long table (one row per case and device, cases in first-seen order) and
+    one sentence per case that some device lacks or failed, naming the devices."""
+    labels = _device_labels(frames)
+    reference = reference or labels[0]
+    if reference not in labels:
+        raise UnknownNameError("device", reference, labels)
+    rows = []
+    for label, frame in zip(labels, frames, strict=True):
+        for record in frame.to_dict("records"):
+            ok = record.get("status") == "ok"
+            rows.append(
+                {
+                    "case": record["case_id"],
+                    "device": label,
+                    "status": record.get("status"),
+                    "throughput": _number(record.get("throughput")) if ok else None,
+                    "step_time_ms": _number(record.get("step_time_ms")) if ok else None,
+                    "optimizer_state_bytes": record.get("optimizer_state_bytes"),
+                    "peak_memory_bytes": _number(record.get("peak_memory_bytes")) if ok else None,
+                }
+            )
+    table = pd.DataFrame(rows)
+    cases = list(dict.fromkeys(table["case"]))
+    reference_throughput = table[table["device"] == reference].set_index("case")["throughput"]
+    table["speedup"] = table["throughput"] / table["case"].map(reference_throughput)
+    table["case"] = pd.Categorical(table["case"], categories=cases, ordered=True)
+    table["device"] = pd.Categorical(table["device"], categories=labels, ordered=True)
+    table = table.sort_values(["case", "device"]).reset_index(drop=True)
+    notes = []
+    for case in cases:
+        present = table[table["case"] == case]
+        absent = [label for label in labels if label not in set(present["device"])]
+        failed = [f"{r.device} ({r.status})" for r in present.itertuples() if r.status != "ok"]
+        if absent:
+            notes.append(f"{case} is missing on {', '.join(absent)}")
+        if failed:
+            notes.append(f"{case} failed on {', '.join(failed)}")
+    table["case"] = table["case"].astype(str)
+    table["device"] = table["device"].astype(str)
+    return table, notes
+
+
+def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """``side_by_side``'s table with one row per case and, per device, its throughput,
+    speed-up and peak memory next to each other; a device lacking the case has empty cells."""
+    devices = list(dict.fromkeys(table["device"]))
+    wide = pd.DataFrame({"case": list(dict.fromkeys(table["case"]))})
+    for device in devices:
+        rows = table[table["device"] == device].set_index("case")
+        wide[f"{device} samples/s"] = wide["case"].map(rows["throughput"].round(1))
+        wide[f"{device} speed-up"] = wide["case"].map(rows["speedup"].round(2))
+        wide[f"{device} peak MiB"] = wide["case"].map((rows["peak_memory_bytes"] / 2**20).round(1))
+    return wide

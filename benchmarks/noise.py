@@ -1,0 +1,268 @@
+"""Does ``convbench compare`` stay quiet on noise and speak up on a real slow-down? Measured.
+
+    python -m benchmarks.noise [--runs 10] [--slowdown 15] [--repeats R --steps S] [--out results/noise]
+
+1. A/A: run the smoke suite ``--runs`` times, unchanged, each in a fresh process, and
+   compare every unchanged run with the one before it (and, for more pairs, every one with
+   every other). The issue's bar: at most 1 comparison in 20 may report a regression.
+2. Slow-down: after each unchanged run, run the suite again with every case made
+   ``--slowdown`` percent slower than it just measured, and compare the two; ``compare``
+   should flag every case, every time.
+
+The slow-down is a ``time.sleep`` at the start of the model's forward, calibrated per case to
+the given fraction of that case's median step time in the unchanged run before, so the harness
+times it exactly as it would time slower code. It is installed only by this script, in the
+``convbench`` processes it starts (``--as-convbench``), from the environment variable
+``CONVBENCH_NOISE_DELAY_MS`` (JSON: ``{"model/optimizer": milliseconds}``); unchanged runs go
+through the same launcher without it.
+
+Each comparison is judged twice: by ``compare`` as shipped (Welch's t-test on the logs of
+the per-repeat medians, Holm over the cases, 5% threshold) and, for contrast, by the
+design it replaced (a Mann–Whitney U test on every step sample as if the steps were
+independent, with the same Holm correction and threshold). ``--repeats``/``--steps``
+override the smoke suite's sampling design (repeats × steps timed steps per case).
+
+Writes ``summary.md`` (the figures the README quotes), ``comparisons.csv`` (every
+comparison, every case) and ``noise.png``/``.pdf`` (step-time change per case and
+comparison) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DELAY_ENV = "CONVBENCH_NOISE_DELAY_MS"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def install_slowdown(delays_ms: dict[str, float]) -> None:
+    """Make the forward of each (model, optimizer) case sleep its delay. The optimizer is
+    built right after its model, so each optimizer build sets the delay of the model built
+    last."""
+    import models
+    import optimizers
+
+    build_model, build_optimizer = models.build, optimizers.build
+    built: list = []
+
+    def sleep_first(module, inputs) -> None:
+        time.sleep(module.noise_delay_s)
+
+    def slow_model(name: str, **kwargs: object):
+        model = build_model(name, **kwargs)
+        model.noise_model_name, model.noise_delay_s = name, 0.0
+        model.register_forward_pre_hook(sleep_first)
+        built[:] = [model]
+        return model
+
+    def slow_optimizer(name: str, params, **hyperparameters: object):
+        model = built[0]
+        model.noise_delay_s = delays_ms.get(f"{model.noise_model_name}/{name}", 0.0) / 1000
+        return build_optimizer(name, params, **hyperparameters)
+
+    models.build = models.registry.build = slow_model
+    optimizers.build = optimizers.registry.build = slow_optimizer
+
+
+def as_convbench(argv: list[str]) -> int:
+    """Be ``convbench``, slowed down if the environment says so."""
+    if DELAY_ENV in os.environ:
+        install_slowdown(json.loads(os.environ[DELAY_ENV]))
+    from bench.cli import main
+
+    return main(argv)
+
+
+def run_smoke(out: Path, run_id: str, design: list[str], delays_ms: dict[str, float] | None = None) -> pd.DataFrame:
+    """One smoke run in a fresh process; its records."""
+    from bench.store import load_run
+
+    env = {k: v for k, v in os.environ.items() if k != DELAY_ENV}
+    if delays_ms:
+        env[DELAY_ENV] = json.dumps(delays_ms)
+    command = [sys.executable, "-m", "benchmarks.noise", "--as-convbench"]
+    command += ["run", "--suite", "smoke", "--results", str(out), "--run-id", run_id, *design]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    load = os.getloadavg()[0]
+    print(f"{run_id}: {time.perf_counter() - started:.0f} s, load average {load:.2f}", flush=True)
+    return load_run(out / run_id).frame().assign(load_average=load)
+
+
+def step_level_time_verdicts(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float = 0.05) -> list[str]:
+    """The replaced design: Mann–Whitney U on every step sample, Holm over the cases, the
+    same threshold. The smoke runs list their cases in the same order."""
+    from bench.stats import holm, mann_whitney
+
+    pairs = list(zip(baseline["step_time_samples_ms"], candidate["step_time_samples_ms"], strict=True))
+    p_values = holm([mann_whitney(c, b).p_value for b, c in pairs])
+    verdicts = []
+    for (b, c), p in zip(pairs, p_values, strict=True):
+        change = np.median(c) / np.median(b) - 1
+        significant = p < 0.05
+        verdicts.append(
+            "regression"
+            if significant and change > threshold
+            else "improvement"
+            if significant and change < -threshold
+            else "unchanged"
+        )
+    return verdicts
+
+
+def compare_pairs(pairs: list[tuple[str, pd.DataFrame, pd.DataFrame]], kind: str) -> pd.DataFrame:
+    """Every case of every comparison, with the comparison's name and kind, the verdicts of
+    ``compare`` and the step-level time verdict."""
+    from bench.compare import compare_runs
+
+    rows = []
+    for name, baseline, candidate in pairs:
+        verdicts = compare_runs(baseline, candidate)
+        verdicts["step_level_time"] = step_level_time_verdicts(baseline, candidate)
+        rows.append(verdicts.assign(comparison=name, kind=kind))
+    return pd.concat(rows, ignore_index=True)
+
+
+def flagged(verdicts: pd.DataFrame, time_column: str = "time") -> pd.Series:
+    """Per comparison: did it report any regression (and so fail a nightly job)?"""
+    regression = (verdicts[time_column] == "regression") | (verdicts["memory"] == "regression")
+    return regression.groupby(verdicts["comparison"]).any()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="unchanged runs, and slowed runs (default 10)")
+    parser.add_argument("--slowdown", type=float, default=15.0, metavar="PERCENT", help="slow-down (default 15)")
+    parser.add_argument("--repeats", type=int, help="override the smoke suite's repeats")
+    parser.add_argument("--steps", type=int, help="override the smoke suite's timed steps per repeat")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "noise", help="output folder")
+    args = parser.parse_args()
+    design = [f"--{flag}={value}" for flag, value in (("repeats", args.repeats), ("steps", args.steps)) if value]
+    out = args.out.resolve()
+    if out.exists() and any(out.iterdir()):
+        parser.error(f"{out} is not empty; choose another --out")
+    from bench.env import collect_env
+
+    env = collect_env()
+    # Interleaved, so that a slowed run and the unchanged run it is compared with are measured
+    # minutes apart at most, and each sleep is calibrated on the unchanged run just before it:
+    # the machine's own drift then neither adds to the slow-down nor hides it.
+    unchanged, slowed, delays = [], [], []
+    for i in range(args.runs):
+        unchanged.append(run_smoke(out, f"aa-{i:02d}", design))
+        delays.append(
+            {f"{r.model}/{r.optimizer}": r.step_time_ms * args.slowdown / 100 for r in unchanged[-1].itertuples()}
+        )
+        slowed.append(run_smoke(out, f"slow-{i:02d}", design, delays[-1]))
+
+    consecutive = compare_pairs(
+        [(f"aa-{i:02d} vs aa-{i + 1:02d}", unchanged[i], unchanged[i + 1]) for i in range(args.runs - 1)],
+        "A/A consecutive",
+    )
+    pairs = itertools.combinations(range(args.runs), 2)
+    every_pair = compare_pairs(
+        [(f"aa-{i:02d} vs aa-{j:02d}", unchanged[i], unchanged[j]) for i, j in pairs], "A/A every pair"
+    )
+    slow = compare_pairs(
+        [(f"aa-{i:02d} vs slow-{i:02d}", unchanged[i], slowed[i]) for i in range(args.runs)],
+        f"+{args.slowdown:g}% slow-down",
+    )
+    verdicts = pd.concat([consecutive, every_pair, slow], ignore_index=True)
+    verdicts.to_csv(out / "comparisons.csv", index=False)
+    summary = summarise(verdicts, env, unchanged, slowed, args, design)
+    (out / "summary.md").write_text(summary)
+    print(summary)
+    from bench import figures
+
+    figures.use_theme()
+    figures.save(noise_figure(verdicts, args.slowdown), out / "noise")
+    return 0
+
+
+def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
+    from bench.tables import markdown_table
+
+    rows = []
+    for kind, group in verdicts.groupby("kind", sort=False):
+        changes = group["time_change"].abs() * 100
+        for test, column in (("compare (Welch, repeats)", "time"), ("per-step Mann-Whitney", "step_level_time")):
+            per_comparison = flagged(group, column)
+            rows.append(
+                {
+                    "comparisons": kind,
+                    "time test": test,
+                    "reporting a regression": f"{int(per_comparison.sum())} / {len(per_comparison)}",
+                    "case time regressions": f"{int((group[column] == 'regression').sum())} / {len(group)}",
+                    "case memory regressions": f"{int((group['memory'] == 'regression').sum())} / {len(group)}",
+                    "median abs change": f"{changes.median():.1f}%",
+                    "max abs change": f"{changes.max():.1f}%",
+                }
+            )
+    per_case = []
+    for (model, optimizer), group in pd.concat(unchanged).groupby(["model", "optimizer"], sort=False):
+        steps = group["step_time_ms"]
+        slowed_steps = pd.concat(slowed).query("model == @model and optimizer == @optimizer")["step_time_ms"]
+        realised = slowed_steps.to_numpy() / steps.to_numpy() - 1
+        per_case.append(
+            {
+                "case": f"{model}/{optimizer}",
+                "median step ms, unchanged (min-max)": f"{steps.median():.1f} ({steps.min():.1f}-{steps.max():.1f})",
+                "run-to-run IQR / median": f"{(steps.quantile(0.75) - steps.quantile(0.25)) / steps.median():.1%}",
+                "realised slow-down, median (min-max)": (
+                    f"{np.median(realised):+.1%} ({realised.min():+.1%} to {realised.max():+.1%})"
+                ),
+            }
+        )
+    cases = pd.DataFrame(per_case)
+    machine = (
+        f"{env['cpu']['model']}, {env['cpu']['logical_cores']} logical cores, torch {env['torch']} "
+        f"({env['cpu']['torch_threads']} threads), Python {platform.python_version()}, CPU only; "
+        f"host {env['hostname']}, commit {str(env['git_commit'])[:10]}"
+    )
+    loads = pd.concat([*unchanged, *slowed])["load_average"]
+    return (
+        f"Machine: {machine}.\n\n"
+        f"{args.runs} unchanged and {args.runs} slowed smoke runs, interleaved "
+        f"({' '.join(design) or 'suite defaults'}); 1-minute load average after each run "
+        f"{loads.min():.2f} to {loads.max():.2f}; 5% threshold, tests at 0.05 with Holm over the cases.\n\n"
+        f"{markdown_table(pd.DataFrame(rows))}\n\n{markdown_table(cases)}\n"
+    )
+
+
+def noise_figure(verdicts: pd.DataFrame, slowdown: float):
+    """Candidate / baseline median step time of every case in every comparison (log scale),
+    by kind of comparison, with the 5% threshold (dashed) and the slow-down (dotted); cases
+    ``compare`` flags as regressions in the second colour."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from bench.figures import COLUMN
+
+    shown = verdicts[verdicts["time_change"].notna()].assign(
+        ratio=lambda f: 1 + f["time_change"].astype(float), flagged=lambda f: f["time"] == "regression"
+    )
+    figure, axes = plt.subplots(figsize=(COLUMN * 1.6, 2.6))
+    sns.stripplot(data=shown, x="ratio", y="kind", hue="flagged", jitter=0.25, size=3, log_scale=True, ax=axes)
+    for x, style in ((1 / 1.05, "--"), (1.05, "--"), (1 + slowdown / 100, ":")):
+        axes.axvline(x, color="black", linewidth=0.6, linestyle=style)
+    axes.set_xlabel("median step time, candidate / baseline")
+    axes.set_ylabel("")
+    axes.legend(title="flagged as regression", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--as-convbench"]:
+        sys.exit(as_convbench(sys.argv[2:]))
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Verdicts on constructed runs whose truth is known, refusals, GPUs side by side, trends."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.compare import (
+    IncomparableError,
+    compare_runs,
+    flag_history,
+    has_regression,
+    readable,
+    repeat_medians,
+    side_by_side,
+    summary,
+)
+from bench.stats import mann_whitney, welch
+from bench.store import load_run
+from models.registry import UnknownNameError
+from tests.bench.runs import record, samples, smoke_run
+
+# Twelve repeats (one step each) with an 8% spread, and the same run 6% slower: Welch's test on
+# the logarithms gives p = 0.024, significant at 0.05, but not after Holm's correction over four
+# cases (0.097).
+NOISY = [101.0, 98.9, 105.3, 100.8, 95.8, 102.9, 111.0, 107.9, 94.5, 90.4, 95.1, 100.3]
+NOISY_SLOWER = [round(t * 1.06, 1) for t in NOISY]
+
+
+def repeats_at(levels: list[float], steps: int = 10, seed: int = 0) -> list[float]:
+    """Samples of one run whose repeats sit at the given levels (ms), 1% noise per step."""
+    return [t for i, level in enumerate(levels) for t in samples(level, n=steps, spread=0.01, seed=seed + i)]
+
+
+def frame(*records) -> pd.DataFrame:
+    return pd.DataFrame([r.to_dict() for r in records])
+
+
+def verdicts_by_case(verdicts: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return {row.case.split("/b")[0]: (row.time, row.memory) for row in verdicts.itertuples()}
+
+
+def test_known_changes_get_their_verdicts(tmp_path):
+    baseline = load_run(smoke_run(tmp_path, "base", seed=0)).frame()
+    candidate = load_run(
+        smoke_run(
+            tmp_path,
+            "cand",
+            medians={("cnn", "adam"): 46.0, ("cnn", "sgdm"): 34.0, ("resnet20", "adam"): 41.2},
+            seed=1,
+        )
+    ).frame()
+    verdicts = compare_runs(baseline, candidate)
+    assert verdicts_by_case(verdicts) == {
+        "cnn/adam": ("regression", "unchanged"),  # +15%, 30 samples each: unmistakable
+        "cnn/sgdm": ("improvement", "unchanged"),  # -15%
+        "resnet20/adam": ("unchanged", "unchanged"),  # +3%: real, maybe significant, under 5%
+        "resnet20/sgdm": ("unchanged", "unchanged"),  # the same distribution, other draws
+    }
+    assert verdicts.loc[0, "time_change"] == pytest.approx(
+        np.median(candidate.loc[0, "step_time_samples_ms"]) / np.median(baseline.loc[0, "step_time_samples_ms"]) - 1
+    )
+    assert has_regression(verdicts)
+    assert not has_regression(compare_runs(baseline, load_run(smoke_run(tmp_path, "again", seed=2)).frame()))
+
+
+def test_repeat_medians_split_the_samples_in_order():
+    split = repeat_medians(record("r", step_samples=[1.0, 2.0, 3.0, 10.0, 20.0, 30.0], repeats=2, steps=3).to_dict())
+    assert split == [2.0, 20.0]
+    assert repeat_medians(record("r", step_samples=[1.0, 2.0, 3.0], repeats=2, steps=3).to_dict()) is None
+
+
+def test_a_large_change_in_few_noisy_repeats_is_not_a_verdict():
+    baseline = frame(record("b", step_samples=[40.0, 60.0, 35.0], steps=1))
+    candidate = frame(record("c", step_samples=[45.0, 38.0, 70.0], steps=1))
+    verdicts = compare_runs(baseline, candidate)
+    assert verdicts.loc[0, "time_change"] == pytest.approx(45 / 40 - 1)
+    assert verdicts.loc[0, "p_value"] > 0.05
+    assert verdicts.loc[0, "time"] == "unchanged"
+
+
+def test_steps_of_one_repeat_do_not_count_as_independent_evidence():
+    # The repeats sit at 100, 110 and 90 ms (the machine's conditions shift between them), with
+    # tight steps inside each; the candidate is 8% slower. Thirty steps a side would make a
+    # step-level test certain; three repeats that disagree by 10% are no evidence of 8%.
+    baseline = frame(record("b", step_samples=repeats_at([100.0, 110.0, 90.0])))
+    candidate = frame(record("c", step_samples=repeats_at([108.0, 118.8, 97.2], seed=5)))
+    verdicts = compare_runs(baseline, candidate)
+    assert verdicts.loc[0, "time_change"] == pytest.approx(0.08, abs=0.01)
+    steps_p = mann_whitney(candidate.loc[0, "step_time_samples_ms"], baseline.loc[0, "step_time_samples_ms"]).p_value
+    assert steps_p < 0.05
+    assert verdicts.loc[0, "p_value"] > 0.3 and verdicts.loc[0, "time"] == "unchanged"
+    # The same 8% with repeats that agree is a regression.
+    steady = compare_runs(
+        frame(record("b", step_samples=repeats_at([100.0, 100.0, 100.0]))),
+        frame(record("c", step_samples=repeats_at([108.0, 108.0, 108.0], seed=5))),
+    )
+    assert steady.loc[0, "time"] == "regression"
+
+
+def test_one_repeat_cannot_be_tested():
+    verdicts = compare_runs(
+        frame(record("b", step_samples=samples(40.0, n=10), repeats=1)),
+        frame(record("c", step_samples=samples(80.0, n=10), repeats=1)),
+    )
+    assert verdicts.loc[0, "time"] == "unchanged" and verdicts.loc[0, "time_change"] == pytest.approx(1.0, abs=0.1)
+    assert verdicts.loc[0, "note"].startswith("not tested")
+
+
+def test_significance_is_corrected_for_the_number_of_cases():
+    raw_p = welch(np.log(NOISY_SLOWER), np.log(NOISY)).p_value
+    assert 0.0125 < raw_p < 0.05
+    alone = compare_runs(
+        frame(record("b", step_samples=NOISY, repeats=12, steps=1)),
+        frame(record("c", step_samples=NOISY_SLOWER, repeats=12, steps=1)),
+    )
+    assert alone.loc[0, "time"] == "regression" and alone.loc[0, "p_value"] == pytest.approx(raw_p)
+    others = [("cnn", "sgdm"), ("resnet20", "adam"), ("resnet20", "sgdm")]
+    baseline = frame(
+        record("b", step_samples=NOISY, repeats=12, steps=1), *(record("b", m, o, samples(40.0)) for m, o in others)
+    )
+    candidate = frame(
+        record("c", step_samples=NOISY_SLOWER, repeats=12, steps=1),
+        *(record("c", m, o, samples(40.0, seed=1)) for m, o in others),
+    )
+    family = compare_runs(baseline, candidate)
+    assert family.loc[0, "p_value"] == pytest.approx(4 * raw_p)
+    assert family.loc[0, "time"] == "unchanged"
+
+
+def test_threshold_decides_what_change_counts():
+    baseline = frame(record("b", step_samples=samples(40.0, seed=0)))
+    candidate = frame(record("c", step_samples=samples(46.0, seed=1)))  # +15%
+    assert compare_runs(baseline, candidate, threshold=0.10).loc[0, "time"] == "regression"
+    assert compare_runs(baseline, candidate, threshold=0.20).loc[0, "time"] == "unchanged"
+
+
+@pytest.mark.parametrize(
+    "change,verdict",
+    [
+        ({"optimizer_state_bytes": 4 * 360_778 * 2 + 4}, "regression"),  # one float more: exact fields
+        ({"optimizer_state_bytes": 4 * 360_778 * 2 - 4}, "improvement"),
+        ({"param_bytes": 4 * 360_778 + 8}, "regression"),
+        ({"peak_memory_bytes": int(600 * 2**20 * 1.05)}, "unchanged"),  # within 10%
+        ({"peak_memory_bytes": int(600 * 2**20 * 1.2)}, "regression"),
+        ({"peak_memory_bytes": int(600 * 2**20 * 0.8)}, "improvement"),
+        (
+            {"optimizer_state_bytes": 4 * 360_778 * 2 + 4, "peak_memory_bytes": int(600 * 2**20 * 0.8)},
+            "regression",  # a regression anywhere is not cancelled by an improvement elsewhere
+        ),
+    ],
+)
+def test_memory_verdicts(change, verdict):
+    step = samples(40.0)
+    verdicts = compare_runs(frame(record("b", step_samples=step)), frame(record("c", step_samples=step, **change)))
+    assert (verdicts.loc[0, "time"], verdicts.loc[0, "memory"]) == ("unchanged", verdict)
+    assert has_regression(verdicts) == (verdict == "regression")
+
+
+def test_failures_new_and_missing_cases():
+    baseline = frame(
+        record("b", "cnn", "adam"),
+        record("b", "cnn", "sgdm", status="error"),
+        record("b", "resnet20", "adam"),
+        record("b", "resnet20", "sgdm", status="oom"),
+    )
+    candidate = frame(
+        record("c", "cnn", "adam", status="oom"),
+        record("c", "cnn", "sgdm"),
+        record("c", "resnet20", "sgdm", status="oom"),
+        record("c", "mlp", "adam"),
+    )
+    verdicts = compare_runs(baseline, candidate)
+    assert verdicts_by_case(verdicts) == {
+        "cnn/adam": ("regression", "regression"),
+        "cnn/sgdm": ("improvement", "improvement"),
+        "resnet20/adam": ("missing", "missing"),
+        "resnet20/sgdm": ("unchanged", "unchanged"),
+        "mlp/adam": ("new", "new"),
+    }
+    assert verdicts.loc[0, "note"] == "candidate oom: CUDA out of memory"
+    assert summary(verdicts) == (
+        "time: 1 regression, 1 improvement, 1 unchanged, 1 new, 1 missing; "
+        "memory: 1 regression, 1 improvement, 1 unchanged, 1 new, 1 missing"
+    )
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("steps", 20),
+        ("repeats", 5),
+        ("hyperparameters", {"lr": 0.01}),
+        ("device", "cuda:0"),
+        ("device_name", "NVIDIA H100 80GB HBM3"),
+    ],
+)
+def test_cases_measured_differently_are_refused_naming_the_field(field, value):
+    baseline = frame(record("b"), record("b", "resnet20"))
+    candidate = frame(record("c"), record("c", "resnet20", **{field: value}))
+    with pytest.raises(IncomparableError) as raised:
+        compare_runs(baseline, candidate)
+    kind = "device_kind" if field == "device" else field
+    assert [(case, f) for case, f, *_ in raised.value.mismatches] == [
+        ("resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32", kind)
+    ]
+    assert f"resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32: {kind} differs" in str(raised.value)
+
+
+def test_another_cuda_index_of_the_same_gpu_is_comparable():
+    step = samples(40.0)
+    baseline = frame(record("b", step_samples=step, device="cuda:0", device_name="NVIDIA H100"))
+    candidate = frame(record("c", step_samples=step, device="cuda:1", device_name="NVIDIA H100"))
+    assert compare_runs(baseline, candidate).loc[0, "time"] == "unchanged"
+
+
+def test_readable_table():
+    baseline = frame(record("b", step_samples=[10.0, 10.0, 10.0], steps=1))
+    candidate = frame(record("c", step_samples=[11.0, 11.0, 11.0], steps=1, optimizer_state_bytes=99))
+    table = readable(compare_runs(baseline, candidate, threshold=0.05))
+    row = table.iloc[0].to_dict()
+    assert row["baseline ms"] == 10.0 and row["candidate ms"] == 11.0 and row["change"] == "+10.0%"
+    assert row["state bytes"] == "2,886,224 -> 99" and row["memory"] == "improvement"
+
+
+def gpu_run(run_id: str, device_name: str, throughputs: dict[str, float], statuses: dict | None = None):
+    statuses = statuses or {}
+    return frame(
+        *(
+            record(
+                run_id,
+                model,
+                device="cuda:0",
+                device_name=device_name,
+                throughput=value,
+                status=statuses.get(model, "ok"),
+            )
+            for model, value in throughputs.items()
+        )
+    )
+
+
+def test_side_by_side_normalises_to_the_reference_and_names_missing_cases():
+    a100 = gpu_run("r-a100", "NVIDIA A100", {"cnn": 1000.0, "resnet20": 400.0, "mlp": 5000.0})
+    h100 = gpu_run("r-h100", "NVIDIA H100", {"cnn": 2500.0, "mlp": 9000.0}, statuses={"mlp": "oom"})
+    table, notes = side_by_side([a100, h100])
+    speedup = {(row.case.split("/")[0], row.device): row.speedup for row in table.itertuples()}
+    assert speedup[("cnn", "NVIDIA H100")] == pytest.approx(2.5)
+    assert speedup[("cnn", "NVIDIA A100")] == pytest.approx(1.0)
+    assert np.isnan(speedup[("mlp", "NVIDIA H100")])
+    assert notes == [
+        "resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32 is missing on NVIDIA H100",
+        "mlp/adam/b32/fp32/cl0/eager/synthetic/1x28x28 failed on NVIDIA H100 (oom)",
+    ]
+    by_h100, _ = side_by_side([a100, h100], reference="NVIDIA H100")
+    cnn_a100 = by_h100[(by_h100["case"].str.startswith("cnn/")) & (by_h100["device"] == "NVIDIA A100")]
+    assert cnn_a100["speedup"].item() == pytest.approx(0.4)
+    with pytest.raises(UnknownNameError, match="NVIDIA A100, NVIDIA H100"):
+        side_by_side([a100, h100], reference="V100")
+
+
+def test_two_runs_on_one_device_are_told_apart_by_run_id():
+    first = gpu_run("r1", "NVIDIA H100", {"cnn": 1000.0})
+    second = gpu_run("r2", "NVIDIA H100", {"cnn": 1100.0})
+    table, notes = side_by_side([first, second])
+    assert table["device"].tolist() == ["NVIDIA H100 (r1)", "NVIDIA H100 (r2)"]
+    assert table["speedup"].tolist() == pytest.approx([1.0, 1.1]) and notes == []
+
+
+def history_frame(tmp_path, medians_by_run):
+    frames = []
+    for day, (run_id, medians) in enumerate(medians_by_run):
+        run = load_run(smoke_run(tmp_path, run_id, medians=medians, seed=day, started=f"2026-11-2{day}T01:00:00+00:00"))
+        frames.append(run.frame().assign(started=run.manifest["started"], machine="nightly-box"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_flag_history_flags_the_run_that_changed_against_the_one_before(tmp_path):
+    runs = [("mon", {}), ("tue", {}), ("wed", {("cnn", "adam"): 48.0}), ("thu", {("cnn", "adam"): 48.0})]
+    flagged = flag_history(history_frame(tmp_path, runs))
+    hits = flagged[flagged["time"] == "regression"]
+    assert list(zip(hits["run_id"], hits["model"], hits["optimizer"], strict=True)) == [("wed", "cnn", "adam")]
+    assert flagged[flagged["run_id"] == "mon"]["time"].isna().all()
+    assert set(flagged[flagged["run_id"] != "mon"]["memory"]) == {"unchanged"}

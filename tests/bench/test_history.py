@@ -1,0 +1,148 @@
+"""The SQLite history: whole runs, idempotent adds, schema versions, two writers at once."""
+
+import json
+import multiprocessing
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from bench import history
+from bench.history import SCHEMA_VERSION, HistoryError, ingest, record_run, resolve
+from bench.store import load_run
+from tests.bench.runs import record, samples, smoke_run, write_run
+
+
+def count(path, table: str) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_a_run_lands_whole_with_its_samples(tmp_path):
+    run_dir = write_run(
+        tmp_path,
+        "r1",
+        [record("r1", "cnn", "adam", samples(40.0, seed=1)), record("r1", "resnet20", "sgdm", status="oom")],
+    )
+    database = tmp_path / "history.sqlite"
+    record_run(run_dir, database)
+    from_history = history.records(database, ["r1"]).drop(columns=["started", "machine"])
+    pd.testing.assert_frame_equal(from_history, load_run(run_dir).frame())
+    listed = history.runs(database)
+    assert listed.to_dict("records") == [
+        {
+            "run_id": "r1",
+            "started": load_run(run_dir).manifest["started"],
+            "machine": "nightly-box",
+            "device": "AMD EPYC",
+            "suite": "smoke",
+            "commit": "0123456789abcdef",
+            "status": "complete",
+            "cases": 2,
+            "failures": 1,
+        }
+    ]
+
+
+def test_adding_a_run_twice_keeps_one_copy(tmp_path):
+    run_dir = smoke_run(tmp_path, "r1")
+    database = tmp_path / "history.sqlite"
+    record_run(run_dir, database)
+    record_run(run_dir, database)
+    assert ingest([run_dir, smoke_run(tmp_path, "r2")], database) == [("r1", False), ("r2", True)]
+    assert (count(database, "runs"), count(database, "cases")) == (2, 8)
+
+
+def test_a_failure_halfway_through_a_run_writes_none_of_it(tmp_path, monkeypatch):
+    run_dir = smoke_run(tmp_path, "r1")
+    database = tmp_path / "history.sqlite"
+    real_dumps, calls = json.dumps, []
+
+    def failing_dumps(value, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # manifest, env, then the third case
+            raise OSError("disk full")
+        return real_dumps(value, *args, **kwargs)
+
+    monkeypatch.setattr(history.json, "dumps", failing_dumps)
+    with pytest.raises(OSError, match="disk full"):
+        record_run(run_dir, database)
+    monkeypatch.setattr(history.json, "dumps", real_dumps)
+    assert (count(database, "runs"), count(database, "cases")) == (0, 0)
+    record_run(run_dir, database)
+    assert (count(database, "runs"), count(database, "cases")) == (1, 4)
+
+
+def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path):
+    database = tmp_path / "history.sqlite"
+    history.runs(database)
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(HistoryError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        history.runs(database)
+
+
+def _record_many(database, run_dirs, barrier) -> None:
+    barrier.wait()
+    for run_dir in run_dirs:
+        record_run(run_dir, database)
+
+
+def test_two_processes_recording_at_the_same_moment_both_land_whole(tmp_path):
+    database = tmp_path / "history.sqlite"
+    # Twenty runs per process, recorded in lock-step from a fresh database (so both processes
+    # also race to create the schema).
+    groups = [
+        [
+            write_run(
+                tmp_path / name,
+                f"{name}-{i:02d}",
+                [record(f"{name}-{i:02d}", "cnn", "adam", samples(40.0, seed=k), batch_size=k + 1) for k in range(5)],
+            )
+            for i in range(20)
+        ]
+        for name in ("a", "b")
+    ]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=_record_many, args=(database, group, barrier)) for group in groups]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    with sqlite3.connect(database) as connection:
+        per_run = dict(connection.execute("SELECT run_id, COUNT(*) FROM cases GROUP BY run_id").fetchall())
+    assert per_run == {f"{name}-{i:02d}": 5 for name in ("a", "b") for i in range(20)}
+
+
+def test_latest_and_previous_follow_suite_and_machine(tmp_path):
+    database = tmp_path / "history.sqlite"
+    ingest(
+        [
+            smoke_run(tmp_path, "monday", started="2026-11-23T01:00:00+00:00"),
+            smoke_run(tmp_path, "tuesday", started="2026-11-24T01:00:00+00:00"),
+            smoke_run(tmp_path, "tuesday-gpu", started="2026-11-24T02:00:00+00:00", hostname="gpu-box"),
+            smoke_run(tmp_path, "wednesday", started="2026-11-25T01:00:00+00:00"),
+        ],
+        database,
+    )
+    latest = resolve("latest", database)
+    assert latest.run_id == "wednesday"
+    assert resolve("previous", database).run_id == "tuesday"
+    assert resolve("previous", database, after=resolve("tuesday", database)).run_id == "monday"
+    with pytest.raises(HistoryError, match="no run of suite 'smoke' on 'gpu-box' before tuesday-gpu"):
+        resolve("previous", database, after=resolve("tuesday-gpu", database))
+    with pytest.raises(HistoryError, match="no run of suite 'smoke' on 'nightly-box' before monday"):
+        resolve("previous", database, after=resolve("monday", database))
+    folder = resolve(str(tmp_path / "tuesday"), database)
+    assert folder.run_id == "tuesday" and len(folder.frame) == 4
+    with pytest.raises(HistoryError, match="'friday' is neither a run folder nor a run in the history"):
+        resolve("friday", database)
+
+
+def test_an_empty_history_has_no_latest_run(tmp_path):
+    with pytest.raises(HistoryError, match="holds no runs yet"):
+        resolve("latest", tmp_path / "history.sqlite")

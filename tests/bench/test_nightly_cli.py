@@ -1,0 +1,165 @@
+"""history, ingest, compare, trend and gpus as a user (or a nightly job) runs them."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+
+from bench.cli import main
+from bench.store import load_run
+from tests.bench.runs import record, smoke_run, write_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ingest_then_history_lists_each_run_once(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    first = smoke_run(tmp_path, "20261123T010000Z-aaaa", started="2026-11-23T01:00:00+00:00")
+    failing = write_run(
+        tmp_path, "20261124T010000Z-bbbb", [record("x"), record("x", "resnet20", status="oom")], cases_total=3
+    )
+    code, out, _ = run_cli(capsys, "ingest", first, failing, "--history", database)
+    assert code == 0
+    assert out.splitlines() == ["added 20261123T010000Z-aaaa", "added 20261124T010000Z-bbbb"]
+    assert run_cli(capsys, "ingest", first, "--history", database)[1] == (
+        "skipped 20261123T010000Z-aaaa: already in the history\n"
+    )
+    code, out, _ = run_cli(capsys, "history", "--history", database)
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "run_id",
+        "started",
+        "machine",
+        "device",
+        "suite",
+        "commit",
+        "status",
+        "cases",
+        "failures",
+    ]
+    assert len(lines) == 4
+    assert lines[2].split()[0] == "20261123T010000Z-aaaa" and lines[2].split()[-2:] == ["4", "0"]
+    assert lines[3].split()[-3:] == ["incomplete", "2", "1"]
+
+
+def test_compare_exit_status_is_what_a_nightly_job_needs(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    same = smoke_run(tmp_path, "monday", seed=0, started="2026-11-23T01:00:00+00:00")
+    again = smoke_run(tmp_path, "tuesday", seed=1, started="2026-11-24T01:00:00+00:00")
+    slower = smoke_run(
+        tmp_path, "wednesday", medians={("resnet20", "sgdm"): 47.0}, seed=2, started="2026-11-25T01:00:00+00:00"
+    )
+    main(["ingest", str(same), str(again), str(slower), "--history", str(database)])
+    capsys.readouterr()
+
+    code, out, _ = run_cli(capsys, "compare", "monday", "tuesday", "--history", database)
+    assert code == 0 and "time: 4 unchanged; memory: 4 unchanged" in out
+
+    markdown = tmp_path / "verdicts.md"
+    code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--history", database, "--markdown", markdown)
+    assert code == 1
+    assert out.splitlines()[0] == "baseline tuesday, candidate wednesday"
+    regression = [line for line in out.splitlines()[3:7] if "regression" in line]
+    assert len(regression) == 1 and regression[0].startswith("resnet20/sgdm/")
+    table = markdown.read_text().splitlines()
+    assert table[0].startswith("| case | time |") and len(table) == 6
+
+    code, out, _ = run_cli(capsys, "compare", same, slower, "--format", "markdown", "--history", database)
+    assert code == 1 and out.splitlines()[1].startswith("| case |")
+    assert run_cli(capsys, "compare", same, slower, "--threshold", "25", "--history", database)[0] == 0
+
+
+def test_compare_refusals_exit_2_naming_the_problem(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    base = write_run(tmp_path, "base", [record("base")])
+    other = write_run(tmp_path, "other", [record("other", steps=50)])
+    code, _, err = run_cli(capsys, "compare", base, other, "--history", database)
+    assert (
+        code == 2 and "cnn/adam/b32/fp32/cl0/eager/synthetic/1x28x28: steps differs (baseline 10, candidate 50)" in err
+    )
+    code, _, err = run_cli(capsys, "compare", base, "nosuchrun", "--history", database)
+    assert code == 2 and "'nosuchrun' is neither a run folder nor a run in the history" in err
+    code, _, err = run_cli(capsys, "ingest", tmp_path / "nowhere", "--history", database)
+    assert code == 2 and "run.json" in err
+
+
+def test_a_regression_fails_the_process(tmp_path):
+    base = smoke_run(tmp_path, "base", seed=0)
+    slower = smoke_run(tmp_path, "slower", medians={("cnn", "adam"): 60.0}, seed=1)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", base, slower, "--history", tmp_path / "h.sqlite"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1, done.stderr
+    assert re.search(r"^cnn/adam/b32/fp32/cl0/eager/synthetic/1x28x28 +regression ", done.stdout, re.MULTILINE)
+
+
+def test_trend_draws_the_chosen_cases_and_lists_flagged_runs(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    days = [("mon", {}), ("tue", {}), ("wed", {("cnn", "adam"): 50.0})]
+    folders = [
+        smoke_run(tmp_path, run_id, medians=medians, seed=day, started=f"2026-11-2{day}T01:00:00+00:00")
+        for day, (run_id, medians) in enumerate(days)
+    ]
+    moved = ["--history", database]
+    main(["ingest", *map(str, folders), *map(str, moved)])
+    capsys.readouterr()
+    stem = tmp_path / "figures" / "trend"
+    code, out, _ = run_cli(capsys, "trend", "--model", "cnn", "--optimizer", "adam", "--output", stem, *moved)
+    assert code == 0
+    assert (
+        out.splitlines()[0] == "wed  cnn/adam/b32/fp32/cl0/eager/synthetic/1x28x28: time regression, memory unchanged"
+    )
+    assert "3 runs, 1 case regressions flagged" in out
+    assert stem.with_suffix(".png").stat().st_size > 0 and stem.with_suffix(".pdf").stat().st_size > 0
+    code, _, err = run_cli(capsys, "trend", "--model", "vgg16", "--output", stem, *moved)
+    assert code == 2 and "no recorded case matches" in err
+
+
+def test_gpus_side_by_side_table_figure_and_missing_cases(tmp_path, capsys):
+    def gpu_run(run_id, name, models):
+        records = [
+            record(run_id, model, device="cuda:0", device_name=name, throughput=value)
+            for model, value in models.items()
+        ]
+        return write_run(tmp_path, run_id, records, hostname=run_id)
+
+    a100 = gpu_run("a100-night", "NVIDIA A100", {"cnn": 1000.0, "resnet20": 500.0})
+    h100 = gpu_run("h100-night", "NVIDIA H100", {"cnn": 3000.0})
+    stem = tmp_path / "gpus"
+    code, out, _ = run_cli(
+        capsys, "gpus", a100, h100, "--reference", "NVIDIA A100", "--output", stem, "--history", tmp_path / "h.sqlite"
+    )
+    assert code == 0
+    header, _, *rows = [line.split("  ") for line in out.splitlines()[:5]]
+    header = [cell.strip() for cell in header if cell.strip()]
+    assert header[1:4] == ["NVIDIA A100 samples/s", "NVIDIA A100 speed-up", "NVIDIA A100 peak MiB"]
+    assert header[5] == "NVIDIA H100 speed-up"
+    cells = [[cell.strip() for cell in row if cell.strip()] for row in rows[:2]]
+    assert cells[0][0].startswith("cnn/") and cells[0][1:] == ["1000.0", "1.0", "600.0", "3000.0", "3.0", "600.0"]
+    assert cells[1][0].startswith("resnet20/") and cells[1][1:] == ["500.0", "1.0", "600.0"]
+    assert "resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32 is missing on NVIDIA H100" in out
+    assert stem.with_suffix(".png").exists() and stem.with_suffix(".pdf").exists()
+    code, _, err = run_cli(capsys, "gpus", a100, h100, "--reference", "V100", "--output", stem)
+    assert code == 2 and "unknown device 'V100'" in err
+
+
+def test_history_and_a_run_folder_give_the_same_comparison(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    base, cand = smoke_run(tmp_path, "base", seed=0), smoke_run(tmp_path, "cand", seed=1)
+    main(["ingest", str(base), str(cand), "--history", str(database)])
+    capsys.readouterr()
+    from_folders = run_cli(capsys, "compare", base, cand, "--history", database)[1]
+    from_history = run_cli(capsys, "compare", "base", "cand", "--history", database)[1]
+    assert from_folders == from_history
+    assert pd.DataFrame(load_run(base).records)["case_id"].nunique() == 4
