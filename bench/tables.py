@@ -6,13 +6,19 @@ text aligns left, missing values print as an empty cell.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import pandas as pd
 
 
-def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
+def _cells(frame: pd.DataFrame, number: Callable[[object], str]) -> tuple[list[str], list[list[str]], list[bool]]:
     headers = [str(column) for column in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
-    rows = [["" if _missing(value) else str(value) for value in row] for row in frame.itertuples(index=False)]
+    rows = [
+        ["" if _missing(value) else number(value) if n else str(value) for value, n in zip(row, numeric, strict=True)]
+        for row in frame.itertuples(index=False)
+    ]
     return headers, rows, numeric
 
 
@@ -20,9 +26,23 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def format_number(value: object) -> str:
+    """A number for people: thousands separated, about three significant digits."""
+    if float(value).is_integer() and abs(value) >= 1000 or isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    magnitude = abs(float(value))
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
 def text_table(frame: pd.DataFrame) -> str:
     """A fixed-width table for the terminal."""
-    headers, rows, numeric = _cells(frame)
+    headers, rows, numeric = _cells(frame, str)
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
@@ -33,9 +53,10 @@ def text_table(frame: pd.DataFrame) -> str:
     return "\n".join([line(headers), rule] + [line(r) for r in rows])
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table; pipes inside cells are escaped."""
-    headers, rows, numeric = _cells(frame)
+def markdown_table(frame: pd.DataFrame, number: Callable[[object], str] = str) -> str:
+    """A GitHub-flavoured Markdown table; pipes inside cells are escaped. ``number`` writes
+    the numeric cells (``format_number`` rounds them for reading)."""
+    headers, rows, numeric = _cells(frame, number)
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
