@@ -69,6 +69,15 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a run folder's figures, tables, report.html and report.md."""
+    from bench.report import write_report
+
+    for path in write_report(args.run_dir):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench",
@@ -88,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     env_parser = commands.add_parser("env", help="describe this machine and its software as JSON")
     env_parser.set_defaults(handler=cmd_env)
+
+    report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
+    report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")
+    report_parser.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -100,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except UnknownNameError as error:
+    except (UnknownNameError, FileNotFoundError) as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,221 @@
+"""`convbench report`: the files a run folder gets, their content, and report.html as a real
+browser shows it."""
+
+import base64
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.report import latex_table, run_status, write_report
+from bench.store import load_run
+from tests.bench import synthetic
+
+FIGURES = [
+    "throughput",
+    "memory",
+    "state_bytes",
+    "batch_scaling",
+    "constant_gradient",
+    "receptive_field",
+    "receptive_field_maps",
+]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory) -> tuple[Path, str]:
+    """The synthetic run, one case short of its suite (so incomplete), with an rf section,
+    reported once through the command line: its folder and what the command printed."""
+    path = synthetic.write_run(tmp_path_factory.mktemp("results"), cases_total=len(synthetic.records()) + 1)
+    synthetic.rf_frame().to_csv(path / "rf.csv", index=False)
+    mask = np.zeros((11, 11))
+    mask[3:8, 3:8] = 1
+    erf = np.outer(np.hanning(11), np.hanning(11))
+    np.savez(path / "rf_maps.npz", **{"toynet/conv2/mask": mask, "toynet/conv2/erf": erf})
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["report", str(path)]) == 0
+    return path, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run_dir(reported) -> Path:
+    return reported[0]
+
+
+def test_every_file_is_written(run_dir):
+    figures = {f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")}
+    pages = {"summary.csv", "summary.md", "summary.tex", "report.html", "report.md"}
+    on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    assert figures | pages <= on_disk
+    for name in FIGURES:
+        assert (run_dir / f"figures/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (run_dir / f"figures/{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_command_line_prints_what_it_wrote_and_rejects_a_non_run(reported, tmp_path, capsys):
+    run_dir, printed = reported
+    written = {Path(line) for line in printed.splitlines()}
+    inputs = {"run.json", "env.json", "suite.toml", "records.jsonl", "rf.csv", "rf_maps.npz"}
+    assert written == {p for p in run_dir.rglob("*") if p.is_file() and p.name not in inputs}
+    assert written >= {run_dir / "report.html", run_dir / "figures/memory.pdf"}
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run.json" in capsys.readouterr().err
+
+
+def test_summary_csv_keeps_whole_numbers_with_units_in_headers(run_dir):
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert len(summary) == len(synthetic.records())
+    row = summary[(summary["model"] == "cnn") & (summary["optimizer"] == "adam") & (summary["batch"] == 32)].iloc[0]
+    assert row["throughput (samples/s)"] == pytest.approx(32_000 / 14, rel=1e-12)
+    assert row["optimizer state (MiB)"] == pytest.approx(8 * 360_778 / 2**20, rel=1e-12)
+    assert row["state (B/param)"] == 8
+    oom = summary[summary["status"] == "oom"].iloc[0]
+    assert oom["model"] == "resnet20" and np.isnan(oom["throughput (samples/s)"])
+
+
+def test_summary_markdown_and_latex_are_rounded(run_dir):
+    markdown = (run_dir / "summary.md").read_text().splitlines()
+    assert markdown[0].startswith("| model | optimizer | batch | precision | status | throughput (samples/s) |")
+    assert "| cnn | adam | 32 | fp32 | ok | 2,286 | 14.0 | 4.00 | 360,778 | 2.75 | 8.00 |" in markdown[2]
+    tex = (run_dir / "summary.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"cnn & adam & 32 & fp32 & ok & 2,286 & 14.0 & 4.00 & 360,778 & 2.75 & 8.00 & 7.03 \\" in tex
+    assert r"resnet20 & adam & 128 & fp32 & oom &  &  &  &  &  &  &  \\" in tex
+
+
+def test_latex_escapes_every_special_character():
+    frame = pd.DataFrame({"name_with %": ["a&b_c $x$ #1 {y} ~z^ \\"], "ms": [0.012345]})
+    tex = latex_table(frame, "50% of #runs", "tab:x")
+    assert r"\caption{50\% of \#runs}" in tex
+    assert r"\begin{tabular}{lr}" in tex
+    assert r"name\_with \% & ms \\" in tex
+    assert r"a\&b\_c \$x\$ \#1 \{y\} \textasciitilde{}z\textasciicircum{} \textbackslash{} & 0.0123 \\" in tex
+
+
+def test_html_report_is_one_page_with_every_part(run_dir):
+    page = (run_dir / "report.html").read_text()
+    status = re.search(r'<p class="status warning">(.*?)</p>', page).group(1)
+    assert status == (
+        "11 of 12 cases have a record; 2 failed (see Failed cases); the run is incomplete: "
+        "1 case has no result, so this report is not the whole suite."
+    )
+    # every figure embedded as a PNG data URI, and nothing fetched from anywhere
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    assert len(sources) == len(FIGURES)
+    for source in sources:
+        assert base64.b64decode(source.removeprefix("data:image/png;base64,"))[:4] == b"\x89PNG"
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+    # the failed cases with their errors, the configuration and the machine
+    assert "resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32</td><td>oom</td><td><pre>oom in resnet20" in page
+    assert "name = &#x27;smoke&#x27;" in page
+    assert "<td>hostname</td><td>testhost</td>" in page
+    assert "<td>AdaptiveAvgPool2d</td>" in page  # the receptive-field table
+
+
+def test_markdown_report_links_figures_that_exist(run_dir):
+    text = (run_dir / "report.md").read_text()
+    assert text.splitlines()[2].startswith("> **Warning:** 11 of 12 cases have a record; 2 failed")
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert links == [f"figures/{name}.png" for name in FIGURES]
+    assert all((run_dir / link).is_file() for link in links)
+    assert "| cnn/sgdm/b128/fp32/cl0/eager/synthetic/1x28x28 | error | error in cnn |" in text
+    assert "```toml\n[suite]\nname = 'smoke'\n```" in text
+
+
+def test_a_complete_run_without_sweeps_or_rf_gets_only_the_figures_that_apply(tmp_path):
+    rows = [synthetic.record(m, o) for m in synthetic.PARAMS for o in ("adam", "sgdm")]
+    path = synthetic.write_run(tmp_path, rows)
+    write_report(path)
+    assert run_status(load_run(path)) == "4 of 4 cases have a record; the run is complete."
+    assert sorted(p.stem for p in (path / "figures").glob("*.png")) == sorted(
+        ["throughput", "memory", "state_bytes", "constant_gradient"]
+    )
+    assert "None: every case finished." in (path / "report.html").read_text()
+
+
+def test_a_run_with_no_records_still_gets_a_report(tmp_path):
+    path = synthetic.write_run(tmp_path, [], cases_total=4)
+    write_report(path)
+    assert (
+        "0 of 4 cases have a record; the run is incomplete: 4 cases have no result" in (path / "report.md").read_text()
+    )
+    assert [p.stem for p in (path / "figures").glob("*.png")] == ["constant_gradient"]
+
+
+# --- report.html in a real browser ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium through Debian's chromedriver. Never skipped: .ci/run installs both,
+    so a missing browser is a failure, and Selenium Manager (which would download a driver)
+    is made to fail if anything calls it."""
+    assert CHROMIUM.is_file() and CHROMEDRIVER.is_file(), (
+        "report.html is checked in headless Chromium: apt-get install chromium chromium-driver (.ci/run does)"
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Selenium Manager must not run: the driver is Debian's chromedriver")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(SeleniumManager, "binary_paths", refuse)
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+    patch.undo()
+
+
+def page_problems(driver, page: Path) -> tuple[int, list[str]]:
+    """Open ``page``; return how many images it has and what went wrong: images that did
+    not load, errors in the console, anything fetched that is not part of the page."""
+    driver.get(page.resolve().as_uri())
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+    )
+    problems = [f"image {alt!r} did not load" for alt, loaded in images if not loaded]
+    problems += [f"console: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    problems += [f"fetched {name}" for name in fetched if not name.startswith("data:")]
+    return len(images), problems
+
+
+def test_report_html_renders_in_chromium_with_every_image_and_no_error(run_dir, browser):
+    images, problems = page_problems(browser, run_dir / "report.html")
+    assert problems == []
+    assert images == len(FIGURES)
+
+
+def test_the_browser_check_catches_a_broken_image_and_a_script_error(tmp_path, browser):
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><img src="missing.png" alt="gone"><script>undefinedFunction()</script>')
+    images, problems = page_problems(browser, page)
+    assert images == 1
+    assert "image 'gone' did not load" in problems
+    assert any("undefinedFunction" in p for p in problems)
