@@ -384,17 +384,19 @@ def constant_gradient_figure(frame: pd.DataFrame) -> Figure:
 
 def axis_values(value: object) -> tuple[float, float] | None:
     """An rf.csv per-axis value as (h, w): a [h, w] list (or its text), or one number for
-    both axes; None for 'global' (the layer sees the whole input) or a missing value."""
+    both axes. A word ('global': the layer sees the whole input; 'irregular') or a missing
+    value is None; a word for one axis only makes that axis NaN."""
     if isinstance(value, str):
-        if value.strip().lower() in ("global", "", "nan", "none"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
             return None
-        value = json.loads(value)
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, (list, tuple)):
-        h, w = value
-        return float(h), float(w)
-    return float(value), float(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        h, w = (float(v) if isinstance(v, (int, float)) else np.nan for v in value)
+        return None if np.isnan(h) and np.isnan(w) else (h, w)
+    if isinstance(value, (int, float)) and not np.isnan(value):
+        return float(value), float(value)
+    return None
 
 
 def receptive_field_figure(frame: pd.DataFrame) -> Figure:
@@ -421,18 +423,22 @@ def receptive_field_figure(frame: pd.DataFrame) -> Figure:
             suffix = "" if axis == 0 else f" ({label})"
             axes.plot(index, size, "-o", color=colours[0], markersize=3, dashes=dashes, label="analytic" + suffix)
             axes.plot(index, probe, "s", mfc="none", color=colours[1], markersize=6, label="gradient mask" + suffix)
-        is_global = np.array([v is None for v in analytic])
-        if is_global.any():
-            axes.plot(
-                index[is_global],
-                np.ones(is_global.sum()),
-                "^",
+        # Layers without a size say what they are instead ('global', 'irregular'), on top.
+        words = pd.Series([str(v) if a is None else None for v, a in zip(layers["rf"], analytic, strict=True)])
+        for word, marker in zip(words.dropna().unique(), "^v", strict=False):
+            at = index[(words == word).to_numpy()]
+            label = "global (whole input)" if word == "global" else word
+            (marks,) = axes.plot(
+                at,
+                np.ones(len(at)),
+                marker,
                 color="black",
                 markersize=5,
+                label=label,
                 transform=axes.get_xaxis_transform(),
                 clip_on=False,
-                label="global (whole input)",
             )
+            marks.set_in_layout(False)
         axes.set_title(name)
         axes.set_xlabel("layer (network order)")
         axes.set_ylabel("receptive field (input pixels)")

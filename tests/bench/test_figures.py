@@ -152,6 +152,8 @@ def test_axis_values_reads_rf_csv_cells():
     assert figures.axis_values([7, 7]) == (7, 7)
     assert figures.axis_values(11) == (11, 11)
     assert figures.axis_values("global") is None and figures.axis_values(float("nan")) is None
+    assert figures.axis_values("irregular") is None
+    assert figures.axis_values('["global", 7]') == pytest.approx((np.nan, 7), nan_ok=True)
 
 
 def test_receptive_field_growth_analytic_beside_probe():

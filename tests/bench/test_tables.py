@@ -1,6 +1,6 @@
 import pandas as pd
 
-from bench.tables import markdown_table, text_table
+from bench.tables import format_number, markdown_table, text_table
 
 
 def frame() -> pd.DataFrame:
@@ -31,3 +31,14 @@ def test_text_table_aligns_numbers_right_and_text_left():
         "cnn       360778  1.5  True   a|b",
         "resnet20  272474       False",
     ]
+
+
+def test_format_number_rounds_for_reading():
+    cases = [(360778, "360,778"), (360778.0, "360,778"), (32, "32"), (2285.714, "2,286"), (14.04, "14.0")]
+    cases += [(4.0, "4.00"), (0.012345, "0.0123"), (123.4, "123"), (-7.25, "-7.25")]
+    assert [(value, format_number(value)) for value, _ in cases] == cases
+
+
+def test_markdown_table_with_rounded_numbers_keeps_them_right_aligned():
+    table = markdown_table(pd.DataFrame({"model": ["cnn"], "ms": [14.04]}), format_number)
+    assert table.splitlines()[1:] == ["| :--- | ---: |", "| cnn | 14.0 |"]
