@@ -308,6 +308,7 @@ table { border-collapse: collapse; margin: .5rem 0; font-size: .85rem; }
 th, td { padding: .2rem .6rem; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
 th { border-bottom: 2px solid #888; } .num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; white-space: pre-wrap; }
+td pre { margin: 0; padding: .1rem .3rem; }
 .status { padding: .6rem .9rem; border-left: .4rem solid #0072b2; background: #eef5fb; }
 .status.warning { border-color: #d55e00; background: #fdf1ea; }
 figure { margin: 1.2rem 0 2rem; } img { max-width: 100%; height: auto; }
@@ -361,7 +362,8 @@ def html_report(sections: Sections) -> str:
     )
     body = [
         f"<h1>convbench run <code>{html.escape(run.run_id)}</code></h1>",
-        f'<p class="status{warning}">{html.escape(sections.status)}</p>',
+        f'<p class="status{warning}">{"<strong>Warning:</strong> " if warning else ""}'
+        f"{html.escape(sections.status)}</p>",
         f"<p>Suite <code>{html.escape(str(run.manifest.get('suite', '')))}</code>, started "
         f"{html.escape(str(run.manifest.get('started')))}, finished {html.escape(str(run.manifest.get('finished')))}."
         "</p>",

@@ -102,7 +102,7 @@ def test_latex_escapes_every_special_character():
 
 def test_html_report_is_one_page_with_every_part(run_dir):
     page = (run_dir / "report.html").read_text()
-    status = re.search(r'<p class="status warning">(.*?)</p>', page).group(1)
+    status = re.search(r'<p class="status warning"><strong>Warning:</strong> (.*?)</p>', page).group(1)
     assert status == (
         "11 of 12 cases have a record; 2 failed (see Failed cases); the run is incomplete: "
         "1 case has no result, so this report is not the whole suite."
