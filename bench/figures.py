@@ -111,12 +111,12 @@ def throughput_interval(batch_size: int, step_times_ms: list[float]) -> tuple[fl
 
 def throughput_figure(frame: pd.DataFrame) -> Figure:
     """Throughput by model (bars coloured by optimizer) with the IQR as error bars, one panel
-    per precision, and one row of panels per batch size where the run sweeps it."""
+    per precision and one row of panels per batch size."""
     frame = frame.assign(case=_labels(frame, ["model", "channels_last", "compile", "dataset"]))
     optimizer_names = list(dict.fromkeys(frame["optimizer"]))
     colours = dict(zip(optimizer_names, sns.color_palette(PALETTE, len(optimizer_names)), strict=True))
     precisions = sorted(frame["precision"].unique())
-    batch_sizes = sorted(frame["batch_size"].unique()) if frame["batch_size"].nunique() > 1 else [None]
+    batch_sizes = sorted(frame["batch_size"].unique())
     width = COLUMN if len(precisions) == 1 else min(PAGE, 1.2 + 2.4 * len(precisions))
     figure, grid = plt.subplots(
         len(batch_sizes),
@@ -129,11 +129,9 @@ def throughput_figure(frame: pd.DataFrame) -> Figure:
     cases = list(dict.fromkeys(frame["case"]))
     for row, batch_size in zip(grid, batch_sizes, strict=True):
         for axes, precision in zip(row, precisions, strict=True):
-            panel = frame[frame["precision"] == precision]
-            if batch_size is not None:
-                panel = panel[panel["batch_size"] == batch_size]
+            panel = frame[(frame["precision"] == precision) & (frame["batch_size"] == batch_size)]
             _throughput_panel(axes, panel, cases, optimizer_names, colours)
-            axes.set_title(precision if batch_size is None else f"{precision}, batch {batch_size}")
+            axes.set_title(f"{precision}, batch {batch_size}")
         row[0].set_ylabel("throughput (samples/s)")
     handles = [matplotlib.patches.Patch(color=colours[name], label=name) for name in optimizer_names]
     figure.legend(handles=handles, title="optimizer", loc="outside right upper", frameon=False)

@@ -73,7 +73,7 @@ def test_throughput_panels_per_precision():
     frame = frame[frame["batch_size"] == 32]
     frame.loc[frame["model"] == "resnet20", "precision"] = "bf16"
     figure = figures.throughput_figure(frame)
-    assert sorted(a.get_title() for a in figure.axes) == ["bf16", "fp32"]
+    assert sorted(a.get_title() for a in figure.axes) == ["bf16, batch 32", "fp32, batch 32"]
     assert [len(a.patches) for a in figure.axes] == [2, 2]
 
 
