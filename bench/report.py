@@ -22,7 +22,7 @@ import pandas as pd
 
 from bench import figures
 from bench.store import Run, load_run, write_atomic
-from bench.tables import format_number, markdown_table
+from bench.tables import format_number, html_table, latex_table, markdown_table
 
 FIGURES_DIR = "figures"
 RF_CSV = "rf.csv"
@@ -149,79 +149,7 @@ def write_figures(run: Run) -> list[FigureSpec]:
 
 
 # ---------------------------------------------------------------------------------------
-# Tables: numbers rounded for reading (the CSV keeps them whole), units in the headers.
-
-
-def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return (
-        format_number(value)
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-        else str(value)
-    )
-
-
-def rounded(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame as text, numbers rounded by ``format_number`` and missing values empty."""
-    return frame.map(_cell)
-
-
-def _numeric(column: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-
-
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIALS.get(character, character) for character in text)
-
-
-def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table (needs ``\\usepackage{booktabs}``): numbers right-aligned and rounded,
-    text left-aligned, every cell escaped."""
-    align = "".join("r" if _numeric(frame[c]) else "l" for c in frame.columns)
-    lines = [
-        r"\begin{table}[htbp]",
-        r"\centering",
-        r"\small",
-        rf"\caption{{{latex_escape(caption)}}}",
-        rf"\label{{{label}}}",
-        rf"\begin{{tabular}}{{{align}}}",
-        r"\toprule",
-        " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\",
-        r"\midrule",
-    ]
-    for row in rounded(frame).itertuples(index=False):
-        lines.append(" & ".join(latex_escape(cell) for cell in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def html_table(frame: pd.DataFrame) -> str:
-    """An HTML table with numbers rounded and right-aligned; every cell escaped."""
-    numeric = [_numeric(frame[c]) for c in frame.columns]
-
-    def cells(values: list[str], tag: str) -> str:
-        return "".join(
-            f"<{tag}{' class=num' if n else ''}>{html.escape(v)}</{tag}>" for v, n in zip(values, numeric, strict=True)
-        )
-
-    rows = [f"<tr>{cells([str(c) for c in frame.columns], 'th')}</tr>"]
-    rows += [f"<tr>{cells(list(row), 'td')}</tr>" for row in rounded(frame).itertuples(index=False)]
-    return "<table>\n" + "\n".join(rows) + "\n</table>"
+# What the pages show besides figures.
 
 
 def flatten(data: object, prefix: str = "") -> list[tuple[str, str]]:

@@ -1,11 +1,13 @@
-"""Plain-text and GitHub-flavoured Markdown tables from a DataFrame.
+"""Tables from a DataFrame: plain text, GitHub-flavoured Markdown, LaTeX and HTML.
 
-Hand-written so the suite needs no table package beyond pandas: numbers align right,
-text aligns left, missing values print as an empty cell.
+Hand-written so the suite needs no table package beyond pandas (pandas' own to_markdown
+and to_latex need tabulate and jinja2): numbers align right, text aligns left, missing
+values print as an empty cell.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 import numpy as np
@@ -63,3 +65,56 @@ def markdown_table(frame: pd.DataFrame, number: Callable[[object], str] = str) -
 
     align = ["---:" if n else ":---" for n in numeric]
     return "\n".join([line(headers), "| " + " | ".join(align) + " |"] + [line(r) for r in rows])
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text with every character LaTeX treats specially written as itself."""
+    return "".join(_LATEX_SPECIALS.get(character, character) for character in text)
+
+
+def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``): numbers rounded by
+    ``format_number`` and right-aligned, text left-aligned, every cell escaped."""
+    headers, rows, numeric = _cells(frame, format_number)
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{''.join('r' if n else 'l' for n in numeric)}}}",
+        r"\toprule",
+        " & ".join(map(latex_escape, headers)) + r" \\",
+        r"\midrule",
+        *(" & ".join(map(latex_escape, row)) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """An HTML table, numbers rounded by ``format_number`` and right-aligned (class ``num``),
+    every cell escaped."""
+    headers, rows, numeric = _cells(frame, format_number)
+
+    def line(cells: list[str], tag: str) -> str:
+        tags = [f"<{tag} class=num>" if n else f"<{tag}>" for n in numeric]
+        return "<tr>" + "".join(f"{t}{html.escape(c)}</{tag}>" for t, c in zip(tags, cells, strict=True)) + "</tr>"
+
+    return "\n".join(["<table>", line(headers, "th"), *(line(r, "td") for r in rows), "</table>"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import latex_table, run_status, write_report
+from bench.report import run_status, write_report
 from bench.store import load_run
 from tests.bench import synthetic
 
@@ -89,15 +89,6 @@ def test_summary_markdown_and_latex_are_rounded(run_dir):
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"cnn & adam & 32 & fp32 & ok & 2,286 & 14.0 & 4.00 & 360,778 & 2.75 & 8.00 & 7.03 \\" in tex
     assert r"resnet20 & adam & 128 & fp32 & oom &  &  &  &  &  &  &  \\" in tex
-
-
-def test_latex_escapes_every_special_character():
-    frame = pd.DataFrame({"name_with %": ["a&b_c $x$ #1 {y} ~z^ \\"], "ms": [0.012345]})
-    tex = latex_table(frame, "50% of #runs", "tab:x")
-    assert r"\caption{50\% of \#runs}" in tex
-    assert r"\begin{tabular}{lr}" in tex
-    assert r"name\_with \% & ms \\" in tex
-    assert r"a\&b\_c \$x\$ \#1 \{y\} \textasciitilde{}z\textasciicircum{} \textbackslash{} & 0.0123 \\" in tex
 
 
 def test_html_report_is_one_page_with_every_part(run_dir):
