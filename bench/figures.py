@@ -420,6 +420,7 @@ def receptive_field_figure(frame: pd.DataFrame) -> Figure:
         analytic = [axis_values(v) for v in layers["rf"]]
         empirical = [axis_values(v) for v in layers.get("rf_empirical", pd.Series([None] * len(layers)))]
         index = np.arange(len(layers))
+        clipped = layers["clipped"].astype(str).str.lower().eq("true").to_numpy() if "clipped" in layers else index < 0
         for axis, (label, dashes) in enumerate([("height", (None, None)), ("width", (4, 2))]):
             size = np.array([np.nan if v is None else v[axis] for v in analytic])
             probe = np.array([np.nan if v is None else v[axis] for v in empirical])
@@ -428,6 +429,15 @@ def receptive_field_figure(frame: pd.DataFrame) -> Figure:
             suffix = "" if axis == 0 else f" ({label})"
             axes.plot(index, size, "-o", color=colours[0], markersize=3, dashes=dashes, label="analytic" + suffix)
             axes.plot(index, probe, "s", mfc="none", color=colours[1], markersize=6, label="gradient mask" + suffix)
+            if axis == 0 and clipped.any():
+                axes.plot(
+                    index[clipped],
+                    probe[clipped],
+                    "x",
+                    color=colours[1],
+                    markersize=6,
+                    label="mask cut by the input border",
+                )
         # Layers without a size say what they are instead ('global', 'irregular'), on top.
         words = pd.Series([str(v) if a is None else None for v, a in zip(layers["rf"], analytic, strict=True)])
         for word, marker in zip(words.dropna().unique(), "^v", strict=False):
@@ -462,8 +472,9 @@ MAP_TITLES = {"mask": "gradient mask", "erf": "effective receptive field"}
 def receptive_field_maps_figure(frame: pd.DataFrame) -> Figure:
     """Heat maps over the input, one row per probed layer: where the gradient of the layer's
     centre unit is non-zero (the gradient mask), and the mean |gradient| of the model's real
-    weights over random inputs (the effective receptive field). ``frame`` has columns
-    model, layer, map (a MAP_TITLES key) and values (a 2-D array)."""
+    weights over random inputs (the effective receptive field), each with its analytic field
+    outlined. ``frame`` has columns model, layer, map (a MAP_TITLES key), values (a 2-D
+    array) and, optionally, field (the analytic [first, last] index per axis h, w)."""
     rows = list(dict.fromkeys(zip(frame["model"], frame["layer"], strict=True)))
     kinds = [k for k in MAP_TITLES if k in set(frame["map"])]
     figure, grid = plt.subplots(
@@ -483,6 +494,21 @@ def receptive_field_maps_figure(frame: pd.DataFrame) -> Figure:
                 vmax=1,
                 interpolation="nearest",
             )
+            field = found["field"].iloc[0] if "field" in found else None
+            if isinstance(field, np.ndarray) and field.shape == (2, 2):
+                (top, bottom), (left, right) = field
+                axes.add_patch(
+                    matplotlib.patches.Rectangle(
+                        (left - 0.5, top - 0.5),
+                        right - left + 1,
+                        bottom - top + 1,
+                        fill=False,
+                        edgecolor="white",
+                        linestyle="--",
+                        linewidth=0.8,
+                        label="analytic field",
+                    )
+                )
             if axes.get_subplotspec().is_first_row():
                 axes.set_title(MAP_TITLES[kind], fontsize="small")
             if axes.get_subplotspec().is_first_col():
@@ -490,6 +516,13 @@ def receptive_field_maps_figure(frame: pd.DataFrame) -> Figure:
             axes.set_xlabel("input column (px)", fontsize="x-small")
             axes.tick_params(labelsize="xx-small")
             axes.grid(False)
+    if any(a.patches for a in figure.axes):
+        figure.legend(
+            handles=[matplotlib.patches.Patch(fill=False, edgecolor="black", linestyle="--", label="analytic field")],
+            loc="outside lower center",
+            fontsize="x-small",
+            frameon=False,
+        )
     bar = figure.colorbar(image, ax=grid, shrink=0.6)
     bar.set_label("|gradient| / its maximum", fontsize="x-small")
     bar.ax.tick_params(labelsize="xx-small")

@@ -61,15 +61,33 @@ def _rf(run: Run) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+#: The columns of rf.csv the pages show (the CSV beside them has them all).
+RF_SHOWN = ["model", "layer", "kind", "kernel", "stride", "rf", "jump", "start", "rf_empirical", "fill", "erf95"]
+RF_SHOWN += ["match", "clipped"]
+
+
+def rf_table(rf: pd.DataFrame) -> pd.DataFrame:
+    return rf[[c for c in RF_SHOWN if c in rf]]
+
+
+#: In rf_maps.npz, the array holding each heat map's analytic field ([first, last] input
+#: index per axis h, w, in the map's coordinates).
+MAP_FIELDS = {"mask": "field", "erf": "erf_field"}
+
+
 def rf_maps_frame(path: Path) -> pd.DataFrame:
-    """rf_maps.npz as rows of model, layer, map and values (a 2-D array); its keys are
-    ``<model>/<layer>/<map>`` with map one of figures.MAP_TITLES."""
+    """rf_maps.npz as rows of model, layer, map (a figures.MAP_TITLES key), values (the
+    2-D heat map) and field (its analytic box, or None). The file's keys are
+    ``<model>/<layer>/<array>`` (see bench.receptive.section)."""
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
     rows = []
-    with np.load(path) as maps:
-        for key in maps.files:
-            model, layer, kind = key.rsplit("/", 2)
-            rows.append({"model": model, "layer": layer, "map": kind, "values": maps[key]})
-    return pd.DataFrame(rows)
+    for key, values in arrays.items():
+        model, layer, kind = key.rsplit("/", 2)
+        if kind in MAP_FIELDS:
+            field = arrays.get(f"{model}/{layer}/{MAP_FIELDS[kind]}")
+            rows.append({"model": model, "layer": layer, "map": kind, "values": values, "field": field})
+    return pd.DataFrame(rows, columns=["model", "layer", "map", "values", "field"])
 
 
 def _rf_maps(run: Run) -> pd.DataFrame | None:
@@ -305,7 +323,7 @@ def html_report(sections: Sections) -> str:
         *(_html_figure(spec, run.path) for spec in sections.figures),
     ]
     if sections.rf is not None:
-        body += ["<h2 id=receptive-fields>Receptive fields</h2>", html_table(sections.rf)]
+        body += ["<h2 id=receptive-fields>Receptive fields</h2>", html_table(rf_table(sections.rf))]
     body += [
         "<h2 id=configuration>Configuration</h2>",
         f"<pre>{html.escape(run.suite_toml)}</pre>",
@@ -362,7 +380,7 @@ def markdown_report(sections: Sections) -> str:
             "",
         ]
     if sections.rf is not None:
-        lines += ["## Receptive fields", "", markdown_table(sections.rf, format_number), ""]
+        lines += ["## Receptive fields", "", markdown_table(rf_table(sections.rf), format_number), ""]
     lines += ["## Configuration", "", "```toml", run.suite_toml.rstrip(), "```", "", "## Machine and software", ""]
     lines.append(markdown_table(environment_frame(run.env).map(_markdown_text)))
     return "\n".join(lines) + "\n"

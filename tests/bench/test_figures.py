@@ -168,6 +168,13 @@ def test_receptive_field_growth_analytic_beside_probe():
     assert list(lines["global (whole input)"].get_xdata()) == [2]
 
 
+def test_receptive_field_growth_marks_probes_cut_by_the_border():
+    frame = synthetic.rf_frame().assign(clipped=[False, True, False])
+    (axes,) = figures.receptive_field_figure(frame).axes
+    (cut,) = [line for line in axes.lines if line.get_label() == "mask cut by the input border"]
+    assert list(cut.get_xdata()) == [1] and list(cut.get_ydata()) == [5]
+
+
 def test_receptive_field_growth_draws_width_when_fields_are_not_square():
     frame = synthetic.rf_frame()
     frame.loc[1, ["rf", "rf_empirical"]] = "[5, 7]"
@@ -180,8 +187,9 @@ def test_receptive_field_maps_one_row_per_layer():
     mask = np.zeros((9, 9))
     mask[3:6, 3:6] = 2.0
     erf = np.outer(np.hanning(9), np.hanning(9))
+    field = np.array([[3, 5], [3, 5]])  # rows 3..5 and columns 3..5 of the input
     rows = [
-        dict(model="toynet", layer=layer, map=kind, values=values)
+        dict(model="toynet", layer=layer, map=kind, values=values, field=field)
         for layer in ("conv1", "conv2")
         for kind, values in (("mask", mask), ("erf", erf))
     ]
@@ -192,6 +200,9 @@ def test_receptive_field_maps_one_row_per_layer():
     assert maps[0].get_ylabel() == "toynet conv1\ninput row (px)" and maps[0].get_xlabel() == "input column (px)"
     image = maps[0].images[0]
     assert isinstance(image, AxesImage) and image.get_array().max() == 1.0 and image.get_array().sum() == 9
+    (box,) = maps[0].patches  # the analytic field outlined around pixel centres 3..5
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (2.5, 2.5, 3, 3)
+    assert legend_labels(figure) == ["analytic field"]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import run_status, write_report
+from bench.report import rf_maps_frame, run_status, write_report
 from bench.store import load_run
 from tests.bench import synthetic
 
@@ -35,10 +35,13 @@ def reported(tmp_path_factory) -> tuple[Path, str]:
     reported once through the command line: its folder and what the command printed."""
     path = synthetic.write_run(tmp_path_factory.mktemp("results"), cases_total=len(synthetic.records()) + 1)
     synthetic.rf_frame().to_csv(path / "rf.csv", index=False)
-    mask = np.zeros((11, 11))
-    mask[3:8, 3:8] = 1
+    # rf_maps.npz as bench.receptive.section writes it
+    mask = np.zeros((11, 11), dtype=bool)
+    mask[3:8, 3:8] = True
     erf = np.outer(np.hanning(11), np.hanning(11))
-    np.savez(path / "rf_maps.npz", **{"toynet/conv2/mask": mask, "toynet/conv2/erf": erf})
+    box = np.array([[3, 7], [3, 7]])
+    arrays = {"mask": mask, "field": box, "erf": erf, "erf_field": box}
+    np.savez_compressed(path / "rf_maps.npz", **{f"toynet/conv2/{k}": v for k, v in arrays.items()})
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["report", str(path)]) == 0
@@ -119,6 +122,12 @@ def test_markdown_report_links_figures_that_exist(run_dir):
     assert all((run_dir / link).is_file() for link in links)
     assert "| cnn/sgdm/b128/fp32/cl0/eager/synthetic/1x28x28 | error | error in cnn |" in text
     assert "```toml\n[suite]\nname = 'smoke'\n```" in text
+
+
+def test_rf_maps_frame_pairs_each_heat_map_with_its_analytic_field(run_dir):
+    maps = rf_maps_frame(run_dir / "rf_maps.npz")
+    assert list(maps["map"]) == ["mask", "erf"] and set(maps["layer"]) == {"conv2"}
+    assert maps["values"][0].dtype == bool and maps["field"][1].tolist() == [[3, 7], [3, 7]]
 
 
 def test_a_complete_run_without_sweeps_or_rf_gets_only_the_figures_that_apply(tmp_path):
