@@ -255,6 +255,7 @@ th, td { padding: .2rem .6rem; border-bottom: 1px solid #e3e3e3; text-align: lef
 th { border-bottom: 2px solid #888; } .num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; white-space: pre-wrap; }
 td pre { margin: 0; padding: .1rem .3rem; }
+.wide { overflow-x: auto; } td { white-space: nowrap; } td:has(pre) { white-space: normal; }
 .status { padding: .6rem .9rem; border-left: .4rem solid #0072b2; background: #eef5fb; }
 .status.warning { border-color: #d55e00; background: #fdf1ea; }
 figure { margin: 1.2rem 0 2rem; } img { max-width: 100%; height: auto; }
@@ -291,6 +292,11 @@ def _html_figure(spec: FigureSpec, folder: Path) -> str:
     )
 
 
+def _scrolling(table: str) -> str:
+    """A wide table scrolls sideways inside the page instead of running off it."""
+    return f'<div class="wide">{table}</div>'
+
+
 def html_report(sections: Sections) -> str:
     """The whole report as one HTML page that needs nothing but itself."""
     run = sections.run
@@ -314,7 +320,7 @@ def html_report(sections: Sections) -> str:
         f"{html.escape(str(run.manifest.get('started')))}, finished {html.escape(str(run.manifest.get('finished')))}."
         "</p>",
         "<h2 id=results>Results</h2>",
-        html_table(sections.summary),
+        _scrolling(html_table(sections.summary)),
         "<p>The same table: <a href=summary.csv>summary.csv</a> (unrounded), <a href=summary.md>summary.md</a>, "
         "<a href=summary.tex>summary.tex</a> (LaTeX, booktabs).</p>",
         "<h2 id=failures>Failed cases</h2>",
@@ -323,12 +329,12 @@ def html_report(sections: Sections) -> str:
         *(_html_figure(spec, run.path) for spec in sections.figures),
     ]
     if sections.rf is not None:
-        body += ["<h2 id=receptive-fields>Receptive fields</h2>", html_table(rf_table(sections.rf))]
+        body += ["<h2 id=receptive-fields>Receptive fields</h2>", _scrolling(html_table(rf_table(sections.rf)))]
     body += [
         "<h2 id=configuration>Configuration</h2>",
         f"<pre>{html.escape(run.suite_toml)}</pre>",
         "<h2 id=machine>Machine and software</h2>",
-        html_table(environment_frame(run.env)),
+        _scrolling(html_table(environment_frame(run.env))),
     ]
     return (
         "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
