@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from bench.tables import text_table
+from bench.tables import format_number, text_table
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -164,12 +164,14 @@ def sigterm_raises() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a suite; write records, environment, resolved suite and summary tables."""
+    """Run a suite; write records, environment, resolved suite, receptive fields (if the suite
+    has an [rf] section), tables, figures and reports; add the run to the history."""
     import torch
 
-    from bench import data, report, runner
+    from bench import data, history, report, runner
     from bench.env import collect_env
     from bench.progress import ProgressBar
+    from bench.receptive.section import run_rf_section
     from bench.store import RunWriter, load_run, new_run_id
     from bench.suite import load_suite
 
@@ -185,12 +187,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_root = args.data_root or data.DEFAULT_ROOT
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, args.download)
+    rf = suite.sections.get("rf")
 
     env = collect_env()
     run_id = args.run_id or new_run_id()
     writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
-    progress = ProgressBar(len(cases))
+    progress = ProgressBar(len(cases) + (rf is not None))
     code = EXIT_OK
     try:
         with sigterm_raises():
@@ -199,6 +202,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 record = runner.run_case(case, context)
                 writer.append(record)
                 progress.finish(case.case_id, record.status)
+            if rf is not None:
+                label = f"receptive fields of {', '.join(rf.models)}"
+                progress.start(label)
+                try:
+                    run_rf_section(rf, writer.path)
+                    progress.finish(label, "ok")
+                except Exception as error:  # the cases' records stand; say what broke
+                    progress.finish(label, "error")
+                    print(f"convbench run: receptive fields failed: {type(error).__name__}: {error}", file=sys.stderr)
+                    code = EXIT_CASE_ERROR
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Terminated:
@@ -207,12 +220,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.close()
         status = writer.finish()
 
-    report.write_tables(writer.path)
     records = load_run(writer.path).frame()
-    print(text_table(report.summary(records)))
+    print(text_table(report.readable(report.summary_frame(records)), format_number))
     for line in report.failures(records):
         print(line, file=sys.stderr)
-    print(f"run {status}: {writer.path}", file=sys.stderr)
+    # What a person reads and what tomorrow's compare reads come after the records are safe;
+    # a failure here is reported, not allowed to hide the run.
+    try:
+        report.write_report(writer.path)
+    except Exception as error:
+        print(f"convbench run: the report failed: {type(error).__name__}: {error}", file=sys.stderr)
+        code = code or EXIT_CASE_ERROR
+    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    try:
+        history.record_run(writer.path, history_path)
+    except Exception as error:
+        print(f"convbench run: not added to the history {history_path}: {error}", file=sys.stderr)
+        code = code or EXIT_CASE_ERROR
+    print(f"run {status}: {writer.path} (report: {writer.path / 'report.html'})", file=sys.stderr)
     if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
         code = EXIT_CASE_ERROR
     return code
@@ -323,6 +348,14 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     figures.use_theme()
     paths = figures.save(figures.speedup_figure(table), Path(args.output))
     print(f"figure: {', '.join(map(str, paths))}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a run folder's figures, tables, report.html and report.md."""
+    from bench.report import write_report
+
+    for path in write_report(args.run_dir):
+        print(path)
     return 0
 
 
@@ -391,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats")
     run_parser.add_argument("--detailed", action="store_true", help="also time forward, backward, optimizer step")
     run_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    run_parser.add_argument(
+        "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
+    )
     run_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
@@ -452,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="results/gpus", metavar="STEM", help="figure path without suffix (default results/gpus)"
     )
     gpus_parser.set_defaults(handler=cmd_gpus)
+
+    report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
+    report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")
+    report_parser.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -477,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.compare import IncomparableError
         from bench.history import HistoryError
 
-        bad_input += (HistoryError, IncomparableError, FileNotFoundError)
+        bad_input += (HistoryError, IncomparableError)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -8,13 +8,18 @@ papers, with embedded TrueType fonts) side by side.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # figures are files; no display is needed or assumed
 
+import matplotlib.lines  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -39,6 +44,11 @@ def save(figure: Figure, stem: Path) -> list[Path]:
     """Write ``stem.png`` and ``stem.pdf`` and close the figure; returns both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    # Lay the figure out once (positions are fractions of the figure, the same at any dpi)
+    # rather than once per file: the layout is most of the time a save takes.
+    if figure.get_layout_engine() is not None:
+        figure.get_layout_engine().execute(figure)
+        figure.set_layout_engine("none")
     figure.savefig(paths[0], dpi=PNG_DPI)
     figure.savefig(paths[1])
     plt.close(figure)
@@ -91,4 +101,477 @@ def speedup_figure(frame: pd.DataFrame) -> Figure:
     axes.set_xlabel("throughput relative to the reference device")
     axes.set_ylabel("")
     axes.legend(title="device", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+# ---------------------------------------------------------------------------------------
+# The run's figures. Each takes the records of a run as a DataFrame (``Run.frame()``), or
+# the rows of rf.csv, or a theory frame, and returns a Figure. Cases that failed (status
+# other than ``ok``, measurements None) are shown by their status, never plotted as zeros.
+
+MIB = 2**20
+STATUS_TEXT = {"oom": "out of memory", "error": "error", "diverged": "diverged"}
+#: Fields a case differs by, with how each is written in a label.
+_LABEL_FIELDS = {
+    "model": str,
+    "optimizer": str,
+    "batch_size": lambda b: f"b{b}",
+    "precision": str,
+    "channels_last": lambda on: "channels_last" if on else "contiguous",
+    "compile": lambda on: "compiled" if on else "eager",
+    "dataset": str,
+}
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "ok"]
+
+
+def _varying(frame: pd.DataFrame, fields: list[str]) -> list[str]:
+    """The fields among ``fields`` that take more than one value in ``frame``."""
+    return [f for f in fields if f in frame and frame[f].astype(str).nunique() > 1]
+
+
+def _labels(frame: pd.DataFrame, fields: list[str]) -> pd.Series:
+    """One short label per row: the first field, then only the others that differ between
+    the rows, e.g. 'cnn · adam'."""
+    shown = fields[:1] + _varying(frame, fields[1:])
+    return frame.apply(lambda row: " · ".join(_LABEL_FIELDS[f](row[f]) for f in shown), axis=1)
+
+
+def _values(series: pd.Series) -> np.ndarray:
+    """A numeric column with None as NaN."""
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+
+
+def algorithm(optimizer: str) -> str:
+    """``adam`` or ``sgdm`` for a registry name; the name itself for anything else."""
+    import optimizers
+    from models.registry import UnknownNameError
+
+    try:
+        return optimizers.spec(optimizer).algorithm
+    except UnknownNameError:
+        return optimizer
+
+
+def throughput_interval(batch_size: int, step_times_ms: list[float]) -> tuple[float, float, float]:
+    """(median, low, high) throughput in samples/s from the step-time samples: the median
+    step time gives the median throughput, and the step-time quartiles give its IQR
+    (batch/q75 .. batch/q25), since throughput falls as step time rises."""
+    q25, q50, q75 = np.percentile(np.asarray(step_times_ms, dtype=float), [25, 50, 75])
+    per_second = 1000.0 * batch_size
+    return per_second / q50, per_second / q75, per_second / q25
+
+
+def throughput_figure(frame: pd.DataFrame) -> Figure:
+    """Throughput by model (bars coloured by optimizer) with the IQR as error bars, one panel
+    per precision and one row of panels per batch size."""
+    frame = frame.assign(case=_labels(frame, ["model", "channels_last", "compile", "dataset"]))
+    optimizer_names = list(dict.fromkeys(frame["optimizer"]))
+    colours = dict(zip(optimizer_names, sns.color_palette(PALETTE, len(optimizer_names)), strict=True))
+    precisions = sorted(frame["precision"].unique())
+    batch_sizes = sorted(frame["batch_size"].unique())
+    width = COLUMN if len(precisions) == 1 else min(PAGE, 1.2 + 2.4 * len(precisions))
+    figure, grid = plt.subplots(
+        len(batch_sizes),
+        len(precisions),
+        figsize=(width, 2.4 * len(batch_sizes)),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    cases = list(dict.fromkeys(frame["case"]))
+    for row, batch_size in zip(grid, batch_sizes, strict=True):
+        for axes, precision in zip(row, precisions, strict=True):
+            panel = frame[(frame["precision"] == precision) & (frame["batch_size"] == batch_size)]
+            _throughput_panel(axes, panel, cases, optimizer_names, colours)
+            axes.set_title(f"{precision}, batch {batch_size}")
+        row[0].set_ylabel("throughput (samples/s)")
+    handles = [matplotlib.patches.Patch(color=colours[name], label=name) for name in optimizer_names]
+    figure.legend(handles=handles, title="optimizer", loc="outside right upper", frameon=False)
+    return figure
+
+
+def _throughput_panel(axes, panel: pd.DataFrame, cases: list[str], optimizer_names: list[str], colours) -> None:
+    width = 0.8 / len(optimizer_names)
+    for k, name in enumerate(optimizer_names):
+        for _, row in panel[panel["optimizer"] == name].iterrows():
+            x = cases.index(row["case"]) - 0.4 + width * (k + 0.5)
+            if row["status"] != "ok":
+                axes.text(
+                    x,
+                    0,
+                    " " + STATUS_TEXT.get(row["status"], row["status"]),
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize="x-small",
+                    color=colours[name],
+                )
+                continue
+            samples = row["step_time_samples_ms"]
+            if isinstance(samples, list) and samples:
+                middle, low, high = throughput_interval(row["batch_size"], samples)
+                errors = [[middle - low], [high - middle]]
+            else:
+                middle, errors = row["throughput"], None
+            axes.bar(x, middle, width, color=colours[name])
+            if errors is not None:
+                axes.errorbar(x, middle, yerr=errors, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    axes.set_xticks(
+        range(len(cases)), cases, rotation=30 if len(cases) > 3 else 0, ha="right" if len(cases) > 3 else "center"
+    )
+    axes.set_xlim(-0.5, len(cases) - 0.5)
+    axes.grid(axis="x", visible=False)
+
+
+#: The memory a training step holds, in stacking order: Record field and legend label.
+MEMORY_PARTS = {
+    "param_bytes": "parameters",
+    "grad_bytes": "gradients",
+    "optimizer_state_bytes": "optimizer state",
+    "activation_bytes": "activations",
+}
+
+
+def state_ratio_text(frame: pd.DataFrame) -> str | None:
+    """'Adam / SGDM optimizer state: 2.00×' per model (once when every model agrees), from
+    the successful cases; None when the run lacks either algorithm."""
+    ok = _ok(frame).dropna(subset=["optimizer_state_bytes"])
+    state = ok.assign(algorithm=ok["optimizer"].map(algorithm)).groupby(["model", "algorithm"])
+    state = state["optimizer_state_bytes"].median().unstack()
+    if not {"adam", "sgdm"} <= set(state.columns):
+        return None
+    ratios = (state["adam"] / state["sgdm"]).dropna()
+    if ratios.empty:
+        return None
+    texts = {f"{ratio:.2f}×" for ratio in ratios}
+    if len(texts) == 1:
+        return f"Adam / SGDM optimizer state: {texts.pop()}" + (" for every model" if len(ratios) > 1 else "")
+    return "Adam / SGDM optimizer state: " + ", ".join(f"{m} {r:.2f}×" for m, r in ratios.items())
+
+
+def memory_breakdown_figure(frame: pd.DataFrame) -> Figure:
+    """One horizontal stacked bar per case: parameters, gradients, optimizer state and
+    activations in MiB, with the Adam / SGDM optimizer-state ratio above. Failed cases keep
+    their row, with their status written instead of a bar."""
+    cases = frame.assign(label=_labels(frame, list(_LABEL_FIELDS)))
+    figure, axes = plt.subplots(figsize=(COLUMN, 1.1 + 0.22 * len(cases)), layout="constrained")
+    colours = sns.color_palette(PALETTE, len(MEMORY_PARTS))
+    positions = np.arange(len(cases))
+    left = np.zeros(len(cases))
+    ok = (cases["status"] == "ok").to_numpy()
+    for (column, label), colour in zip(MEMORY_PARTS.items(), colours, strict=True):
+        mib = np.nan_to_num(_values(cases[column]).clip(min=0)) / MIB
+        axes.barh(positions[ok], mib[ok], left=left[ok], color=colour, label=label, height=0.7)
+        left += mib
+    for position, status in zip(positions[~ok], cases["status"][~ok], strict=True):
+        axes.text(0, position, " " + STATUS_TEXT.get(status, status), va="center", fontsize="x-small")
+    axes.set_yticks(positions, cases["label"])
+    axes.invert_yaxis()
+    axes.set_xlabel("memory (MiB)")
+    axes.grid(axis="y", visible=False)
+    ratio = state_ratio_text(frame)
+    if ratio:
+        axes.set_title(ratio, fontsize="small")
+    figure.legend(loc="outside lower center", ncols=2, frameon=False)
+    return figure
+
+
+def state_bytes_figure(frame: pd.DataFrame) -> Figure:
+    """Optimizer-state bytes per parameter: theory (state buffers × bytes per parameter
+    element) beside what each model measured, grouped by optimizer."""
+    ok = _ok(frame).dropna(subset=["state_bytes_per_param"])
+    ok = ok.assign(
+        theory=_values(ok["state_buffers_theory"]) * _values(ok["param_bytes"]) / _values(ok["params"]),
+        measured=_values(ok["state_bytes_per_param"]),
+    )
+    table = ok.groupby(["optimizer", "model"], sort=False)[["theory", "measured"]].median().reset_index()
+    optimizer_names = list(dict.fromkeys(table["optimizer"]))
+    model_names = list(dict.fromkeys(table["model"]))
+    bars = ["theory"] + model_names
+    colours = dict(zip(bars, ["0.6"] + sns.color_palette(PALETTE, len(model_names)), strict=True))
+    figure, axes = plt.subplots(figsize=(COLUMN, 2.4), layout="constrained")
+    width = 0.8 / len(bars)
+    labelled = set()
+    for g, name in enumerate(optimizer_names):
+        group = table[table["optimizer"] == name]
+        heights = [group["theory"].median()] + [
+            group.loc[group["model"] == m, "measured"].median() for m in model_names
+        ]
+        for k, (bar, height) in enumerate(zip(bars, heights, strict=True)):
+            if np.isnan(height):
+                continue
+            drawn = axes.bar(
+                g - 0.4 + width * (k + 0.5),
+                height,
+                width,
+                color=colours[bar],
+                hatch="//" if bar == "theory" else None,
+                edgecolor="white",
+                label=None if bar in labelled else bar,
+            )
+            labelled.add(bar)
+            axes.bar_label(drawn, fmt="%.2f", fontsize="xx-small", padding=1)
+    axes.set_xticks(range(len(optimizer_names)), optimizer_names)
+    axes.set_xlabel("optimizer")
+    axes.set_ylabel("optimizer state (bytes / parameter)")
+    axes.grid(axis="x", visible=False)
+    axes.margins(y=0.15)
+    if labelled:
+        axes.legend(loc="upper right", fontsize="x-small")
+    else:
+        axes.text(0.5, 0.5, "no successful case", transform=axes.transAxes, ha="center")
+    return figure
+
+
+def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
+    """Throughput and peak memory against batch size, one line per model and optimizer
+    (a row of panels per precision); a case that ran out of memory is an × on the x-axis."""
+    series = ["model", "optimizer", "channels_last", "compile", "dataset"]
+    frame = frame.assign(series=_labels(frame, series), peak_mib=_values(frame["peak_memory_bytes"]) / MIB)
+    models_ = list(dict.fromkeys(frame["model"]))
+    optimizer_names = list(dict.fromkeys(frame["optimizer"]))
+    colours = dict(zip(models_, sns.color_palette(PALETTE, len(models_)), strict=True))
+    styles = dict(zip(optimizer_names, ["-o", "--s", ":^", "-.D", "-v", "--P"] * 3, strict=False))
+    precisions = sorted(frame["precision"].unique())
+    figure, grid = plt.subplots(
+        len(precisions), 2, figsize=(PAGE, 2.4 * len(precisions)), squeeze=False, layout="constrained"
+    )
+    for row, precision in zip(grid, precisions, strict=True):
+        panel = frame[frame["precision"] == precision]
+        for label, line in panel.groupby("series", sort=False):
+            line = line.sort_values("batch_size")
+            ok, oom = line[line["status"] == "ok"], line[line["status"] == "oom"]
+            colour, style = colours[line["model"].iloc[0]], styles[line["optimizer"].iloc[0]]
+            for axes, column in zip(row, ["throughput", "peak_mib"], strict=True):
+                axes.plot(ok["batch_size"], _values(ok[column]), style, color=colour, label=label, markersize=4)
+                if len(oom):
+                    (marker,) = axes.plot(
+                        oom["batch_size"],
+                        np.zeros(len(oom)),
+                        "x",
+                        color=colour,
+                        markersize=7,
+                        mew=1.5,
+                        clip_on=False,
+                        transform=axes.get_xaxis_transform(),
+                        label="out of memory",
+                    )
+                    marker.set_in_layout(False)
+        for axes in row:
+            axes.set_xscale("log", base=2)
+            axes.set_xticks(
+                sorted(frame["batch_size"].unique()), [str(b) for b in sorted(frame["batch_size"].unique())]
+            )
+            axes.minorticks_off()
+            axes.set_xlabel("batch size (samples)")
+            axes.set_title(precision)
+        row[0].set_ylabel("throughput (samples/s)")
+        row[1].set_ylabel("peak memory (MiB)")
+    lines = {
+        label: handle for axes in grid[:, 0] for handle, label in zip(*axes.get_legend_handles_labels(), strict=True)
+    }
+    if lines.pop("out of memory", None) is not None:
+        lines["out of memory"] = matplotlib.lines.Line2D([], [], color="black", marker="x", ls="none", mew=1.5)
+    figure.legend(lines.values(), lines.keys(), loc="outside right upper", frameon=False, fontsize="x-small")
+    return figure
+
+
+def batch_sweeps(frame: pd.DataFrame) -> bool:
+    """Whether some model, optimizer and precision ran at more than one batch size."""
+    keys = ["model", "optimizer", "precision", "channels_last", "compile", "dataset"]
+    return bool((frame.groupby(keys)["batch_size"].nunique() > 1).any())
+
+
+def constant_gradient_frame(
+    gradients: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+    steps: int = 100,
+    sgdm: dict | None = None,
+    adam: dict | None = None,
+) -> pd.DataFrame:
+    """The weight w(t) of SGDM and Adam under a constant gradient c, from ``optimizers.theory``;
+    hyperparameters default to the registry's (SGDM lr 0.01, β 0.9; Adam lr 1e-3, β 0.9 and
+    0.999, ε 1e-8). Columns: optimizer, c, t, w, and the hyperparameters as text."""
+    from optimizers.theory import adam_constant_gradient, sgdm_constant_gradient
+
+    sgdm = {"lr": 0.01, "beta": 0.9} | (sgdm or {})
+    adam = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8} | (adam or {})
+    rows = []
+    for c in gradients:
+        for t in range(1, steps + 1):
+            rows.append({"optimizer": "SGDM", "c": c, "t": t, "w": sgdm_constant_gradient(t, c, **sgdm)["w"]})
+            rows.append({"optimizer": "Adam", "c": c, "t": t, "w": adam_constant_gradient(t, c, **adam)["w"]})
+    frame = pd.DataFrame(rows)
+    settings = {
+        "SGDM": f"η = {sgdm['lr']:g}, β = {sgdm['beta']:g}",
+        "Adam": f"η = {adam['lr']:g}, β₁ = {adam['beta1']:g}, β₂ = {adam['beta2']:g}, ε = {adam['eps']:g}",
+    }
+    return frame.assign(hyperparameters=frame["optimizer"].map(settings))
+
+
+def constant_gradient_figure(frame: pd.DataFrame) -> Figure:
+    """How far w moves under a constant gradient c (log scale, so every c is legible): SGDM's
+    distance scales with c, one decade per decade of c; Adam's is ηt for every c, one line."""
+    gradients = sorted(frame["c"].unique())
+    colours = dict(zip(gradients, sns.color_palette(PALETTE, len(gradients)), strict=True))
+    figure, grid = plt.subplots(1, 2, figsize=(PAGE, 2.6), sharey=True, layout="constrained")
+    for axes, name in zip(grid, ["SGDM", "Adam"], strict=True):
+        panel = frame[frame["optimizer"] == name]
+        # A dash pattern per c, so lines that coincide (Adam's) still show every colour.
+        for c, dashes in zip(gradients, [(None, None), (6, 2), (2, 2), (6, 2, 2, 2)] * 3, strict=False):
+            line = panel[panel["c"] == c]
+            axes.plot(line["t"], -line["w"], color=colours[c], label=f"c = {c:g}", lw=1.5, dashes=dashes)
+        axes.set_yscale("log")
+        axes.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # decades suffice; minor ticks cost time
+        axes.set_xlabel("step t")
+        axes.set_title(f"{name} ({panel['hyperparameters'].iloc[0]})", fontsize="small")
+    grid[0].text(0.03, 0.97, "−w ∝ c", transform=grid[0].transAxes, va="top", fontsize="small")
+    grid[1].text(
+        0.03, 0.97, "−w = ηt·|c|/(|c| + ε) ≈ ηt for every c", transform=grid[1].transAxes, va="top", fontsize="small"
+    )
+    grid[0].set_ylabel("distance moved −w(t) (weight units)")
+    grid[0].legend(title="gradient", fontsize="x-small", loc="lower right")
+    return figure
+
+
+def axis_values(value: object) -> tuple[float, float] | None:
+    """An rf.csv per-axis value as (h, w): a [h, w] list (or its text), or one number for
+    both axes. A word ('global': the layer sees the whole input; 'irregular') or a missing
+    value is None; a word for one axis only makes that axis NaN."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        h, w = (float(v) if isinstance(v, (int, float)) else np.nan for v in value)
+        return None if np.isnan(h) and np.isnan(w) else (h, w)
+    if isinstance(value, (int, float)) and not np.isnan(value):
+        return float(value), float(value)
+    return None
+
+
+def receptive_field_figure(frame: pd.DataFrame) -> Figure:
+    """Receptive-field size layer by layer, analytic (line) beside the gradient-mask probe
+    (open markers), one panel per model; layers that see the whole input are marked 'global'
+    at the top. Width is drawn dashed where it differs from height."""
+    model_names = list(dict.fromkeys(frame["model"]))
+    columns = min(2, len(model_names))
+    rows = -(-len(model_names) // columns)
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(COLUMN * columns, 2.5 * rows), squeeze=False, layout="constrained"
+    )
+    colours = sns.color_palette(PALETTE, 2)
+    for axes, name in zip(grid.flat, model_names, strict=False):
+        layers = frame[frame["model"] == name].reset_index(drop=True)
+        analytic = [axis_values(v) for v in layers["rf"]]
+        empirical = [axis_values(v) for v in layers.get("rf_empirical", pd.Series([None] * len(layers)))]
+        index = np.arange(len(layers))
+        clipped = layers["clipped"].astype(str).str.lower().eq("true").to_numpy() if "clipped" in layers else index < 0
+        for axis, (label, dashes) in enumerate([("height", (None, None)), ("width", (4, 2))]):
+            size = np.array([np.nan if v is None else v[axis] for v in analytic])
+            probe = np.array([np.nan if v is None else v[axis] for v in empirical])
+            if axis == 1 and np.array_equal(size, [np.nan if v is None else v[0] for v in analytic], equal_nan=True):
+                break  # square fields: one line says it all
+            suffix = "" if axis == 0 else f" ({label})"
+            axes.plot(index, size, "-o", color=colours[0], markersize=3, dashes=dashes, label="analytic" + suffix)
+            axes.plot(index, probe, "s", mfc="none", color=colours[1], markersize=6, label="gradient mask" + suffix)
+            if axis == 0 and clipped.any():
+                axes.plot(
+                    index[clipped],
+                    probe[clipped],
+                    "x",
+                    color=colours[1],
+                    markersize=6,
+                    label="mask cut by the input border",
+                )
+        # Layers without a size say what they are instead ('global', 'irregular'), on top.
+        words = pd.Series([str(v) if a is None else None for v, a in zip(layers["rf"], analytic, strict=True)])
+        for word, marker in zip(words.dropna().unique(), "^v", strict=False):
+            at = index[(words == word).to_numpy()]
+            label = "global (whole input)" if word == "global" else word
+            (marks,) = axes.plot(
+                at,
+                np.ones(len(at)),
+                marker,
+                color="black",
+                markersize=5,
+                label=label,
+                transform=axes.get_xaxis_transform(),
+                clip_on=False,
+            )
+            marks.set_in_layout(False)
+        axes.set_title(name)
+        axes.set_xlabel("layer (network order)")
+        axes.set_ylabel("receptive field (input pixels)")
+        if len(layers) <= 16:
+            axes.set_xticks(index, layers["layer"], rotation=45, ha="right", fontsize="x-small")
+        axes.legend(fontsize="x-small", loc="upper left")
+    for axes in grid.flat[len(model_names) :]:
+        axes.set_visible(False)
+    return figure
+
+
+#: The heat maps rf_maps.npz holds per layer, and how each is titled.
+MAP_TITLES = {"mask": "gradient mask", "erf": "effective receptive field"}
+
+
+def receptive_field_maps_figure(frame: pd.DataFrame) -> Figure:
+    """Heat maps over the input, one row per probed layer: where the gradient of the layer's
+    centre unit is non-zero (the gradient mask), and the mean |gradient| of the model's real
+    weights over random inputs (the effective receptive field), each with its analytic field
+    outlined. ``frame`` has columns model, layer, map (a MAP_TITLES key), values (a 2-D
+    array) and, optionally, field (the analytic [first, last] index per axis h, w)."""
+    rows = list(dict.fromkeys(zip(frame["model"], frame["layer"], strict=True)))
+    kinds = [k for k in MAP_TITLES if k in set(frame["map"])]
+    figure, grid = plt.subplots(
+        len(rows), len(kinds), figsize=(COLUMN, 1.6 * len(rows) + 0.3), squeeze=False, layout="constrained"
+    )
+    for (model, layer), row in zip(rows, grid, strict=True):
+        for kind, axes in zip(kinds, row, strict=True):
+            found = frame[(frame["model"] == model) & (frame["layer"] == layer) & (frame["map"] == kind)]
+            if found.empty:
+                axes.set_visible(False)
+                continue
+            values = np.asarray(found["values"].iloc[0], dtype=float)
+            image = axes.imshow(
+                values / values.max() if values.max() > 0 else values,
+                cmap="cividis",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+            field = found["field"].iloc[0] if "field" in found else None
+            if isinstance(field, np.ndarray) and field.shape == (2, 2):
+                (top, bottom), (left, right) = field
+                axes.add_patch(
+                    matplotlib.patches.Rectangle(
+                        (left - 0.5, top - 0.5),
+                        right - left + 1,
+                        bottom - top + 1,
+                        fill=False,
+                        edgecolor="white",
+                        linestyle="--",
+                        linewidth=0.8,
+                        label="analytic field",
+                    )
+                )
+            if axes.get_subplotspec().is_first_row():
+                axes.set_title(MAP_TITLES[kind], fontsize="small")
+            if axes.get_subplotspec().is_first_col():
+                axes.set_ylabel(f"{model} {layer}\ninput row (px)", fontsize="x-small")
+            axes.set_xlabel("input column (px)", fontsize="x-small")
+            axes.tick_params(labelsize="xx-small")
+            axes.grid(False)
+    if any(a.patches for a in figure.axes):
+        figure.legend(
+            handles=[matplotlib.patches.Patch(fill=False, edgecolor="black", linestyle="--", label="analytic field")],
+            loc="outside lower center",
+            fontsize="x-small",
+            frameon=False,
+        )
+    bar = figure.colorbar(image, ax=grid, shrink=0.6)
+    bar.set_label("|gradient| / its maximum", fontsize="x-small")
+    bar.ax.tick_params(labelsize="xx-small")
     return figure

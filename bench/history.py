@@ -34,7 +34,8 @@ import pandas as pd
 
 from bench.store import MANIFEST, Run, load_run, utc_now
 
-DEFAULT_PATH = Path("results") / "history.sqlite"
+DEFAULT_NAME = "history.sqlite"
+DEFAULT_PATH = Path("results") / DEFAULT_NAME
 BUSY_TIMEOUT_S = 30.0
 WRITE_ATTEMPTS = 5
 

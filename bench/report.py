@@ -1,95 +1,472 @@
-"""Reports of a run folder: tables now (figures and HTML can join them here).
+"""Reports: what a run folder holds for people to read.
 
-Reporting reads what the runner wrote (``bench.store.load_run``) and never measures.
-``summary(frame)`` is the one-row-per-case table shown at the end of ``convbench run``;
-``write_tables(run_dir)`` writes it as ``summary.csv`` and, with the run's context, as
-``summary.md``.
+``write_report(run_dir)`` reads the run back (never measures) and writes
+
+    figures/<name>.png, .pdf   every figure in FIGURES that applies to the run
+    summary.csv                the main results, one row per case, unrounded, units in headers
+    summary.md                 the same rounded, with the run's context and its failed cases
+    summary.tex                the same as a LaTeX (booktabs) table
+    report.html                one self-contained page: figures embedded, no network needed
+    report.md                  the same for GitHub, figures linked by relative path
 """
 
 from __future__ import annotations
 
+import base64
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from bench import figures
 from bench.store import Run, load_run, write_atomic
-from bench.tables import markdown_table
+from bench.tables import format_number, html_table, latex_table, markdown_table
 
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
+FIGURES_DIR = "figures"
+RF_CSV = "rf.csv"
+RF_MAPS = "rf_maps.npz"
 MIB = 2**20
 
-#: Summary column -> (record field, scale, decimals); scale None keeps the value as it is.
-COLUMNS = {
-    "model": ("model", None, None),
-    "optimizer": ("optimizer", None, None),
-    "batch": ("batch_size", None, None),
-    "precision": ("precision", None, None),
-    "channels_last": ("channels_last", None, None),
-    "compile": ("compile", None, None),
-    "status": ("status", None, None),
-    "step_ms": ("step_time_ms", 1, 2),
-    "iqr_ms": ("step_time_iqr_ms", 1, 2),
-    "samples_per_s": ("throughput", 1, 1),
-    "state_buffers_per_param": ("state_buffers_per_param", 1, 3),
-    "state_bytes_per_param": ("state_bytes_per_param", 1, 3),
-    "params_mib": ("param_bytes", MIB, 2),
-    "state_mib": ("optimizer_state_bytes", MIB, 2),
-    "peak_mib": ("peak_memory_bytes", MIB, 1),
-    "activation_mib": ("activation_bytes", MIB, 1),
-}
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the report: ``draw`` turns the frame ``data(run)`` into a Figure; ``data``
+    returns None when the run has nothing for this figure."""
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[pd.DataFrame], object]
+    data: Callable[[Run], pd.DataFrame | None]
 
 
-def summary(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per case: configuration, status, median step time and its IQR, throughput,
-    state buffers and bytes per parameter, and memory in MiB (2^20 bytes)."""
+def _records(run: Run) -> pd.DataFrame | None:
+    return run.frame() if run.records else None
+
+
+def _ok_records(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return frame if frame is not None and (frame["status"] == "ok").any() else None
+
+
+def _batch_sweep(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return frame if frame is not None and figures.batch_sweeps(frame) else None
+
+
+def _rf(run: Run) -> pd.DataFrame | None:
+    path = run.path / RF_CSV
+    return pd.read_csv(path) if path.is_file() else None
+
+
+#: The columns of rf.csv the pages show (the CSV beside them has them all).
+RF_SHOWN = ["model", "layer", "kind", "kernel", "stride", "rf", "jump", "start", "rf_empirical", "fill", "erf95"]
+RF_SHOWN += ["match", "clipped"]
+
+
+def rf_table(rf: pd.DataFrame) -> pd.DataFrame:
+    return rf[[c for c in RF_SHOWN if c in rf]]
+
+
+#: In rf_maps.npz, the array holding each heat map's analytic field ([first, last] input
+#: index per axis h, w, in the map's coordinates).
+MAP_FIELDS = {"mask": "field", "erf": "erf_field"}
+
+
+def rf_maps_frame(path: Path) -> pd.DataFrame:
+    """rf_maps.npz as rows of model, layer, map (a figures.MAP_TITLES key), values (the
+    2-D heat map) and field (its analytic box, or None). The file's keys are
+    ``<model>/<layer>/<array>`` (see bench.receptive.section)."""
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    rows = []
+    for key, values in arrays.items():
+        model, layer, kind = key.rsplit("/", 2)
+        if kind in MAP_FIELDS:
+            field = arrays.get(f"{model}/{layer}/{MAP_FIELDS[kind]}")
+            rows.append({"model": model, "layer": layer, "map": kind, "values": values, "field": field})
+    return pd.DataFrame(rows, columns=["model", "layer", "map", "values", "field"])
+
+
+def _rf_maps(run: Run) -> pd.DataFrame | None:
+    path = run.path / RF_MAPS
+    return rf_maps_frame(path) if path.is_file() else None
+
+
+FIGURES = [
+    FigureSpec(
+        "throughput",
+        "Throughput",
+        "Training throughput by model and optimizer: the bar is batch size / median step time, the "
+        "error bar the interquartile range of the step times (batch / q75 to batch / q25).",
+        figures.throughput_figure,
+        _records,
+    ),
+    FigureSpec(
+        "memory",
+        "Memory breakdown",
+        "Memory per case: parameters, gradients, optimizer state and activations (peak minus the "
+        "static parts). The title gives Adam's optimizer state as a multiple of SGDM's.",
+        figures.memory_breakdown_figure,
+        _records,
+    ),
+    FigureSpec(
+        "state_bytes",
+        "Optimizer state per parameter",
+        "Optimizer-state bytes per parameter as measured from the optimizer's state tensors, beside "
+        "theory: state buffers (Adam 2, SGDM 1) × bytes per parameter element.",
+        figures.state_bytes_figure,
+        _ok_records,
+    ),
+    FigureSpec(
+        "batch_scaling",
+        "Batch-size scaling",
+        "Throughput and peak memory against batch size; × marks a case that ran out of memory.",
+        figures.batch_scaling_figure,
+        _batch_sweep,
+    ),
+    FigureSpec(
+        "constant_gradient",
+        "Constant-gradient trajectories",
+        "Closed forms under a constant gradient c (optimizers.theory): SGDM's weight moves in "
+        "proportion to c, Adam's by ηt whatever c is.",
+        figures.constant_gradient_figure,
+        lambda run: figures.constant_gradient_frame(),
+    ),
+    FigureSpec(
+        "receptive_field",
+        "Receptive-field growth",
+        "Receptive-field size layer by layer: analytic (line) and the gradient-mask probe (squares).",
+        figures.receptive_field_figure,
+        _rf,
+    ),
+    FigureSpec(
+        "receptive_field_maps",
+        "Gradient masks and effective receptive fields",
+        "Per probed layer: the input region with non-zero gradient from the centre output unit, "
+        "and the mean |gradient| over random inputs with the model's weights.",
+        figures.receptive_field_maps_figure,
+        _rf_maps,
+    ),
+]
+
+
+def write_figures(run: Run) -> list[FigureSpec]:
+    """Draw and save every figure that applies to the run; returns those written."""
+    figures.use_theme()
+    written = []
+    for spec in FIGURES:
+        data = spec.data(run)
+        if data is None or data.empty:
+            continue
+        figures.save(spec.draw(data), run.path / FIGURES_DIR / spec.name)
+        written.append(spec)
+    return written
+
+
+# ---------------------------------------------------------------------------------------
+# What the pages show besides figures.
+
+
+def flatten(data: object, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON (env.json) as (dotted key, value) pairs, e.g. ('gpus[0].name', 'H100')."""
+    if isinstance(data, dict):
+        return [pair for key, value in data.items() for pair in flatten(value, f"{prefix}.{key}" if prefix else key)]
+    if isinstance(data, list) and any(isinstance(item, (dict, list)) for item in data):
+        return [pair for i, item in enumerate(data) for pair in flatten(item, f"{prefix}[{i}]")]
+    if isinstance(data, list):
+        return [(prefix, ", ".join(map(str, data)))]
+    return [(prefix, "" if data is None else str(data))]
+
+
+def environment_frame(env: dict) -> pd.DataFrame:
+    return pd.DataFrame(flatten(env), columns=["what", "value"])
+
+
+def failures_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cases that did not finish: case, status and the error message."""
+    failed = frame[frame["status"] != "ok"] if len(frame) else frame
+    return pd.DataFrame(
+        {
+            "case": failed.get("case_id", []),
+            "status": failed.get("status", []),
+            "error": failed.get("error", pd.Series(dtype=object)).fillna(""),
+        }
+    )
+
+
+def run_status(run: Run) -> str:
+    """One plain sentence on whether the run is whole: every case, failures, missing cases."""
+    manifest = run.manifest
+    total, done = manifest.get("cases_total", len(run.records)), len(run.records)
+    failed = sum(r.get("status") != "ok" for r in run.records)
+    parts = [f"{done} of {total} cases have a record"]
+    if failed:
+        parts.append(f"{failed} failed (see Failed cases)")
+    if manifest.get("status") != "complete" or done < total:
+        missing = total - done
+        parts.append(
+            f"the run is {manifest.get('status', 'unknown')}: {missing} {'case has' if missing == 1 else 'cases have'} "
+            "no result, so this report is not the whole suite"
+        )
+    else:
+        parts.append("the run is complete")
+    return "; ".join(parts) + "."
+
+
+#: The summary's columns: record field, header with unit, and scale from the record's unit.
+SUMMARY_COLUMNS = [
+    ("model", "model", None),
+    ("optimizer", "optimizer", None),
+    ("batch_size", "batch", None),
+    ("precision", "precision", None),
+    ("channels_last", "channels-last", None),
+    ("compile", "compile", None),
+    ("status", "status", None),
+    ("throughput", "throughput (samples/s)", 1),
+    ("step_time_ms", "step time (ms)", 1),
+    ("step_time_iqr_ms", "step time IQR (ms)", 1),
+    ("params", "parameters", 1),
+    ("state_buffers_per_param", "state buffers/param", 1),
+    ("state_bytes_per_param", "state (B/param)", 1),
+    ("optimizer_state_bytes", "optimizer state (MiB)", 1 / MIB),
+    ("peak_memory_bytes", "peak memory (MiB)", 1 / MIB),
+    ("activation_bytes", "activations (MiB)", 1 / MIB),
+]
+#: Configuration switches left out of the tables people read when no case of the run sets them.
+OPTIONAL_COLUMNS = ("channels-last", "compile")
+
+
+def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per case: its configuration, status and main measurements, units in headers,
+    unrounded (summary.csv keeps every digit; the other tables round when they write)."""
     columns = {}
-    for name, (source, scale, decimals) in COLUMNS.items():
-        values = records[source] if source in records else pd.Series([None] * len(records), dtype=object)
-        if scale is not None:
-            values = (pd.to_numeric(values) / scale).round(decimals)
-        columns[name] = values.reset_index(drop=True)
+    for field, header, scale in SUMMARY_COLUMNS:
+        values = frame[field] if field in frame else pd.Series([None] * len(frame), dtype=object)
+        values = values.reset_index(drop=True)
+        columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
     return pd.DataFrame(columns)
 
 
-def failures(records: pd.DataFrame) -> list[str]:
+def readable(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary for people: channels-last and compile only when some case turned them on."""
+    unused = [c for c in OPTIONAL_COLUMNS if not summary[c].fillna(False).astype(bool).any()]
+    return summary.drop(columns=unused)
+
+
+def failures(frame: pd.DataFrame) -> list[str]:
     """``case_id: status: message`` for every case that did not end ``ok``."""
-    if records.empty:
+    if frame.empty:
         return []
-    failed = records[records["status"] != "ok"]
+    failed = frame[frame["status"] != "ok"]
     return [f"{row.case_id}: {row.status}: {row.error}" for row in failed.itertuples()]
 
 
 def _context(run: Run) -> list[str]:
+    """The lines above the table in summary.md: what ran, where, with what."""
     manifest, env = run.manifest, run.env
-    devices = ", ".join(sorted(run.frame()["device_name"].unique())) if run.records else ""
+    devices = ", ".join(sorted(run.frame()["device_name"].dropna().unique())) if run.records else ""
     return [
         f"# convbench run {run.run_id}",
         "",
         f"- suite: {manifest.get('suite')}; status: {manifest.get('status')} "
-        f"({manifest.get('cases_done')} of {manifest.get('cases_total')} cases, {manifest.get('failures')} failed)",
+        f"({len(run.records)} of {manifest.get('cases_total')} cases, {manifest.get('failures')} failed)",
         f"- started {manifest.get('started')}, finished {manifest.get('finished')}",
         f"- device: {devices or 'none recorded'}; host: {env.get('hostname')}",
         f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
         f"Python {env.get('python')}, commit {env.get('git_commit')}{' (dirty)' if env.get('git_dirty') else ''}",
         "",
-        "Median step time over every timed step, its interquartile range, and throughput = batch / median. "
-        "Memory in MiB; activation = peak minus the static memory (in use before the first step, "
-        "plus gradients and optimizer state).",
+        "Throughput = batch / median step time over every timed step; IQR = 75th minus 25th percentile. "
+        "MiB = 2^20 bytes; activations = peak minus the memory in use before the first step, "
+        "the gradients and the optimizer state.",
         "",
     ]
 
 
 def write_tables(run_dir: Path | str) -> list[Path]:
-    """Write ``summary.csv`` and ``summary.md`` into the run folder; returns their paths."""
+    """Write summary.csv (unrounded), summary.md (with the run's context and its failed cases)
+    and summary.tex (booktabs) into the run folder; returns their paths."""
     run = load_run(run_dir)
     frame = run.frame()
-    table = summary(frame)
-    csv_path, md_path = run.path / SUMMARY_CSV, run.path / SUMMARY_MD
-    write_atomic(csv_path, table.to_csv(index=False))
-    lines = _context(run) + [markdown_table(table)]
+    summary = summary_frame(frame)
+    shown = readable(summary)
+    markdown = _context(run) + [markdown_table(shown, format_number)]
     failed = failures(frame)
     if failed:
-        lines += ["", "## Cases that did not finish", "", *(f"- {line}" for line in failed)]
-    write_atomic(md_path, "\n".join(lines) + "\n")
-    return [csv_path, md_path]
+        markdown += ["", "## Cases that did not finish", "", *(f"- {line}" for line in failed)]
+    written = []
+    for name, text in (
+        ("summary.csv", summary.to_csv(index=False)),
+        ("summary.md", "\n".join(markdown) + "\n"),
+        ("summary.tex", latex_table(shown, f"convbench run {run.run_id}", f"tab:convbench-{run.run_id}")),
+    ):
+        write_atomic(run.path / name, text)
+        written.append(run.path / name)
+    return written
+
+
+# ---------------------------------------------------------------------------------------
+# The two pages.
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; color: #1a1a1a; margin: 0; }
+main { max-width: 64rem; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
+h1 { font-size: 1.5rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1rem; margin-bottom: .3rem; }
+table { border-collapse: collapse; margin: .5rem 0; font-size: .85rem; }
+th, td { padding: .2rem .6rem; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
+th { border-bottom: 2px solid #888; } .num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; white-space: pre-wrap; }
+td pre { margin: 0; padding: .1rem .3rem; }
+.wide { overflow-x: auto; } td { white-space: nowrap; } td:has(pre) { white-space: normal; }
+.status { padding: .6rem .9rem; border-left: .4rem solid #0072b2; background: #eef5fb; }
+.status.warning { border-color: #d55e00; background: #fdf1ea; }
+figure { margin: 1.2rem 0 2rem; } img { max-width: 100%; height: auto; }
+figcaption { font-size: .85rem; color: #444; max-width: 48rem; }
+"""
+
+
+@dataclass
+class Sections:
+    """What both pages show, gathered once from the run folder."""
+
+    run: Run
+    status: str
+    summary: pd.DataFrame
+    failures: pd.DataFrame
+    rf: pd.DataFrame | None
+    figures: list[FigureSpec]
+
+
+def _png_width(path: Path) -> int:
+    """The PNG's width in pixels, from its IHDR chunk."""
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def _html_figure(spec: FigureSpec, folder: Path) -> str:
+    png = folder / FIGURES_DIR / f"{spec.name}.png"
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    # PNGs are drawn at 200 dpi; half their pixels is their size at the theme's 100 dpi.
+    return (
+        f'<figure id="figure-{spec.name}"><h3>{html.escape(spec.title)}</h3>'
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(spec.title)}" width="{_png_width(png) // 2}">'
+        f"<figcaption>{html.escape(spec.caption)} Vector version: "
+        f'<a href="{FIGURES_DIR}/{spec.name}.pdf">{FIGURES_DIR}/{spec.name}.pdf</a>.</figcaption></figure>'
+    )
+
+
+def _scrolling(table: str) -> str:
+    """A wide table scrolls sideways inside the page instead of running off it."""
+    return f'<div class="wide">{table}</div>'
+
+
+def html_report(sections: Sections) -> str:
+    """The whole report as one HTML page that needs nothing but itself."""
+    run = sections.run
+    warning = " warning" if run.manifest.get("status") != "complete" or len(sections.failures) else ""
+    failures = (
+        "<p>None: every case finished.</p>"
+        if sections.failures.empty
+        else "<table>\n<tr><th>case</th><th>status</th><th>error</th></tr>\n"
+        + "\n".join(
+            f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.status)}</td>"
+            f"<td><pre>{html.escape(r.error)}</pre></td></tr>"
+            for r in sections.failures.itertuples(index=False)
+        )
+        + "\n</table>"
+    )
+    body = [
+        f"<h1>convbench run <code>{html.escape(run.run_id)}</code></h1>",
+        f'<p class="status{warning}">{"<strong>Warning:</strong> " if warning else ""}'
+        f"{html.escape(sections.status)}</p>",
+        f"<p>Suite <code>{html.escape(str(run.manifest.get('suite', '')))}</code>, started "
+        f"{html.escape(str(run.manifest.get('started')))}, finished {html.escape(str(run.manifest.get('finished')))}."
+        "</p>",
+        "<h2 id=results>Results</h2>",
+        _scrolling(html_table(sections.summary)),
+        "<p>The same table: <a href=summary.csv>summary.csv</a> (unrounded), <a href=summary.md>summary.md</a>, "
+        "<a href=summary.tex>summary.tex</a> (LaTeX, booktabs).</p>",
+        "<h2 id=failures>Failed cases</h2>",
+        failures,
+        "<h2 id=figures>Figures</h2>",
+        *(_html_figure(spec, run.path) for spec in sections.figures),
+    ]
+    if sections.rf is not None:
+        body += ["<h2 id=receptive-fields>Receptive fields</h2>", _scrolling(html_table(rf_table(sections.rf)))]
+    body += [
+        "<h2 id=configuration>Configuration</h2>",
+        f"<pre>{html.escape(run.suite_toml)}</pre>",
+        "<h2 id=machine>Machine and software</h2>",
+        _scrolling(html_table(environment_frame(run.env))),
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
+        '<meta name=viewport content="width=device-width, initial-scale=1">\n'
+        '<link rel=icon href="data:,">\n'  # no favicon request: the page loads nothing
+        f"<title>convbench run {html.escape(run.run_id)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+        "<body>\n<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _markdown_text(text: str) -> str:
+    """A table cell: one line, pipes escaped by markdown_table."""
+    return " ".join(str(text).split())
+
+
+def markdown_report(sections: Sections) -> str:
+    """The report for GitHub: tables inline, figures linked by relative path."""
+    run = sections.run
+    lines = [
+        f"# convbench run `{run.run_id}`",
+        "",
+        f"> {'**Warning:** ' if run.manifest.get('status') != 'complete' or len(sections.failures) else ''}"
+        f"{sections.status}",
+        "",
+        f"Suite `{run.manifest.get('suite', '')}`, started {run.manifest.get('started')}, "
+        f"finished {run.manifest.get('finished')}.",
+        "",
+        "## Results",
+        "",
+        markdown_table(sections.summary, format_number),
+        "",
+        "Also as [summary.csv](summary.csv) (unrounded) and [summary.tex](summary.tex) (LaTeX).",
+        "",
+        "## Failed cases",
+        "",
+    ]
+    if sections.failures.empty:
+        lines.append("None: every case finished.")
+    else:
+        lines.append(markdown_table(sections.failures.map(_markdown_text)))
+    lines += ["", "## Figures", ""]
+    for spec in sections.figures:
+        lines += [
+            f"### {spec.title}",
+            "",
+            f"![{spec.title}]({FIGURES_DIR}/{spec.name}.png)",
+            "",
+            f"{spec.caption} [PDF]({FIGURES_DIR}/{spec.name}.pdf)",
+            "",
+        ]
+    if sections.rf is not None:
+        lines += ["## Receptive fields", "", markdown_table(rf_table(sections.rf), format_number), ""]
+    lines += ["## Configuration", "", "```toml", run.suite_toml.rstrip(), "```", "", "## Machine and software", ""]
+    lines.append(markdown_table(environment_frame(run.env).map(_markdown_text)))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path | str) -> list[Path]:
+    """Write the run folder's figures, tables and both pages; returns the files written."""
+    run = load_run(run_dir)
+    frame = run.frame()
+    summary = readable(summary_frame(frame))
+    written = write_tables(run.path)
+    specs = write_figures(run)
+    written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
+    sections = Sections(run, run_status(run), summary, failures_frame(frame), _rf(run), specs)
+    write_atomic(run.path / "report.html", html_report(sections))
+    write_atomic(run.path / "report.md", markdown_report(sections))
+    return written + [run.path / "report.html", run.path / "report.md"]

@@ -50,10 +50,17 @@ from bench.toml_writer import dumps
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
+
 #: Optional top-level tables besides [suite] and [[grid]]: name -> a function that checks
 #: the table (raising ValueError that names the bad key) and returns its parsed form, which
 #: lands in ``Suite.sections[name]``. Adding a section is one line here.
-SECTIONS: dict[str, Callable[[dict], object]] = {}
+def _rf_section(table: dict) -> object:
+    from bench.receptive.section import rf_section_from_toml
+
+    return rf_section_from_toml(table)
+
+
+SECTIONS: dict[str, Callable[[dict], object]] = {"rf": _rf_section}
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 

@@ -1,18 +1,26 @@
-"""Plain-text and GitHub-flavoured Markdown tables from a DataFrame.
+"""Tables from a DataFrame: plain text, GitHub-flavoured Markdown, LaTeX and HTML.
 
-Hand-written so the suite needs no table package beyond pandas: numbers align right,
-text aligns left, missing values print as an empty cell.
+Hand-written so the suite needs no table package beyond pandas (pandas' own to_markdown
+and to_latex need tabulate and jinja2): numbers align right, text aligns left, missing
+values print as an empty cell.
 """
 
 from __future__ import annotations
 
+import html
+from collections.abc import Callable
+
+import numpy as np
 import pandas as pd
 
 
-def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
+def _cells(frame: pd.DataFrame, number: Callable[[object], str]) -> tuple[list[str], list[list[str]], list[bool]]:
     headers = [str(column) for column in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
-    rows = [["" if _missing(value) else str(value) for value in row] for row in frame.itertuples(index=False)]
+    rows = [
+        ["" if _missing(value) else number(value) if n else str(value) for value, n in zip(row, numeric, strict=True)]
+        for row in frame.itertuples(index=False)
+    ]
     return headers, rows, numeric
 
 
@@ -20,9 +28,23 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def text_table(frame: pd.DataFrame) -> str:
-    """A fixed-width table for the terminal."""
-    headers, rows, numeric = _cells(frame)
+def format_number(value: object) -> str:
+    """A number for people: thousands separated, about three significant digits."""
+    if float(value).is_integer() and abs(value) >= 1000 or isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    magnitude = abs(float(value))
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def text_table(frame: pd.DataFrame, number: Callable[[object], str] = str) -> str:
+    """A fixed-width table for the terminal; ``number`` writes the numeric cells."""
+    headers, rows, numeric = _cells(frame, number)
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
@@ -33,12 +55,66 @@ def text_table(frame: pd.DataFrame) -> str:
     return "\n".join([line(headers), rule] + [line(r) for r in rows])
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table; pipes inside cells are escaped."""
-    headers, rows, numeric = _cells(frame)
+def markdown_table(frame: pd.DataFrame, number: Callable[[object], str] = str) -> str:
+    """A GitHub-flavoured Markdown table; pipes inside cells are escaped. ``number`` writes
+    the numeric cells (``format_number`` rounds them for reading)."""
+    headers, rows, numeric = _cells(frame, number)
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     align = ["---:" if n else ":---" for n in numeric]
     return "\n".join([line(headers), "| " + " | ".join(align) + " |"] + [line(r) for r in rows])
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text with every character LaTeX treats specially written as itself."""
+    return "".join(_LATEX_SPECIALS.get(character, character) for character in text)
+
+
+def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``): numbers rounded by
+    ``format_number`` and right-aligned, text left-aligned, every cell escaped."""
+    headers, rows, numeric = _cells(frame, format_number)
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{''.join('r' if n else 'l' for n in numeric)}}}",
+        r"\toprule",
+        " & ".join(map(latex_escape, headers)) + r" \\",
+        r"\midrule",
+        *(" & ".join(map(latex_escape, row)) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """An HTML table, numbers rounded by ``format_number`` and right-aligned (class ``num``),
+    every cell escaped."""
+    headers, rows, numeric = _cells(frame, format_number)
+
+    def line(cells: list[str], tag: str) -> str:
+        tags = [f"<{tag} class=num>" if n else f"<{tag}>" for n in numeric]
+        return "<tr>" + "".join(f"{t}{html.escape(c)}</{tag}>" for t, c in zip(tags, cells, strict=True)) + "</tr>"
+
+    return "\n".join(["<table>", line(headers, "th"), *(line(r, "td") for r in rows), "</table>"])
