@@ -512,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SetupError,
         DatasetNotFoundError,
         FileExistsError,
+        FileNotFoundError,
     )
     if args.command in ("history", "ingest", "compare", "trend", "gpus"):
         from bench.compare import IncomparableError

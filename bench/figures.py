@@ -101,6 +101,7 @@ def speedup_figure(frame: pd.DataFrame) -> Figure:
     axes.set_xlabel("throughput relative to the reference device")
     axes.set_ylabel("")
     axes.legend(title="device", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return figure
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,15 +3,18 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import tomllib
 
+import pandas as pd
 import pytest
 import torch
 
+from bench import history
 from bench.cli import main
 from bench.store import load_run
 from tests.bench.test_data import mnist_like
@@ -52,12 +55,22 @@ def test_a_run_writes_every_file(tmp_path, capsys, fault_models):
     folder = results / "t1"
     assert sorted(p.name for p in folder.iterdir()) == [
         "env.json",
+        "figures",
         "records.jsonl",
+        "report.html",
+        "report.md",
         "run.json",
         "suite.toml",
         "summary.csv",
         "summary.md",
+        "summary.tex",
     ]
+    # No batch sweep and no [rf] section: the figures that apply to such a run, each twice.
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == sorted(
+        f"{name}.{ext}"
+        for name in ("throughput", "memory", "state_bytes", "constant_gradient")
+        for ext in ("png", "pdf")
+    )
     manifest = json.loads((folder / "run.json").read_text())
     assert (manifest["status"], manifest["cases_done"], manifest["cases_total"]) == ("complete", 2, 2)
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
@@ -71,12 +84,14 @@ def test_a_run_writes_every_file(tmp_path, capsys, fault_models):
     assert resolved["suite"]["device"] == "cpu" and resolved["grid"][0]["precision"] == ["fp32"]
     with open(folder / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(row["optimizer"], row["state_bytes_per_param"]) for row in rows] == [("adam", "8.0"), ("sgdm", "4.0")]
+    assert [(row["optimizer"], float(row["state (B/param)"])) for row in rows] == [("adam", 8.0), ("sgdm", 4.0)]
     summary = (folder / "summary.md").read_text()
     assert "# convbench run t1" in summary and "| ok-net | adam |" in summary
     # The terminal: the table on stdout, progress and the folder on stderr.
     assert out.splitlines()[0].split()[:3] == ["model", "optimizer", "batch"]
     assert "[2/2]" in err and f"run complete: {folder}" in err
+    # ... and the run is in the history next to the run folders, for tomorrow's compare.
+    assert history.runs(results / "history.sqlite")["run_id"].tolist() == ["t1"]
 
 
 def test_flags_override_the_suite(tmp_path, capsys, fault_models):
@@ -166,20 +181,42 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys, fault_models):
     assert code == 2 and "already exists" in err
 
 
+FIGURES = ["throughput", "memory", "state_bytes", "batch_scaling", "constant_gradient"]
+RF_FIGURES = ["receptive_field", "receptive_field_maps"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="without arguments, a CUDA machine runs nightly")
-def test_without_a_suite_the_cpu_runs_smoke_and_its_buffers_match_the_theory(tmp_path, capsys):
-    code, _, err = run(capsys, "--steps", "1", "--warmup", "1", "--repeats", "1", "--results", str(tmp_path))
+def test_without_a_suite_the_cpu_runs_smoke_end_to_end(tmp_path, capsys):
+    """The main job as a user runs it (shortened): smoke with its [rf] section, every file
+    of the run folder, the theory's buffers, the history, and compare on two real runs."""
+    short = ["--steps", "2", "--warmup", "1", "--repeats", "2", "--results", str(tmp_path)]
+    code, _, err = run(capsys, *short, "--run-id", "first")
     assert code == 0, err
-    (folder,) = tmp_path.iterdir()
+    folder = tmp_path / "first"
     run_ = load_run(folder)
     assert run_.manifest["suite"] == "smoke" and run_.manifest["status"] == "complete"
-    assert {(r["model"], r["optimizer"]): r["state_buffers_per_param"] for r in run_.records} == {
-        ("cnn", "adam"): 2,
-        ("cnn", "sgdm"): 1,
-        ("resnet20", "adam"): 2,
-        ("resnet20", "sgdm"): 1,
+    buffers = {(r["model"], r["optimizer"], r["batch_size"]): r["state_buffers_per_param"] for r in run_.records}
+    assert buffers == {
+        (m, o, b): {"adam": 2, "sgdm": 1}[o] for m in ("cnn", "resnet20") for o in ("adam", "sgdm") for b in (16, 32)
     }
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    expected = {"run.json", "env.json", "suite.toml", "records.jsonl", "rf.csv", "rf_maps.npz"}
+    expected |= {"summary.csv", "summary.md", "summary.tex", "report.html", "report.md"}
+    expected |= {f"figures/{name}.{ext}" for name in FIGURES + RF_FIGURES for ext in ("png", "pdf")}
+    assert files == expected
+    rf = pd.read_csv(folder / "rf.csv")
+    assert set(rf["model"]) == {"cnn", "resnet20"} and rf["match"].all()
+    assert "<h2 id=receptive-fields>" in (folder / "report.html").read_text()
+
+    code, _, err = run(capsys, *short, "--models", "cnn", "--run-id", "second")
+    assert code == 0, err
+    assert history.runs(tmp_path / "history.sqlite")["run_id"].tolist() == ["first", "second"]
+    # Two real runs through the history: resnet20's cases are missing from the second.
+    assert main(["compare", "previous", "latest", "--history", str(tmp_path / "history.sqlite")]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "baseline first, candidate second" in out
+    assert len(re.findall(r"^resnet20/\S+ +missing", out, re.MULTILINE)) == 4
 
 
 @pytest.mark.slow
