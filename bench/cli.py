@@ -348,6 +348,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     figures.use_theme()
     paths = figures.save(figures.speedup_figure(table), Path(args.output))
     print(f"figure: {', '.join(map(str, paths))}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -33,11 +33,12 @@ def test_the_shipped_suites():
     assert shipped() == ["full", "nightly", "smoke"]
     smoke = load_suite("smoke")
     assert [case.case_id for case in smoke.cases()] == [
-        "cnn/adam/b32/fp32/cl0/eager/synthetic/1x28x28",
-        "cnn/sgdm/b32/fp32/cl0/eager/synthetic/1x28x28",
-        "resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32",
-        "resnet20/sgdm/b32/fp32/cl0/eager/synthetic/3x32x32",
+        f"{model}/{optimizer}/b{batch}/fp32/cl0/eager/synthetic/{shape}"
+        for model, shape in (("cnn", "1x28x28"), ("resnet20", "3x32x32"))
+        for optimizer in ("adam", "sgdm")
+        for batch in (16, 32)
     ]
+    assert smoke.sections["rf"].models == ("cnn", "resnet20")
     nightly = load_suite("nightly").cases()
     assert {c.model for c in nightly} >= {"resnet20", "resnet18", "resnet50"}
     assert {c.input_shape for c in nightly if c.model == "resnet50"} == {(3, 224, 224)}
