@@ -13,7 +13,7 @@ The slow-down is a ``time.sleep`` at the start of the model's forward, calibrate
 the given fraction of that case's median step time in the unchanged run before, so the harness
 times it exactly as it would time slower code. It is installed only by this script, in the
 ``convbench`` processes it starts (``--as-convbench``), from the environment variable
-``CONVBENCH_NOISE_DELAY_MS`` (JSON: ``{"model/optimizer": milliseconds}``); unchanged runs go
+``CONVBENCH_NOISE_DELAY_MS`` (JSON: ``{"model/optimizer/batch": milliseconds}``); unchanged runs go
 through the same launcher without it.
 
 Each comparison is judged twice: by ``compare`` as shipped (Welch's t-test on the logs of
@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def install_slowdown(delays_ms: dict[str, float]) -> None:
-    """Make the forward of each (model, optimizer) case sleep its delay. The optimizer is
-    built right after its model, so each optimizer build sets the delay of the model built
-    last."""
+    """Make the forward of each (model, optimizer, batch size) case sleep its delay. The
+    optimizer is built right after its model, so each optimizer build names the case of the
+    model built last; the batch size is read from the forward's input."""
     import models
     import optimizers
 
@@ -57,18 +57,21 @@ def install_slowdown(delays_ms: dict[str, float]) -> None:
     built: list = []
 
     def sleep_first(module, inputs) -> None:
-        time.sleep(module.noise_delay_s)
+        time.sleep(module.noise_delays_s.get(inputs[0].shape[0], 0.0))
 
     def slow_model(name: str, **kwargs: object):
         model = build_model(name, **kwargs)
-        model.noise_model_name, model.noise_delay_s = name, 0.0
+        model.noise_model_name, model.noise_delays_s = name, {}
         model.register_forward_pre_hook(sleep_first)
         built[:] = [model]
         return model
 
     def slow_optimizer(name: str, params, **hyperparameters: object):
         model = built[0]
-        model.noise_delay_s = delays_ms.get(f"{model.noise_model_name}/{name}", 0.0) / 1000
+        prefix = f"{model.noise_model_name}/{name}/"
+        model.noise_delays_s = {
+            int(key.removeprefix(prefix)): ms / 1000 for key, ms in delays_ms.items() if key.startswith(prefix)
+        }
         return build_optimizer(name, params, **hyperparameters)
 
     models.build = models.registry.build = slow_model
@@ -162,7 +165,10 @@ def main() -> int:
     for i in range(args.runs):
         unchanged.append(run_smoke(out, f"aa-{i:02d}", design))
         delays.append(
-            {f"{r.model}/{r.optimizer}": r.step_time_ms * args.slowdown / 100 for r in unchanged[-1].itertuples()}
+            {
+                f"{r.model}/{r.optimizer}/{r.batch_size}": r.step_time_ms * args.slowdown / 100
+                for r in unchanged[-1].itertuples()
+            }
         )
         slowed.append(run_smoke(out, f"slow-{i:02d}", design, delays[-1]))
 
@@ -210,13 +216,17 @@ def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
                 }
             )
     per_case = []
-    for (model, optimizer), group in pd.concat(unchanged).groupby(["model", "optimizer"], sort=False):
+    for (model, optimizer, batch), group in pd.concat(unchanged).groupby(
+        ["model", "optimizer", "batch_size"], sort=False
+    ):
         steps = group["step_time_ms"]
-        slowed_steps = pd.concat(slowed).query("model == @model and optimizer == @optimizer")["step_time_ms"]
+        slowed_steps = pd.concat(slowed).query("model == @model and optimizer == @optimizer and batch_size == @batch")[
+            "step_time_ms"
+        ]
         realised = slowed_steps.to_numpy() / steps.to_numpy() - 1
         per_case.append(
             {
-                "case": f"{model}/{optimizer}",
+                "case": f"{model}/{optimizer}/b{batch}",
                 "median step ms, unchanged (min-max)": f"{steps.median():.1f} ({steps.min():.1f}-{steps.max():.1f})",
                 "run-to-run IQR / median": f"{(steps.quantile(0.75) - steps.quantile(0.25)) / steps.median():.1%}",
                 "realised slow-down, median (min-max)": (
