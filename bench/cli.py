@@ -296,13 +296,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     candidate = history.resolve(args.candidate, args.history)
     baseline = history.resolve(args.baseline, args.history, after=candidate)
+    # A several-run baseline: the runs before BASELINE, skipping any measured differently.
+    earlier = [
+        run
+        for run in history.earlier_runs(baseline, args.baseline_runs - 1, args.history)
+        if not compare.mismatches(run.frame, baseline.frame)
+    ]
     verdicts = compare.compare_runs(
         baseline.frame,
         candidate.frame,
         threshold=args.threshold / 100,
         memory_threshold=args.memory_threshold / 100,
+        earlier=[run.frame for run in earlier],
     )
-    print(f"baseline {baseline.run_id}, candidate {candidate.run_id}")
+    plural = "s" if len(earlier) > 1 else ""
+    runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
+    print(f"baseline {baseline.run_id}{runs}, candidate {candidate.run_id}")
     _print_table(compare.readable(verdicts), args)
     print(compare.summary(verdicts))
     return 1 if compare.has_regression(verdicts) else 0
@@ -460,6 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("candidate", metavar="CANDIDATE", help=run_help)
     add_history(compare_parser)
     add_threshold(compare_parser)
+    compare_parser.add_argument(
+        "--baseline-runs",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="judge step time against BASELINE and the N-1 runs before it (same suite and machine) "
+        "with a between-run test; needs N >= 3 (default 1: BASELINE's repeats, Welch's test)",
+    )
     compare_parser.add_argument(
         "--memory-threshold",
         type=float,

@@ -21,6 +21,17 @@ Each case gets two verdicts, one for step time and one for memory, each one of
   treating them as independent overstates the evidence, and a comparison across runs must
   be judged against how much whole repeats vary. A case with fewer than two repeats on
   either side cannot be tested and is ``unchanged``, with a note.
+
+  With ``earlier`` runs (the runs before the baseline, same suite and machine) the baseline
+  is several runs, and the test changes to what several runs make possible: a prediction
+  test on the logarithms of the runs' median step times. With the baseline runs' log
+  medians x (n of them, n >= ``MIN_BASELINE_RUNS``) and the candidate's y,
+  t = (y - mean x) / (sd x * sqrt(1 + 1/n)) with n - 1 degrees of freedom: is the candidate
+  outside what this machine gives from one run to the next? Two runs differ by more than
+  their repeats do (another process, clock and thermal state, memory placement), and one
+  baseline run cannot show that spread; several can. The change is then measured from the
+  geometric mean of the baseline runs' medians, and memory is judged against the baseline
+  run itself (the latest).
 - memory: the byte counts that the configuration fixes (``EXACT_MEMORY_FIELDS``: parameter,
   gradient and optimizer-state bytes) must match exactly, so any increase is a regression
   and any decrease an improvement; peak memory (a single reading per case, so no test is
@@ -39,13 +50,16 @@ import numpy as np
 import pandas as pd
 
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
-from bench.stats import holm, welch
+from bench.stats import holm, student_t_two_sided, welch
 from models.registry import UnknownNameError
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_MEMORY_THRESHOLD = 0.10
 DEFAULT_ALPHA = 0.05
+#: Fewest baseline runs for the between-run test (two leave one degree of freedom and a
+#: prediction interval too wide to call anything); with fewer, Welch on repeats.
+MIN_BASELINE_RUNS = 3
 EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
 #: What must agree besides the case itself for two measurements to be comparable.
 COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
@@ -114,6 +128,22 @@ def repeat_medians(record: dict) -> list[float] | None:
     return np.median(np.reshape(samples, (int(repeats), int(steps))), axis=1).tolist()
 
 
+def between_runs(baseline_ms: Sequence[float], candidate_ms: float) -> tuple[float, float]:
+    """The candidate run's median step time against several baseline runs' medians: the
+    change from their geometric mean and the two-sided p-value of the prediction t-test on
+    logarithms (Student's t, n - 1 degrees of freedom)."""
+    logs = np.log(np.asarray(baseline_ms, dtype=float))
+    if len(logs) < 2:
+        raise ValueError(f"the between-run test needs at least two baseline runs, got {len(logs)}")
+    centre, spread = float(logs.mean()), float(logs.std(ddof=1))
+    difference = math.log(candidate_ms) - centre
+    change = math.expm1(difference)
+    if spread == 0.0:
+        return change, float(difference == 0.0)
+    t = difference / (spread * math.sqrt(1.0 + 1.0 / len(logs)))
+    return change, student_t_two_sided(t, len(logs) - 1)
+
+
 def _verdict(change: float | None, threshold: float, significant: bool = True) -> str:
     if change is None or not significant:
         return "unchanged"
@@ -144,14 +174,25 @@ def compare_runs(
     threshold: float = DEFAULT_THRESHOLD,
     memory_threshold: float = DEFAULT_MEMORY_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
+    earlier: Sequence[pd.DataFrame] = (),
 ) -> pd.DataFrame:
     """One row per case of either run, baseline order first, then the new cases: its
-    verdicts and the figures behind them. Raises IncomparableError if matched cases were
-    measured differently."""
+    verdicts and the figures behind them. ``earlier``: runs before the baseline (same suite,
+    same machine) that join it as a several-run baseline for step time. Raises
+    IncomparableError if matched cases were measured differently."""
     found = mismatches(baseline, candidate)
+    for older in earlier:
+        found += mismatches(older, baseline)
     if found:
         raise IncomparableError(found)
     base, cand = _by_case(baseline, "baseline"), _by_case(candidate, "candidate")
+    # Each case's median step time in every baseline run where it ran, oldest first.
+    history_ms: dict[tuple, list[float]] = {}
+    for run in [*earlier, baseline]:
+        for key, record in _by_case(run, "baseline").items():
+            samples = record.get("step_time_samples_ms") or []
+            if record.get("status") == "ok" and len(samples):
+                history_ms.setdefault(key, []).append(float(np.median(samples)))
     rows = []
     tested: list[int] = []  # rows whose time verdict rests on the rank test
     p_values: list[float] = []
@@ -187,7 +228,17 @@ def compare_runs(
         else:
             row["memory"] = _memory_verdict(b, c, memory_threshold)
             b_repeats, c_repeats = repeat_medians(b), repeat_medians(c)
-            if b_repeats and c_repeats and len(b_repeats) >= 2 and len(c_repeats) >= 2:
+            runs_ms = history_ms.get(key, [])
+            if earlier and len(runs_ms) >= MIN_BASELINE_RUNS and row["candidate_ms"]:
+                change, p = between_runs(runs_ms, row["candidate_ms"])
+                row["baseline_ms"] = math.exp(float(np.mean(np.log(runs_ms))))
+                row["time_change"] = change
+                row["note"] = f"baseline: {len(runs_ms)} runs"
+                tested.append(len(rows))
+                p_values.append(p)
+            elif b_repeats and c_repeats and len(b_repeats) >= 2 and len(c_repeats) >= 2:
+                if earlier:
+                    row["note"] = f"baseline: {len(runs_ms)} runs, too few for the between-run test; repeats tested"
                 tested.append(len(rows))
                 p_values.append(welch(np.log(c_repeats), np.log(b_repeats)).p_value)
             else:

@@ -306,3 +306,17 @@ def resolve(reference: str, history_path: Path | str = DEFAULT_PATH, after: Reso
                 f"before {this.run_id}"
             )
         return _from_history(connection, history_path, row[0])
+
+
+def earlier_runs(run: ResolvedRun, count: int, history_path: Path | str = DEFAULT_PATH) -> list[ResolvedRun]:
+    """Up to ``count`` runs recorded before ``run`` (by start time) of the same suite on the
+    same machine, oldest first: the rest of a several-run baseline."""
+    if count < 1 or run.started is None:
+        return []
+    with connect(history_path) as connection:
+        rows = connection.execute(
+            "SELECT run_id FROM runs WHERE suite IS ? AND hostname IS ? AND (started, run_id) < (?, ?) "
+            "ORDER BY started DESC, run_id DESC LIMIT ?",
+            (run.suite, run.machine, run.started, run.run_id, count),
+        ).fetchall()
+        return [_from_history(connection, history_path, run_id) for (run_id,) in reversed(rows)]

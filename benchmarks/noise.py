@@ -9,7 +9,7 @@
    ``--slowdown`` percent slower than it just measured, and compare the two; ``compare``
    should flag every case, every time.
 
-The slow-down is a ``time.sleep`` at the start of the model's forward, calibrated per case to
+The slow-down is a busy wait at the start of the model's forward, calibrated per case to
 the given fraction of that case's median step time in the unchanged run before, so the harness
 times it exactly as it would time slower code. It is installed only by this script, in the
 ``convbench`` processes it starts (``--as-convbench``), from the environment variable
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def install_slowdown(delays_ms: dict[str, float]) -> None:
-    """Make the forward of each (model, optimizer, batch size) case sleep its delay. The
+    """Make the forward of each (model, optimizer, batch size) case wait its delay. The
     optimizer is built right after its model, so each optimizer build names the case of the
     model built last; the batch size is read from the forward's input."""
     import models
@@ -56,13 +56,18 @@ def install_slowdown(delays_ms: dict[str, float]) -> None:
     build_model, build_optimizer = models.build, optimizers.build
     built: list = []
 
-    def sleep_first(module, inputs) -> None:
-        time.sleep(module.noise_delays_s.get(inputs[0].shape[0], 0.0))
+    def wait_first(module, inputs) -> None:
+        # A busy wait, not time.sleep: a sleeping process lets its intra-op threads park and
+        # the core idle, and waking them costs more than the sleep (a 15% sleep measured as
+        # 25-35% slower here). Spinning adds the delay and nothing else.
+        end = time.perf_counter() + module.noise_delays_s.get(inputs[0].shape[0], 0.0)
+        while time.perf_counter() < end:
+            pass
 
     def slow_model(name: str, **kwargs: object):
         model = build_model(name, **kwargs)
         model.noise_model_name, model.noise_delays_s = name, {}
-        model.register_forward_pre_hook(sleep_first)
+        model.register_forward_pre_hook(wait_first)
         built[:] = [model]
         return model
 
@@ -124,15 +129,19 @@ def step_level_time_verdicts(baseline: pd.DataFrame, candidate: pd.DataFrame, th
     return verdicts
 
 
-def compare_pairs(pairs: list[tuple[str, pd.DataFrame, pd.DataFrame]], kind: str) -> pd.DataFrame:
+def compare_pairs(
+    pairs: list[tuple[str, pd.DataFrame, pd.DataFrame]], kind: str, earlier: list[list[pd.DataFrame]] | None = None
+) -> pd.DataFrame:
     """Every case of every comparison, with the comparison's name and kind, the verdicts of
-    ``compare`` and the step-level time verdict."""
+    ``compare`` and (single-run baselines only) the step-level time verdict. ``earlier``:
+    for each pair, the runs that join its baseline (``compare --baseline-runs``)."""
     from bench.compare import compare_runs
 
     rows = []
-    for name, baseline, candidate in pairs:
-        verdicts = compare_runs(baseline, candidate)
-        verdicts["step_level_time"] = step_level_time_verdicts(baseline, candidate)
+    for index, (name, baseline, candidate) in enumerate(pairs):
+        before = earlier[index] if earlier else []
+        verdicts = compare_runs(baseline, candidate, earlier=before)
+        verdicts["step_level_time"] = None if before else step_level_time_verdicts(baseline, candidate)
         rows.append(verdicts.assign(comparison=name, kind=kind))
     return pd.concat(rows, ignore_index=True)
 
@@ -149,6 +158,9 @@ def main() -> int:
     parser.add_argument("--slowdown", type=float, default=15.0, metavar="PERCENT", help="slow-down (default 15)")
     parser.add_argument("--repeats", type=int, help="override the smoke suite's repeats")
     parser.add_argument("--steps", type=int, help="override the smoke suite's timed steps per repeat")
+    parser.add_argument(
+        "--baseline-runs", type=int, default=5, metavar="N", help="runs in the several-run baseline (default 5)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "noise", help="output folder")
     args = parser.parse_args()
     design = [f"--{flag}={value}" for flag, value in (("repeats", args.repeats), ("steps", args.steps)) if value]
@@ -159,7 +171,7 @@ def main() -> int:
 
     env = collect_env()
     # Interleaved, so that a slowed run and the unchanged run it is compared with are measured
-    # minutes apart at most, and each sleep is calibrated on the unchanged run just before it:
+    # minutes apart at most, and each delay is calibrated on the unchanged run just before it:
     # the machine's own drift then neither adds to the slow-down nor hides it.
     unchanged, slowed, delays = [], [], []
     for i in range(args.runs):
@@ -184,7 +196,29 @@ def main() -> int:
         [(f"aa-{i:02d} vs slow-{i:02d}", unchanged[i], slowed[i]) for i in range(args.runs)],
         f"+{args.slowdown:g}% slow-down",
     )
-    verdicts = pd.concat([consecutive, every_pair, slow], ignore_index=True)
+    # compare --baseline-runs N: each unchanged run (and its slowed twin) against the N
+    # unchanged runs before it, wrapping around to the last runs for the first ones (the
+    # unchanged runs are exchangeable), so every run is a candidate once.
+    n = args.baseline_runs
+    before = [[(i - k) % args.runs for k in range(n, 0, -1)] for i in range(args.runs)]
+    several = [[unchanged[j] for j in runs[:-1]] for runs in before]
+    aa_several = compare_pairs(
+        [
+            (f"aa-{runs[-1]:02d}+{n - 1} vs aa-{i:02d}", unchanged[runs[-1]], unchanged[i])
+            for i, runs in enumerate(before)
+        ],
+        f"A/A, baseline of {n} runs",
+        several,
+    )
+    slow_several = compare_pairs(
+        [
+            (f"aa-{runs[-1]:02d}+{n - 1} vs slow-{i:02d}", unchanged[runs[-1]], slowed[i])
+            for i, runs in enumerate(before)
+        ],
+        f"+{args.slowdown:g}% slow-down, baseline of {n} runs",
+        several,
+    )
+    verdicts = pd.concat([consecutive, every_pair, slow, aa_several, slow_several], ignore_index=True)
     verdicts.to_csv(out / "comparisons.csv", index=False)
     summary = summarise(verdicts, env, unchanged, slowed, args, design)
     (out / "summary.md").write_text(summary)
@@ -202,7 +236,10 @@ def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
     rows = []
     for kind, group in verdicts.groupby("kind", sort=False):
         changes = group["time_change"].abs() * 100
-        for test, column in (("compare (Welch, repeats)", "time"), ("per-step Mann-Whitney", "step_level_time")):
+        several = group["step_level_time"].isna().all()
+        tests = [("compare --baseline-runs", "time")] if several else []
+        tests = tests or [("compare (Welch, repeats)", "time"), ("per-step Mann-Whitney", "step_level_time")]
+        for test, column in tests:
             per_comparison = flagged(group, column)
             rows.append(
                 {

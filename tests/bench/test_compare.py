@@ -6,6 +6,7 @@ import pytest
 
 from bench.compare import (
     IncomparableError,
+    between_runs,
     compare_runs,
     flag_history,
     has_regression,
@@ -281,3 +282,64 @@ def test_flag_history_flags_the_run_that_changed_against_the_one_before(tmp_path
     assert list(zip(hits["run_id"], hits["model"], hits["optimizer"], strict=True)) == [("wed", "cnn", "adam")]
     assert flagged[flagged["run_id"] == "mon"]["time"].isna().all()
     assert set(flagged[flagged["run_id"] != "mon"]["memory"]) == {"unchanged"}
+
+
+# --- a baseline of several runs -----------------------------------------------------------
+
+
+def student_t3_two_sided(t: float) -> float:
+    """P(|T| >= |t|) for Student's t with 3 degrees of freedom, in closed form."""
+    t = abs(t)
+    cdf = 0.5 + (t / (np.sqrt(3) * (1 + t * t / 3)) + np.arctan(t / np.sqrt(3))) / np.pi
+    return 2 * (1 - cdf)
+
+
+def test_between_runs_is_the_prediction_t_test_on_log_medians():
+    runs = [100.0, 110.0, 90.0, 105.0]
+    logs = np.log(runs)
+    t = (np.log(130.0) - logs.mean()) / (logs.std(ddof=1) * np.sqrt(1 + 1 / 4))
+    change, p = between_runs(runs, 130.0)
+    assert change == pytest.approx(130.0 / np.exp(logs.mean()) - 1, rel=1e-12)
+    assert p == pytest.approx(student_t3_two_sided(t), rel=1e-9)
+    assert between_runs([50.0, 50.0, 50.0], 50.0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="at least two baseline runs"):
+        between_runs([50.0], 60.0)
+
+
+def runs_at(levels: list[float], prefix: str = "r") -> list[pd.DataFrame]:
+    """One run per level: a single case whose 5 repeats agree within 1% around the level."""
+    return [
+        frame(record(f"{prefix}{i}", step_samples=repeats_at([level] * 5, seed=10 * i), repeats=5, steps=10))
+        for i, level in enumerate(levels)
+    ]
+
+
+def test_several_baseline_runs_see_the_machines_run_to_run_spread():
+    # Runs whose repeats agree within 1% but whose levels wander by about 8% from run to run.
+    *earlier, baseline = runs_at([100.0, 112.0, 95.0, 105.0])
+    same_machine_noise, twice_as_slow = runs_at([112.0, 210.0], prefix="c")
+    # Against the last run alone, 112 vs 105 is a certain +7%: Welch on tight repeats flags it.
+    assert compare_runs(baseline, same_machine_noise).loc[0, "time"] == "regression"
+    # Against four runs it is inside what the machine does from one run to the next.
+    verdicts = compare_runs(baseline, same_machine_noise, earlier=earlier)
+    assert verdicts.loc[0, "time"] == "unchanged" and verdicts.loc[0, "note"] == "baseline: 4 runs"
+    assert verdicts.loc[0, "baseline_ms"] == pytest.approx(
+        np.exp(np.mean(np.log([np.median(f.loc[0, "step_time_samples_ms"]) for f in [*earlier, baseline]]))),
+        rel=1e-12,
+    )
+    assert compare_runs(baseline, twice_as_slow, earlier=earlier).loc[0, "time"] == "regression"
+
+
+def test_too_few_baseline_runs_fall_back_to_the_repeats():
+    first, baseline = runs_at([100.0, 105.0])
+    (candidate,) = runs_at([150.0], prefix="c")
+    verdicts = compare_runs(baseline, candidate, earlier=[first])
+    assert verdicts.loc[0, "time"] == "regression"
+    assert verdicts.loc[0, "note"] == "baseline: 2 runs, too few for the between-run test; repeats tested"
+
+
+def test_an_earlier_run_measured_differently_is_refused():
+    (earlier,) = [frame(record("e", step_samples=repeats_at([100.0] * 4), repeats=4, steps=10))]
+    baseline, candidate = runs_at([100.0, 101.0])
+    with pytest.raises(IncomparableError, match="repeats differs"):
+        compare_runs(baseline, candidate, earlier=[earlier])

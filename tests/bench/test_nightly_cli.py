@@ -163,3 +163,26 @@ def test_history_and_a_run_folder_give_the_same_comparison(tmp_path, capsys):
     from_history = run_cli(capsys, "compare", "base", "cand", "--history", database)[1]
     assert from_folders == from_history
     assert pd.DataFrame(load_run(base).records)["case_id"].nunique() == 4
+
+
+def test_compare_against_several_baseline_runs_from_the_history(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    days = ["sunday", "monday", "tuesday"]
+    folders = [
+        smoke_run(tmp_path, day, seed=i, started=f"2026-11-2{2 + i}T01:00:00+00:00") for i, day in enumerate(days)
+    ]
+    slower = smoke_run(
+        tmp_path, "wednesday", medians={("resnet20", "sgdm"): 47.0}, seed=9, started="2026-11-25T01:00:00+00:00"
+    )
+    main(["ingest", *map(str, folders), str(slower), "--history", str(database)])
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--baseline-runs", "3", "--history", database)
+    assert code == 1
+    assert out.splitlines()[0] == "baseline tuesday and 2 runs before it (sunday, monday), candidate wednesday"
+    rows = {line.split()[0].split("/b")[0]: line for line in out.splitlines()[3:7]}
+    assert " regression " in rows["resnet20/sgdm"] and "baseline: 3 runs" in rows["resnet20/sgdm"]
+    assert all(" unchanged " in rows[case] for case in ("cnn/adam", "cnn/sgdm", "resnet20/adam"))
+    # Asking for more runs than the history holds uses what is there.
+    code, out, _ = run_cli(capsys, "compare", "monday", "tuesday", "--baseline-runs", "5", "--history", database)
+    assert out.splitlines()[0] == "baseline monday and 1 run before it (sunday), candidate tuesday"
+    assert "too few for the between-run test" in out
