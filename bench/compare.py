@@ -31,7 +31,10 @@ Each case gets two verdicts, one for step time and one for memory, each one of
   their repeats do (another process, clock and thermal state, memory placement), and one
   baseline run cannot show that spread; several can. The change is then measured from the
   geometric mean of the baseline runs' medians, and memory is judged against the baseline
-  run itself (the latest).
+  run itself (the latest). One more row, ``ALL_CASES``, applies the same test to each run's
+  geometric mean over the cases that ran in every run: a slow-down of everything shows
+  there long before it stands out in any one case, whose own run-to-run noise averages out
+  over the cases. It counts as a regression like any case.
 - memory: the byte counts that the configuration fixes (``EXACT_MEMORY_FIELDS``: parameter,
   gradient and optimizer-state bytes) must match exactly, so any increase is a regression
   and any decrease an improvement; peak memory (a single reading per case, so no test is
@@ -60,6 +63,8 @@ DEFAULT_ALPHA = 0.05
 #: Fewest baseline runs for the between-run test (two leave one degree of freedom and a
 #: prediction interval too wide to call anything); with fewer, Welch on repeats.
 MIN_BASELINE_RUNS = 3
+#: The row that judges every case together (several-run baselines only).
+ALL_CASES = "all cases (geometric mean)"
 EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
 #: What must agree besides the case itself for two measurements to be comparable.
 COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
@@ -248,6 +253,8 @@ def compare_runs(
     for index, p in zip(tested, holm(p_values), strict=True):
         rows[index]["p_value"] = float(p)
         rows[index]["time"] = _verdict(rows[index]["time_change"], threshold, significant=p < alpha)
+    if earlier:
+        rows += _all_cases_row([*earlier, baseline], cand, threshold, alpha)
     columns = [
         "case",
         "time",
@@ -262,6 +269,44 @@ def compare_runs(
         "note",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _all_cases_row(baselines: list[pd.DataFrame], cand: dict, threshold: float, alpha: float) -> list[dict]:
+    """The ALL_CASES row: each run's geometric mean of the median step times of the cases
+    that ran (ok) in the candidate and in every baseline run, candidate against baseline runs
+    with ``between_runs``. None if there are fewer than MIN_BASELINE_RUNS runs or two cases."""
+    runs = [_by_case(run, "baseline") for run in baselines]
+    keys = [
+        key
+        for key, record in cand.items()
+        if record.get("status") == "ok"
+        and record.get("step_time_samples_ms")
+        and all(key in run and run[key].get("status") == "ok" and run[key].get("step_time_samples_ms") for run in runs)
+    ]
+    if len(runs) < MIN_BASELINE_RUNS or len(keys) < 2:
+        return []
+
+    def geometric_mean(by_case: dict) -> float:
+        return math.exp(float(np.mean([math.log(np.median(by_case[key]["step_time_samples_ms"])) for key in keys])))
+
+    runs_ms = [geometric_mean(run) for run in runs]
+    candidate_ms = geometric_mean(cand)
+    change, p = between_runs(runs_ms, candidate_ms)
+    return [
+        {
+            "case": ALL_CASES,
+            "time": _verdict(change, threshold, significant=p < alpha),
+            "memory": "",
+            "note": f"baseline: {len(runs)} runs; {len(keys)} cases",
+            "baseline_ms": math.exp(float(np.mean(np.log(runs_ms)))),
+            "candidate_ms": candidate_ms,
+            "time_change": change,
+            "p_value": p,
+            "baseline_state_bytes": None,
+            "candidate_state_bytes": None,
+            "peak_change": None,
+        }
+    ]
 
 
 def has_regression(verdicts: pd.DataFrame) -> bool:
@@ -299,11 +344,15 @@ def readable(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(verdicts: pd.DataFrame) -> str:
-    """One line: how many cases got each verdict, for time and for memory."""
+    """One line: how many cases got each verdict, for time and for memory (and the verdict on
+    all cases together, where there is one)."""
+    cases = verdicts[verdicts["case"] != ALL_CASES]
     parts = []
     for aspect in ("time", "memory"):
-        counts = verdicts[aspect].value_counts()
+        counts = cases[aspect].value_counts()
         parts.append(f"{aspect}: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts))
+    for row in verdicts[verdicts["case"] == ALL_CASES].itertuples():
+        parts.append(f"all cases: {row.time} ({row.time_change * 100:+.1f}%)")
     return "; ".join(parts)
 
 

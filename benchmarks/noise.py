@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 DELAY_ENV = "CONVBENCH_NOISE_DELAY_MS"
+LOADS = "load_averages.json"  # run id -> 1-minute load average just after the run
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -105,7 +106,20 @@ def run_smoke(out: Path, run_id: str, design: list[str], delays_ms: dict[str, fl
     subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     load = os.getloadavg()[0]
     print(f"{run_id}: {time.perf_counter() - started:.0f} s, load average {load:.2f}", flush=True)
+    loads_file = out / LOADS
+    loads = json.loads(loads_file.read_text()) if loads_file.exists() else {}
+    loads_file.write_text(json.dumps({**loads, run_id: load}, indent=1))
     return load_run(out / run_id).frame().assign(load_average=load)
+
+
+def load_runs(out: Path, prefix: str) -> list[pd.DataFrame]:
+    """The runs ``prefix``-00, -01, ... that a measurement left in ``out``, in order."""
+    from bench.store import load_run
+
+    loads_file = out / LOADS
+    loads = json.loads(loads_file.read_text()) if loads_file.exists() else {}
+    folders = sorted(path for path in out.glob(f"{prefix}-*") if (path / "run.json").is_file())
+    return [load_run(path).frame().assign(load_average=loads.get(path.name, float("nan"))) for path in folders]
 
 
 def step_level_time_verdicts(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float = 0.05) -> list[str]:
@@ -162,14 +176,24 @@ def main() -> int:
         "--baseline-runs", type=int, default=5, metavar="N", help="runs in the several-run baseline (default 5)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "noise", help="output folder")
+    parser.add_argument(
+        "--analyse",
+        action="store_true",
+        help="measure nothing: judge the runs already in --out again (e.g. after a change to compare)",
+    )
     args = parser.parse_args()
     design = [f"--{flag}={value}" for flag, value in (("repeats", args.repeats), ("steps", args.steps)) if value]
     out = args.out.resolve()
+    if args.analyse:
+        unchanged, slowed = load_runs(out, "aa"), load_runs(out, "slow")
+        if not unchanged or len(unchanged) != len(slowed):
+            parser.error(f"{out} holds {len(unchanged)} unchanged and {len(slowed)} slowed runs; nothing to analyse")
+        args.runs = len(unchanged)
+        first = unchanged[0].iloc[0]
+        design = [f"--repeats={first['repeats']}", f"--steps={first['steps']}"]
+        return analyse(out, args, design, unchanged, slowed)
     if out.exists() and any(out.iterdir()):
         parser.error(f"{out} is not empty; choose another --out")
-    from bench.env import collect_env
-
-    env = collect_env()
     # Interleaved, so that a slowed run and the unchanged run it is compared with are measured
     # minutes apart at most, and each delay is calibrated on the unchanged run just before it:
     # the machine's own drift then neither adds to the slow-down nor hides it.
@@ -183,6 +207,12 @@ def main() -> int:
             }
         )
         slowed.append(run_smoke(out, f"slow-{i:02d}", design, delays[-1]))
+    return analyse(out, args, design, unchanged, slowed)
+
+
+def analyse(out: Path, args: argparse.Namespace, design: list[str], unchanged: list, slowed: list) -> int:
+    """Judge every comparison; write comparisons.csv, summary.md and the figure."""
+    env = json.loads((out / "aa-00" / "env.json").read_text())  # where and with what the runs were measured
 
     consecutive = compare_pairs(
         [(f"aa-{i:02d} vs aa-{i + 1:02d}", unchanged[i], unchanged[i + 1]) for i in range(args.runs - 1)],
@@ -230,6 +260,12 @@ def main() -> int:
     return 0
 
 
+def current_commit() -> str | None:
+    from bench.env import collect_env
+
+    return collect_env().get("git_commit")
+
+
 def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
     from bench.tables import markdown_table
 
@@ -275,7 +311,8 @@ def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
     machine = (
         f"{env['cpu']['model']}, {env['cpu']['logical_cores']} logical cores, torch {env['torch']} "
         f"({env['cpu']['torch_threads']} threads), Python {platform.python_version()}, CPU only; "
-        f"host {env['hostname']}, commit {str(env['git_commit'])[:10]}"
+        f"host {env['hostname']}, measured at commit {str(env['git_commit'])[:10]}, judged by compare at "
+        f"commit {str(current_commit())[:10]}"
     )
     loads = pd.concat([*unchanged, *slowed])["load_average"]
     return (

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from bench.compare import (
+    ALL_CASES,
     IncomparableError,
     between_runs,
     compare_runs,
@@ -343,3 +344,42 @@ def test_an_earlier_run_measured_differently_is_refused():
     baseline, candidate = runs_at([100.0, 101.0])
     with pytest.raises(IncomparableError, match="repeats differs"):
         compare_runs(baseline, candidate, earlier=[earlier])
+
+
+LEVELS = {  # four cases over four baseline runs: each case wanders by ~8%, their product barely moves
+    ("cnn", "adam"): [100.0, 110.0, 92.0, 104.0],
+    ("cnn", "sgdm"): [50.0, 46.0, 54.0, 49.0],
+    ("resnet20", "adam"): [200.0, 185.0, 214.0, 196.0],
+    ("resnet20", "sgdm"): [80.0, 87.0, 76.0, 83.0],
+}
+
+
+def four_case_run(run_id: str, levels: dict[tuple[str, str], float]) -> pd.DataFrame:
+    return frame(
+        *(
+            record(run_id, model, optimizer, step_samples=repeats_at([level] * 5, seed=i), repeats=5, steps=10)
+            for i, ((model, optimizer), level) in enumerate(levels.items())
+        )
+    )
+
+
+def test_all_cases_together_catch_a_slow_down_that_no_single_case_shows():
+    runs = [four_case_run(f"r{i}", {case: levels[i] for case, levels in LEVELS.items()}) for i in range(4)]
+    *earlier, baseline = runs
+    slower = four_case_run("slow", {case: levels[-1] * 1.2 for case, levels in LEVELS.items()})
+    same = four_case_run("same", {case: np.exp(np.mean(np.log(levels))) for case, levels in LEVELS.items()})
+
+    verdicts = compare_runs(baseline, slower, earlier=earlier)
+    cases, together = verdicts.iloc[:4], verdicts.iloc[4]
+    assert (cases["time"] == "unchanged").all()  # each case's own wandering hides 20%
+    assert together["case"] == ALL_CASES and together["time"] == "regression"
+    assert together["note"] == "baseline: 4 runs; 4 cases" and has_regression(verdicts)
+    per_run = [np.exp(np.mean(np.log([np.median(s) for s in run["step_time_samples_ms"]]))) for run in runs]
+    assert together["baseline_ms"] == pytest.approx(np.exp(np.mean(np.log(per_run))), rel=1e-12)
+    assert summary(verdicts).endswith(f"all cases: regression ({together['time_change'] * 100:+.1f}%)")
+    assert "time: 4 unchanged" in summary(verdicts)
+
+    calm = compare_runs(baseline, same, earlier=earlier)
+    assert not has_regression(calm) and calm.iloc[4]["time"] == "unchanged"
+    # A single-run baseline has no all-cases row: there is no between-run spread to test against.
+    assert ALL_CASES not in set(compare_runs(baseline, slower)["case"])

@@ -182,6 +182,9 @@ def test_compare_against_several_baseline_runs_from_the_history(tmp_path, capsys
     rows = {line.split()[0].split("/b")[0]: line for line in out.splitlines()[3:7]}
     assert " regression " in rows["resnet20/sgdm"] and "baseline: 3 runs" in rows["resnet20/sgdm"]
     assert all(" unchanged " in rows[case] for case in ("cnn/adam", "cnn/sgdm", "resnet20/adam"))
+    # One case +17%, three unchanged: all four together move by about 4%, under the threshold.
+    assert out.splitlines()[7].split()[:5] == ["all", "cases", "(geometric", "mean)", "unchanged"]
+    assert "; all cases: unchanged (+" in out
     # Asking for more runs than the history holds uses what is there.
     code, out, _ = run_cli(capsys, "compare", "monday", "tuesday", "--baseline-runs", "5", "--history", database)
     assert out.splitlines()[0] == "baseline monday and 1 run before it (sunday), candidate tuesday"
