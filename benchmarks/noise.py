@@ -327,22 +327,56 @@ def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
 def noise_figure(verdicts: pd.DataFrame, slowdown: float):
     """Candidate / baseline median step time of every case in every comparison (log scale),
     by kind of comparison, with the 5% threshold (dashed) and the slow-down (dotted); cases
-    ``compare`` flags as regressions in the second colour."""
+    ``compare`` flags as regressions in the second colour, and the all-cases rows of the
+    several-run comparisons as diamonds (filled when flagged)."""
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import seaborn as sns
 
+    from bench.compare import ALL_CASES
     from bench.figures import COLUMN
 
     shown = verdicts[verdicts["time_change"].notna()].assign(
-        ratio=lambda f: 1 + f["time_change"].astype(float), flagged=lambda f: f["time"] == "regression"
+        ratio=lambda f: 1 + f["time_change"].astype(float),
+        flagged=lambda f: f["time"].map({"regression": "regression"}).fillna("no"),
     )
-    figure, axes = plt.subplots(figsize=(COLUMN * 1.6, 2.6))
-    sns.stripplot(data=shown, x="ratio", y="kind", hue="flagged", jitter=0.25, size=3, log_scale=True, ax=axes)
+    cases, together = shown[shown["case"] != ALL_CASES], shown[shown["case"] == ALL_CASES]
+    kinds = list(dict.fromkeys(shown["kind"]))
+    figure, axes = plt.subplots(figsize=(COLUMN * 1.8, 2.8))
+    sns.stripplot(
+        data=cases,
+        x="ratio",
+        y="kind",
+        order=kinds,
+        hue="flagged",
+        hue_order=["no", "regression"],
+        jitter=0.25,
+        size=3,
+        log_scale=True,
+        ax=axes,
+    )
+    for flag, face in (("no", "white"), ("regression", "black")):
+        hit = together[together["flagged"] == flag]
+        axes.scatter(
+            hit["ratio"],
+            hit["kind"].map(kinds.index),
+            marker="D",
+            s=28,
+            facecolors=face,
+            edgecolors="black",
+            zorder=3,
+            label=f"all cases: {flag}",
+        )
     for x, style in ((1 / 1.05, "--"), (1.05, "--"), (1 + slowdown / 100, ":")):
         axes.axvline(x, color="black", linewidth=0.6, linestyle=style)
+    ticks = [0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0]
+    low, high = shown["ratio"].min(), shown["ratio"].max()
+    axes.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([t for t in ticks if low / 1.1 <= t <= high * 1.1]))
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes.set_xlabel("median step time, candidate / baseline")
     axes.set_ylabel("")
-    axes.legend(title="flagged as regression", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes.legend(title="time verdict", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 
 
