@@ -225,7 +225,17 @@ def test_ctrl_c_on_a_real_process_marks_the_run_incomplete(tmp_path):
     # Six cases of about a second each at least (an MLP step takes a millisecond or more).
     suite.write_text(TINY.format(models='["mlp"]').replace("steps = 2", "steps = 300").replace("[4]", "[4, 5, 6]"))
     command = [sys.executable, "-m", "bench", "run", "--suite", str(suite), "--results", str(tmp_path), "--run-id", "c"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Python turns SIGINT into KeyboardInterrupt only if it is not ignored at start-up, and a job
+    # started in the background (nohup, `&` in a script) inherits it ignored: undo that, as a
+    # terminal would.
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     records = tmp_path / "c" / "records.jsonl"
     deadline = time.monotonic() + 240
     while not (records.exists() and records.read_text().count("\n") >= 1) and time.monotonic() < deadline:
