@@ -29,6 +29,17 @@ def add_threshold(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def add_baseline_runs(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--baseline-runs",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="judge step time against the baseline run and the N-1 runs before it (same suite and machine) "
+        "with a between-run test; needs N >= 3 (default 1: the baseline's repeats, Welch's test)",
+    )
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model registry: name, family, parameter count, input shape, classes."""
     import pandas as pd
@@ -324,7 +335,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
     records = history.records(args.history)
     if records.empty:
         raise history.HistoryError(f"the history {args.history} holds no runs yet")
-    flagged = compare.flag_history(records, threshold=args.threshold / 100)
+    flagged = compare.flag_history(records, baseline_runs=args.baseline_runs, threshold=args.threshold / 100)
     chosen = flagged[
         flagged["model"].isin(args.model or flagged["model"])
         & flagged["optimizer"].isin(args.optimizer or flagged["optimizer"])
@@ -340,8 +351,14 @@ def cmd_trend(args: argparse.Namespace) -> int:
     hits = chosen[(chosen["time"] == "regression") | (chosen["memory"] == "regression")]
     for row in hits.itertuples():
         print(f"{row.run_id}  {row.series}: time {row.time}, memory {row.memory}")
+    slower_runs = chosen[chosen["all_cases"] == "regression"]["run_id"].unique().tolist()
+    for run_id in slower_runs:
+        print(f"{run_id}  all cases (geometric mean): time regression")
     runs = chosen["run_id"].nunique()
-    print(f"{runs} runs, {len(hits)} case regressions flagged; figure: {', '.join(map(str, paths))}")
+    print(
+        f"{runs} runs, {len(hits)} case regressions and {len(slower_runs)} all-cases regressions flagged; "
+        f"figure: {', '.join(map(str, paths))}"
+    )
     return 0
 
 
@@ -469,14 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("candidate", metavar="CANDIDATE", help=run_help)
     add_history(compare_parser)
     add_threshold(compare_parser)
-    compare_parser.add_argument(
-        "--baseline-runs",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="judge step time against BASELINE and the N-1 runs before it (same suite and machine) "
-        "with a between-run test; needs N >= 3 (default 1: BASELINE's repeats, Welch's test)",
-    )
+    add_baseline_runs(compare_parser)
     compare_parser.add_argument(
         "--memory-threshold",
         type=float,
@@ -492,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     trend_parser.add_argument("--optimizer", nargs="+", metavar="OPTIMIZER", help="only these optimizers")
     add_history(trend_parser)
     add_threshold(trend_parser)
+    add_baseline_runs(trend_parser)
     trend_parser.add_argument(
         "--output", default="results/trend", metavar="STEM", help="figure path without suffix (default results/trend)"
     )

@@ -356,28 +356,36 @@ def summary(verdicts: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def flag_history(history: pd.DataFrame, **options: float) -> pd.DataFrame:
+def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float) -> pd.DataFrame:
     """``history`` (records of many runs, with ``started`` and ``machine``) with ``time``
     and ``memory`` verdicts added: each run compared with the run before it of the same
-    suite on the same machine, as ``compare previous RUN`` would. The first run of each
-    series, and cases measured differently from the run before, get no verdict (None)."""
+    suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
+    ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
+    all-cases verdict where there is one. The first run of each series, and cases measured
+    differently from the run before, get no verdict (None)."""
     flagged = []
     for _, series in history.groupby(["suite", "machine"], sort=False, dropna=False):
         order = series.drop_duplicates("run_id").sort_values(["started", "run_id"])["run_id"].tolist()
-        previous = None
+        before: list[pd.DataFrame] = []  # the runs so far, oldest first
         for run_id in order:
             current = series[series["run_id"] == run_id].copy()
-            current["time"] = current["memory"] = None
-            if previous is not None:
+            current["time"] = current["memory"] = current["all_cases"] = None
+            if before:
+                previous = before[-1]
+                earlier = [run for run in before[-baseline_runs:-1] if not mismatches(run, previous)]
                 skip = {case for case, *_ in mismatches(previous, current)}
                 comparable = ~current["case_id"].isin(skip)
-                verdicts = compare_runs(previous[~previous["case_id"].isin(skip)], current[comparable], **options)
+                verdicts = compare_runs(
+                    previous[~previous["case_id"].isin(skip)], current[comparable], earlier=earlier, **options
+                )
                 by_case = verdicts.set_index("case")
                 current.loc[comparable, "time"] = current.loc[comparable, "case_id"].map(by_case["time"])
                 current.loc[comparable, "memory"] = current.loc[comparable, "case_id"].map(by_case["memory"])
+                if ALL_CASES in by_case.index:
+                    current["all_cases"] = by_case.loc[ALL_CASES, "time"]
             flagged.append(current)
-            previous = series[series["run_id"] == run_id]
-    return pd.concat(flagged) if flagged else history.assign(time=None, memory=None)
+            before.append(series[series["run_id"] == run_id])
+    return pd.concat(flagged) if flagged else history.assign(time=None, memory=None, all_cases=None)
 
 
 def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:

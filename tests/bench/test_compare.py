@@ -383,3 +383,18 @@ def test_all_cases_together_catch_a_slow_down_that_no_single_case_shows():
     assert not has_regression(calm) and calm.iloc[4]["time"] == "unchanged"
     # A single-run baseline has no all-cases row: there is no between-run spread to test against.
     assert ALL_CASES not in set(compare_runs(baseline, slower)["case"])
+
+
+def test_flag_history_with_several_baseline_runs(tmp_path):
+    everything = {(m, o): 48.0 for m in ("cnn", "resnet20") for o in ("adam", "sgdm")}
+    runs = [("mon", {}), ("tue", {}), ("wed", {}), ("thu", everything), ("fri", everything)]
+    flagged = flag_history(history_frame(tmp_path, runs), baseline_runs=3)
+    by_run = flagged.groupby("run_id", sort=False)
+    # Thursday: every case 20% slower than the three runs before it, and so is their mean.
+    assert set(by_run.get_group("thu")["time"]) == {"regression"}
+    assert set(by_run.get_group("thu")["all_cases"]) == {"regression"}
+    # Friday equals Thursday: against Tue, Wed and Thu (40, 40, 48) nothing stands out.
+    assert set(by_run.get_group("fri")["time"]) == {"unchanged"}
+    assert set(by_run.get_group("fri")["all_cases"]) == {"unchanged"}
+    # Tuesday and Wednesday have fewer than three runs behind them: no all-cases verdict.
+    assert by_run.get_group("wed")["all_cases"].isna().all() and by_run.get_group("mon")["time"].isna().all()

@@ -120,7 +120,11 @@ def test_trend_draws_the_chosen_cases_and_lists_flagged_runs(tmp_path, capsys):
     assert (
         out.splitlines()[0] == "wed  cnn/adam/b32/fp32/cl0/eager/synthetic/1x28x28: time regression, memory unchanged"
     )
-    assert "3 runs, 1 case regressions flagged" in out
+    assert "3 runs, 1 case regressions and 0 all-cases regressions flagged" in out
+    # Against all the runs before it (mon and tue with wed's baseline being tue: 2 runs, too few
+    # for the between-run test), wed is judged on repeats as before; there is no all-cases row.
+    code, out, _ = run_cli(capsys, "trend", "--baseline-runs", "3", "--output", stem, *moved)
+    assert code == 0 and "0 all-cases regressions flagged" in out
     assert stem.with_suffix(".png").stat().st_size > 0 and stem.with_suffix(".pdf").stat().st_size > 0
     code, _, err = run_cli(capsys, "trend", "--model", "vgg16", "--output", stem, *moved)
     assert code == 2 and "no recorded case matches" in err
