@@ -58,3 +58,14 @@ def fault_models(monkeypatch):
         monkeypatch.setitem(_REGISTRY, name, ModelSpec(name, builder, SHAPE, 3, "test"))
     Faulty.instances.clear()
     return Faulty
+
+
+@pytest.fixture
+def one_thread():
+    """Effective fields use torch's thread setting; on a busy 2-core machine two OpenMP threads
+    made resnet20's ninety times slower than one, so the receptive-field tests pin one (and
+    restore it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,14 +22,8 @@ PROBE_INPUT = {"vgg16": 448, "alexnet": 416}
 SLOW = {"resnet110", "resnet56", "plain56", "resnet34"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Effective fields use torch's thread setting; on a busy 2-core machine two OpenMP threads
-    made resnet20's ninety times slower than one, so these tests pin one (and restore it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Effective fields use torch's thread setting: pin one thread (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 REGISTRY = [
