@@ -265,10 +265,10 @@ def failures(frame: pd.DataFrame) -> list[str]:
     return [f"{row.case_id}: {row.status}: {row.error}" for row in failed.itertuples()]
 
 
-def _context(run: Run) -> list[str]:
+def _context(run: Run, frame: pd.DataFrame) -> list[str]:
     """The lines above the table in summary.md: what ran, where, with what."""
     manifest, env = run.manifest, run.env
-    devices = ", ".join(sorted(run.frame()["device_name"].dropna().unique())) if run.records else ""
+    devices = ", ".join(sorted(frame["device_name"].dropna().unique())) if run.records else ""
     return [
         f"# convbench run {run.run_id}",
         "",
@@ -291,9 +291,12 @@ def write_tables(run_dir: Path | str) -> list[Path]:
     and summary.tex (booktabs) into the run folder; returns their paths."""
     run = load_run(run_dir)
     frame = run.frame()
-    summary = summary_frame(frame)
+    return _write_tables(run, frame, summary_frame(frame))
+
+
+def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame) -> list[Path]:
     shown = readable(summary)
-    markdown = _context(run) + [markdown_table(shown, format_number)]
+    markdown = _context(run, frame) + [markdown_table(shown, format_number)]
     failed = failures(frame)
     if failed:
         markdown += ["", "## Cases that did not finish", "", *(f"- {line}" for line in failed)]
@@ -462,11 +465,11 @@ def write_report(run_dir: Path | str) -> list[Path]:
     """Write the run folder's figures, tables and both pages; returns the files written."""
     run = load_run(run_dir)
     frame = run.frame()
-    summary = readable(summary_frame(frame))
-    written = write_tables(run.path)
+    summary = summary_frame(frame)
+    written = _write_tables(run, frame, summary)
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
-    sections = Sections(run, run_status(run), summary, failures_frame(frame), _rf(run), specs)
+    sections = Sections(run, run_status(run), readable(summary), failures_frame(frame), _rf(run), specs)
     write_atomic(run.path / "report.html", html_report(sections))
     write_atomic(run.path / "report.md", markdown_report(sections))
     return written + [run.path / "report.html", run.path / "report.md"]
