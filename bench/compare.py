@@ -193,14 +193,15 @@ def compare_runs(
     base, cand = _by_case(baseline, "baseline"), _by_case(candidate, "candidate")
     # Each case's median step time in every baseline run where it ran, oldest first.
     history_ms: dict[tuple, list[float]] = {}
-    for run in [*earlier, baseline]:
-        for key, record in _by_case(run, "baseline").items():
+    for run_cases in [*(_by_case(run, "baseline") for run in earlier), base]:
+        for key, record in run_cases.items():
             samples = record.get("step_time_samples_ms") or []
             if record.get("status") == "ok" and len(samples):
                 history_ms.setdefault(key, []).append(float(np.median(samples)))
     rows = []
     tested: list[int] = []  # rows whose time verdict rests on the rank test
     p_values: list[float] = []
+    candidate_ms: dict[tuple, float] = {}  # the candidate's median step time of each case that ran
     for key in [*base, *(k for k in cand if k not in base)]:
         b, c = base.get(key), cand.get(key)
         row = {"case": (b or c)["case_id"], "time": "", "memory": "", "note": ""}
@@ -210,6 +211,8 @@ def compare_runs(
         row["baseline_ms"] = float(np.median(b_samples)) if b_samples else None
         row["candidate_ms"] = float(np.median(c_samples)) if c_samples else None
         row["time_change"] = _relative_change(row["baseline_ms"], row["candidate_ms"])
+        if row["candidate_ms"] is not None:
+            candidate_ms[key] = row["candidate_ms"]
         row["p_value"] = None
         row["baseline_state_bytes"] = b.get("optimizer_state_bytes") if b else None
         row["candidate_state_bytes"] = c.get("optimizer_state_bytes") if c else None
@@ -254,7 +257,7 @@ def compare_runs(
         rows[index]["p_value"] = float(p)
         rows[index]["time"] = _verdict(rows[index]["time_change"], threshold, significant=p < alpha)
     if earlier:
-        rows += _all_cases_row([*earlier, baseline], cand, threshold, alpha)
+        rows += _all_cases_row(history_ms, candidate_ms, len(earlier) + 1, threshold, alpha)
     columns = [
         "case",
         "time",
@@ -271,35 +274,28 @@ def compare_runs(
     return pd.DataFrame(rows, columns=columns)
 
 
-def _all_cases_row(baselines: list[pd.DataFrame], cand: dict, threshold: float, alpha: float) -> list[dict]:
+def _all_cases_row(
+    history_ms: dict[tuple, list[float]], candidate_ms: dict[tuple, float], runs: int, threshold: float, alpha: float
+) -> list[dict]:
     """The ALL_CASES row: each run's geometric mean of the median step times of the cases
-    that ran (ok) in the candidate and in every baseline run, candidate against baseline runs
-    with ``between_runs``. None if there are fewer than MIN_BASELINE_RUNS runs or two cases."""
-    runs = [_by_case(run, "baseline") for run in baselines]
-    keys = [
-        key
-        for key, record in cand.items()
-        if record.get("status") == "ok"
-        and record.get("step_time_samples_ms")
-        and all(key in run and run[key].get("status") == "ok" and run[key].get("step_time_samples_ms") for run in runs)
-    ]
-    if len(runs) < MIN_BASELINE_RUNS or len(keys) < 2:
+    that ran (ok) in the candidate and in all ``runs`` baseline runs (``history_ms`` holds a
+    case's medians over the baseline runs where it ran), candidate against baseline runs with
+    ``between_runs``. None if there are fewer than MIN_BASELINE_RUNS runs or two cases."""
+    keys = [key for key in candidate_ms if len(history_ms.get(key, ())) == runs]
+    if runs < MIN_BASELINE_RUNS or len(keys) < 2:
         return []
-
-    def geometric_mean(by_case: dict) -> float:
-        return math.exp(float(np.mean([math.log(np.median(by_case[key]["step_time_samples_ms"])) for key in keys])))
-
-    runs_ms = [geometric_mean(run) for run in runs]
-    candidate_ms = geometric_mean(cand)
-    change, p = between_runs(runs_ms, candidate_ms)
+    logs = np.log([history_ms[key] for key in keys])  # cases x runs
+    runs_ms = np.exp(logs.mean(axis=0)).tolist()
+    candidate = math.exp(float(np.mean(np.log([candidate_ms[key] for key in keys]))))
+    change, p = between_runs(runs_ms, candidate)
     return [
         {
             "case": ALL_CASES,
             "time": _verdict(change, threshold, significant=p < alpha),
             "memory": "",
-            "note": f"baseline: {len(runs)} runs; {len(keys)} cases",
+            "note": f"baseline: {runs} runs; {len(keys)} cases",
             "baseline_ms": math.exp(float(np.mean(np.log(runs_ms)))),
-            "candidate_ms": candidate_ms,
+            "candidate_ms": candidate,
             "time_change": change,
             "p_value": p,
             "baseline_state_bytes": None,
