@@ -464,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add_history(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--history", type=Path, default=DEFAULT_HISTORY, metavar="PATH", help=history_help)
 
+    def add_output(sub: argparse.ArgumentParser, default: str) -> None:
+        sub.add_argument(
+            "--output", default=default, metavar="STEM", help=f"figure path without suffix (default {default})"
+        )
+
     def add_format(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
         sub.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown to FILE")
@@ -503,9 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_history(trend_parser)
     add_threshold(trend_parser)
     add_baseline_runs(trend_parser)
-    trend_parser.add_argument(
-        "--output", default="results/trend", metavar="STEM", help="figure path without suffix (default results/trend)"
-    )
+    add_output(trend_parser, "results/trend")
     trend_parser.set_defaults(handler=cmd_trend)
 
     gpus_parser = commands.add_parser("gpus", help="runs of one suite on different devices, side by side")
@@ -513,9 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpus_parser.add_argument("--reference", metavar="DEVICE", help="device to normalise to (default: the first run's)")
     add_history(gpus_parser)
     add_format(gpus_parser)
-    gpus_parser.add_argument(
-        "--output", default="results/gpus", metavar="STEM", help="figure path without suffix (default results/gpus)"
-    )
+    add_output(gpus_parser, "results/gpus")
     gpus_parser.set_defaults(handler=cmd_gpus)
 
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
