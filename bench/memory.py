@@ -70,9 +70,18 @@ def optimizer_state_bytes(optimizer: Optimizer) -> int:
 
 
 def state_buffers_per_param(optimizer: Optimizer) -> float:
-    """Parameter-shaped state elements per parameter element (see the module docstring)."""
+    """Parameter-shaped state elements per parameter element (see the module docstring).
+
+    torch.optim's ``step`` counter is a 0-d tensor, shaped like a 0-d parameter, but it is a
+    counter and not a buffer of the algorithm, so it is never counted.
+    """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    shaped = sum(value.numel() for param, value in _state_tensors(optimizer) if value.shape == param.shape)
+    shaped = sum(
+        value.numel()
+        for param, state in optimizer.state.items()
+        for key, value in state.items()
+        if key != "step" and isinstance(value, Tensor) and value.shape == param.shape
+    )
     return shaped / sum(p.numel() for p in params)
 
 

@@ -53,6 +53,16 @@ def test_torch_optim_step_counters_count_as_state_too():
     assert memory.state_buffers_per_param(optimizer) == 2
 
 
+@pytest.mark.parametrize("name", ["torch-adam", "adam", "torch-sgdm", "sgdm"])
+def test_step_counter_of_a_0d_parameter_is_not_a_buffer(name):
+    # A 0-d parameter is shaped like torch.optim's 0-d step counter; the counter is no buffer.
+    scale, weight = nn.Parameter(torch.tensor(1.5)), nn.Parameter(torch.ones(3))
+    optimizer = optimizers.build(name, [scale, weight])
+    (scale * weight.sum()).backward()
+    optimizer.step()
+    assert memory.state_buffers_per_param(optimizer) == THEORY[optimizers.spec(name).algorithm]
+
+
 def test_parameters_without_state_lower_the_measured_buffers():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))  # 20 + 10 parameters
     model[1].requires_grad_(False)  # gets no gradient, so Adam keeps nothing for it
