@@ -35,6 +35,7 @@ Per-axis values are [h, w] lists; an axis whose units all see the whole input sa
                      holding 95% of the effective field (mean |gradient|, random weights)
     erf_ratio        erf95 / rf per axis
     misaligned       some merge of paths on the way had paths whose centres differ
+    not_probed       why the probe did not run on the layer (empty when it did)
 """
 
 from bench.receptive.analytic import (
