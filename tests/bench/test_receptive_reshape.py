@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.receptive import UnsupportedOperationError, analyse, gradient_masks
+from bench.receptive import UnsupportedOperationError, analyse, gradient_masks, measure
 from bench.receptive.analytic import AxisField, TensorField, collapse
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,3 +204,29 @@ def test_axes_that_cannot_be_followed_name_the_operation():
         analyse(nn.Sequential(nn.Conv2d(1, 1, 1), Merged()), (1, 12, 12))
     with pytest.raises(UnsupportedOperationError, match="interpolate mode 'bicubic'"):
         analyse(nn.Sequential(nn.Conv2d(1, 1, 1), nn.Upsample(scale_factor=2, mode="bicubic")), (1, 6, 6))
+
+
+class TokenMlp(nn.Module):
+    """A Linear on tokens (N, H*W, C): its output has one dimension holding both axes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.mlp = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.mlp(self.stem(x).flatten(2).transpose(1, 2))
+
+
+def test_layers_the_probe_cannot_run_on_say_why(monkeypatch):
+    model = TokenMlp()
+    analysis = analyse(model, (1, 8, 8))
+    mlp = analysis.layer("mlp")
+    # By hand: the Linear mixes channels only, so each token keeps the stem's 3x3 field.
+    assert (mlp.rf, mlp.jump, mlp.start) == ([3, 3], [1, 1], [-1, -1])
+    masks = gradient_masks(model, analysis)
+    assert masks["stem"].matches()
+    assert masks["mlp"].matches() is None and "height and width together" in masks["mlp"].skipped
+    monkeypatch.setattr("bench.receptive.probe.LARGEST_PROBE", 6)
+    report = measure(model, (1, 8, 8), erf_samples=0).frame()
+    assert report["match"].isna().all() and report["not_probed"].str.contains("wider than 6 pixels").all()
