@@ -16,8 +16,13 @@ Each axis keeps two descriptions of the same map:
   padding removed. It equals the theoretical interval except where a unit's field is
   clipped by the border, and it is what a gradient probe measures.
 
-Where paths merge (addition, concatenation along channels) the field is the union of the
-paths' fields; if their centres differ the merge is noted as misaligned. An axis is
+Each tensor dimension also records which digits of the h and w unit indexes it holds (see
+``Factor``), so axes split into factors, merged or moved by ``view``/``reshape``/
+``flatten``/``permute``/``pixel_shuffle`` and the like are followed; where a convolution's
+channel mixing (or a Linear) merges a digit, every unit's field becomes the union over it.
+
+Where paths merge (addition, concatenation along channels, stack) the field is the union of
+the paths' fields; if their centres differ the merge is noted as misaligned. An axis is
 ``global`` once every unit depends on the whole map (global pooling, a Linear layer after
 flatten, a reduction over the axis) and ``irregular`` when it is not an arithmetic
 progression of equal intervals (adaptive pooling whose output does not divide its input).
@@ -429,7 +434,8 @@ class LayerField:
 class Analysis:
     """The analytic fields of every convolution, pooling and linear layer, in execution order.
 
-    ``channel_safe`` says whether the graph never selects or reshapes channels, so that a
+    ``channel_safe`` says whether the graph never selects channels nor moves spatial digits
+    into them (or splits them), so that every channel of a map has the same support and a
     probe may run with one channel per map (see ``bench.receptive.probe``).
     """
 
@@ -672,8 +678,9 @@ def absorb(field: TensorField, d: int) -> TensorField:
 def whole_axis(field: TensorField, d: int) -> int | None:
     """The axis dimension ``d`` holds entirely as one digit, or None if it holds no spatial digit.
 
-    Raises UnsupportedOperationError's message text as ValueError when it holds part of an
-    axis or digits of both: a window or a slice along it has no per-axis field.
+    Raises ValueError (which the tracer reports as UnsupportedOperationError, naming the
+    operation) when it holds part of an axis or digits of both: a window or a slice along
+    it has no per-axis field.
     """
     factors = field.layout[d]
     if len(factors) == 1 and factors[0].axis is not None and factors[0].size == len(field.axes[factors[0].axis]):

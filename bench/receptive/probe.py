@@ -20,6 +20,17 @@ path connects it to the unit. When the graph never selects or reshapes channels
 (``Analysis.channel_safe``), all channels of a map carry the same support, and the probe
 runs with one channel per map: the same answer for a fraction of the work.
 
+The probe does not take the map's dimensions from the analytic trace, which could share a
+mistake with it: the output dimensions that follow the input's height and width are found
+from the model's own output shapes at the input, at twice its height and at twice its
+width (``spatial_dims``), the unit is picked there, and the trace is asked for the box of
+that tensor index. Only a dimension of fixed length (adaptive pooling to a fixed size) is
+taken from the trace, where it puts a whole axis; a model that does not run at the larger
+sizes falls back to the trace's dimensions. In one-channel mode, adding or multiplying a
+constant with more channels (a per-channel layer scale) returns the other operand, so the
+single channel is not broadcast back to all. The cost grows with the input's area: see
+LARGEST_PROBE.
+
 A second unit (the centre's neighbour, one step further along each axis) is probed in the
 same backward pass as a second sample of the batch; the two boxes give the jump and start.
 The input is all ones, so one forward pass serves every layer probed at that input size.

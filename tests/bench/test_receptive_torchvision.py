@@ -43,6 +43,7 @@ def test_convnext_tiny_by_hand_and_probe():
     assert not last.clipped and last.measured() == [{"size": 1688, "jump": 32, "start": -828}] * 2
 
 
+@pytest.mark.slow
 def test_efficientnet_b0_is_global_after_its_first_squeeze_and_excitation():
     with torch.device("meta"):
         model = torchvision.models.efficientnet_b0()
