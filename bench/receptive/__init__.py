@@ -1,6 +1,8 @@
 """Receptive fields of every layer: analytic (graph trace), empirical (gradient masks) and effective.
 
 - ``bench.receptive.formulas``: the lab's formulas for one axis of a stack of layers.
+- ``bench.receptive.fields``: the per-axis fields and tensor layouts the trace carries, and
+  the rules of single operations on them (windows, padding, unions, reshapes).
 - ``bench.receptive.analytic``: ``analyse(model, input_shape)`` traces the real forward pass
   and gives, per convolution, pooling and linear layer and per axis [h, w], the size, jump
   (effective stride) and start (minus the effective padding) of its field: output unit i

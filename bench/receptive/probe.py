@@ -61,7 +61,6 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from bench.receptive.analytic import (
-    AFFINE,
     Analysis,
     LayerField,
     _arg,
@@ -74,6 +73,7 @@ from bench.receptive.analytic import (
     trace,
     window_geometry,
 )
+from bench.receptive.fields import AFFINE
 
 PROBE_DTYPE = torch.float64
 LADDER = 1.1  # rungs of the ladder of probe input sizes

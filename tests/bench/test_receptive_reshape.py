@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.receptive import UnsupportedOperationError, analyse, gradient_masks, measure
-from bench.receptive.analytic import AxisField, TensorField, collapse
+from bench.receptive.fields import AxisField, TensorField, collapse
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
