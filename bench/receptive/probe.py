@@ -486,7 +486,8 @@ def gradient_masks(
     results: dict[str, GradientMask] = {}
     tasks = _plan(analysis, layers)
     # Which output dimensions follow the input's height and width does not depend on the size.
-    found = spatial_dims(model, channels, analysis.input_shape[1:], [layer.name for layer in analysis.layers])
+    names = sorted({layer.name for layer in layers}, key=order.__getitem__)
+    found = spatial_dims(model, channels, analysis.input_shape[1:], names)
     for attempt in range(3):
         with _one_thread():
             results.update(_run_tasks(replica, channels, tasks, order, analysis.channel_safe, found, progress))
