@@ -93,6 +93,12 @@ def test_out_of_memory_is_recorded_and_its_memory_freed(fault_models):
     assert fault_models.instances and all(ref() is None for ref in fault_models.instances)
 
 
+def test_a_cublas_allocation_failure_is_out_of_memory_too(fault_models):
+    record = run_case(case(model="cublas-oom-net"), CONTEXT)
+    assert record.status == "oom"
+    assert "CUBLAS_STATUS_ALLOC_FAILED" in record.error
+
+
 def test_any_other_exception_is_an_error_with_its_message(fault_models):
     record = run_case(case(model="error-net"), CONTEXT)
     assert (record.status, record.error) == ("error", "ValueError: boom")
