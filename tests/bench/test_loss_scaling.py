@@ -8,12 +8,11 @@ from torch import nn
 import models
 import optimizers
 from bench import runner
-from bench.runner import RunContext, run_case
+from bench.runner import run_case
 from bench.suite import Case
 from models.registry import _REGISTRY, ModelSpec
-
-CPU = torch.device("cpu")
-CONTEXT = RunContext(run_id="r", suite="test", device=CPU, env={})
+from tests.bench.test_runner import CONTEXT
+from tests.bench.test_runner import case as runner_case
 
 
 class _InfGradient(torch.autograd.Function):
@@ -75,22 +74,8 @@ def overflow_net(monkeypatch):
 
 
 def case(**changes) -> Case:
-    fields = dict(
-        model="overflow-net",
-        optimizer="adam",
-        batch_size=4,
-        precision="fp16",
-        channels_last=False,
-        compile=False,
-        dataset="synthetic",
-        input_shape=(1, 8, 8),
-        num_classes=3,
-        steps=3,
-        warmup=2,
-        repeats=2,
-        detailed=False,
-    )
-    return Case(**{**fields, **changes})
+    """An fp16 case of ``overflow-net``: 2 warm-up steps, then 2 repeats of 3 timed steps."""
+    return runner_case(**{"model": "overflow-net", "precision": "fp16", "warmup": 2, **changes})
 
 
 def test_skipped_warm_up_updates_extend_the_warm_up_until_the_state_exists(overflow_net):
