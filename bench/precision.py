@@ -10,11 +10,13 @@ called ``torch.set_float32_matmul_precision``, which sets it), reading a legacy 
 RuntimeError. So the harness uses ``fp32_precision`` wherever this PyTorch has it and the
 legacy flags only where it does not, and ``check`` tries the settings once before a run.
 
-NVIDIA's libraries also read ``NVIDIA_TF32_OVERRIDE``: set to ``0`` it turns TF32 off in
-cuBLAS and cuDNN whatever PyTorch asks for (NVIDIA, "Accelerating AI Training with NVIDIA
-TF32 Tensor Cores", 2020; cuBLAS documentation, "Environment variables"). The precision a
-case records is therefore what PyTorch was set to, made ``ieee`` where that override is
-``0``, with the override's raw value beside it.
+Two environment variables override all of that. NVIDIA's libraries read
+``NVIDIA_TF32_OVERRIDE``: set to ``0`` it turns TF32 off in cuBLAS and cuDNN whatever
+PyTorch asks for (NVIDIA, "Accelerating AI Training with NVIDIA TF32 Tensor Cores", 2020;
+cuBLAS documentation, "Environment variables"). PyTorch reads
+``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE``: set to ``1`` it lets cuBLAS use TF32 for every float32
+matmul (ATen ``Context::allowTF32CuBLAS``). The precision a case records is therefore what
+PyTorch was set to, corrected for these, with the variables that are set beside it.
 
 The ``torch.backends`` module is a parameter throughout, so the logic is testable with a
 fake of it.
@@ -30,7 +32,8 @@ from types import ModuleType
 import torch
 
 IEEE, TF32 = "ieee", "tf32"
-OVERRIDE_VARIABLE = "NVIDIA_TF32_OVERRIDE"
+NVIDIA_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
+TORCH_CUBLAS_OVERRIDE = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"
 
 
 def has_fp32_precision_api(backends: ModuleType = torch.backends) -> bool:
@@ -85,14 +88,18 @@ def cuda_backend_settings(
 
 def effective(backends: ModuleType = torch.backends, environ: Mapping[str, str] = os.environ) -> dict:
     """The float32 precision in effect now, as record fields: ``matmul_precision`` and
-    ``cudnn_conv_precision`` (``ieee`` or ``tf32``: what PyTorch is set to, ``ieee`` where
-    ``NVIDIA_TF32_OVERRIDE=0`` overrides it) and ``tf32_override`` (the variable's value,
-    ``None`` when unset). Read inside ``cuda_backend_settings``."""
+    ``cudnn_conv_precision`` (``ieee`` or ``tf32``: what PyTorch is set to, ``tf32`` for
+    matmuls under ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``, ``ieee`` for both under
+    ``NVIDIA_TF32_OVERRIDE=0``, which acts last, inside the libraries) and ``tf32_override``
+    (the override variables that are set, as ``NAME=VALUE`` joined by commas; ``None`` when
+    neither is). Read inside ``cuda_backend_settings``."""
     matmul, conv, _ = read(backends)
-    override = environ.get(OVERRIDE_VARIABLE)
-    if override == "0":
+    if environ.get(TORCH_CUBLAS_OVERRIDE) == "1":
+        matmul = TF32
+    if environ.get(NVIDIA_OVERRIDE) == "0":
         matmul = conv = IEEE
-    return {"matmul_precision": matmul, "cudnn_conv_precision": conv, "tf32_override": override}
+    overrides = [f"{name}={environ[name]}" for name in (NVIDIA_OVERRIDE, TORCH_CUBLAS_OVERRIDE) if name in environ]
+    return {"matmul_precision": matmul, "cudnn_conv_precision": conv, "tf32_override": ",".join(overrides) or None}
 
 
 def check(
@@ -103,14 +110,16 @@ def check(
 ) -> str | None:
     """Why the float32 precision of these cases cannot be what they say on ``device``, or
     None. Tries each setting once (and restores the previous ones), so an API that refuses
-    is found before any case runs; ``tf32`` off CUDA or under ``NVIDIA_TF32_OVERRIDE=0`` is
-    refused too."""
+    is found before any case runs; ``tf32`` off CUDA or under ``NVIDIA_TF32_OVERRIDE=0``,
+    and ``fp32`` under ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``, are refused too."""
     if "tf32" in precisions and device.type != "cuda":
         return f"precision 'tf32' needs a CUDA device, not {device}"
     if device.type != "cuda":
         return None
-    if "tf32" in precisions and environ.get(OVERRIDE_VARIABLE) == "0":
-        return f"precision 'tf32': {OVERRIDE_VARIABLE}=0 in the environment turns TF32 off in cuBLAS and cuDNN"
+    if "tf32" in precisions and environ.get(NVIDIA_OVERRIDE) == "0":
+        return f"precision 'tf32': {NVIDIA_OVERRIDE}=0 in the environment turns TF32 off in cuBLAS and cuDNN"
+    if "fp32" in precisions and environ.get(TORCH_CUBLAS_OVERRIDE) == "1":
+        return f"precision 'fp32': {TORCH_CUBLAS_OVERRIDE}=1 in the environment makes float32 matmuls TF32"
     for precision in sorted(precisions):
         expected = TF32 if precision == "tf32" else IEEE
         try:

@@ -95,7 +95,7 @@ class Record:
     loss_scale: float | None = None  # fp16: GradScaler's scale after the last timed step
     matmul_precision: str | None = None  # CUDA: float32 matmuls in effect, ieee | tf32 (bench.precision)
     cudnn_conv_precision: str | None = None  # CUDA: float32 cuDNN convolutions in effect, ieee | tf32
-    tf32_override: str | None = None  # CUDA: the NVIDIA_TF32_OVERRIDE environment variable, None if unset
+    tf32_override: str | None = None  # CUDA: NVIDIA_TF32_OVERRIDE / TORCH_ALLOW_TF32_CUBLAS_OVERRIDE as set
     optimizer_state_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current delta, same update
     optimizer_state_mismatch: bool | None = None  # CUDA: allocated delta outside counted bytes .. 512 B rounding
     static_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current at the peak reset

@@ -69,15 +69,21 @@ def test_the_legacy_flags_allow_tf32_only_when_asked_and_come_back_after():
         assert backends.flags() == (False, True, False)  # the CPU has none of these
 
 
-def test_nvidia_tf32_override_zero_makes_tf32_ieee_in_the_record():
+def test_the_environments_tf32_overrides_are_in_the_record():
     backends = LegacyBackends(matmul=False, conv=True, benchmark=False)
     with cuda_backend_settings("tf32", CUDA, backends):
         assert precision.effective(backends, {"NVIDIA_TF32_OVERRIDE": "0"}) == {
             "matmul_precision": "ieee",
             "cudnn_conv_precision": "ieee",
-            "tf32_override": "0",
+            "tf32_override": "NVIDIA_TF32_OVERRIDE=0",
         }
         assert precision.effective(backends, {"NVIDIA_TF32_OVERRIDE": "1"})["matmul_precision"] == "tf32"
+    with cuda_backend_settings("fp32", CUDA, backends):
+        assert precision.effective(backends, {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"}) == {
+            "matmul_precision": "tf32",
+            "cudnn_conv_precision": "ieee",
+            "tf32_override": "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1",
+        }
 
 
 def test_precision_that_cannot_be_what_it_says_is_refused_before_the_run():
@@ -85,6 +91,9 @@ def test_precision_that_cannot_be_what_it_says_is_refused_before_the_run():
     assert "needs a CUDA device" in precision.check({"tf32"}, CPU, backends, {})
     assert precision.check({"fp32", "bf16"}, CPU, backends, {}) is None
     assert "NVIDIA_TF32_OVERRIDE=0" in precision.check({"tf32"}, CUDA, backends, {"NVIDIA_TF32_OVERRIDE": "0"})
+    assert "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1" in precision.check(
+        {"fp32"}, CUDA, backends, {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"}
+    )
     assert precision.check({"fp32", "tf32"}, CUDA, backends, {}) is None
 
     class Refusing:
