@@ -176,6 +176,7 @@ def test_the_resolved_suite_written_back_reads_as_the_same_suite(tmp_path):
         "warmup": 1,
         "repeats": 2,
         "detailed": False,
+        "isolate": False,
     }
     assert document["grid"] == [
         {
