@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     has an [rf] section), tables, figures and reports; add the run to the history."""
     import torch
 
-    from bench import data, history, report, runner
+    from bench import data, history, isolation, report, runner
     from bench.env import collect_env
     from bench.progress import ProgressBar
     from bench.receptive.section import run_rf_section
@@ -191,6 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = suite.override(**{key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None})
     if args.detailed:
         suite = suite.override(detailed=True)
+    if args.isolate:
+        suite = suite.override(isolate=True)
     device = runner.resolve_device(suite.device)
     suite = suite.override(device=str(device))
     cases = suite.cases()
@@ -205,12 +207,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
     progress = ProgressBar(len(cases) + (rf is not None))
+    run_one = isolation.CaseRunner(suite.isolate, lambda message: print(f"convbench run: {message}", file=sys.stderr))
     code = EXIT_OK
     try:
         with sigterm_raises():
             for case in cases:
                 progress.start(case.case_id)
-                record = runner.run_case(case, context)
+                record = run_one(case, context)
                 writer.append(record)
                 progress.finish(case.case_id, record.status)
             if rf is not None:
@@ -450,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--warmup", type=int, metavar="N", help="untimed steps first (>= 1)")
     run_parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats")
     run_parser.add_argument("--detailed", action="store_true", help="also time forward, backward, optimizer step")
+    run_parser.add_argument("--isolate", action="store_true", help="run each case in a process of its own")
     run_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
     run_parser.add_argument(
         "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"

@@ -80,14 +80,28 @@ class Record:
     param_bytes: int | None = None
     grad_bytes: int | None = None
     optimizer_state_bytes: int | None = None  # summed over the optimizer's state tensors
-    optimizer_state_allocated_bytes: int | None = None  # CUDA memory_allocated delta, first step
+    optimizer_state_allocated_bytes: int | None = None  # CUDA memory_allocated delta, update creating the state
     state_buffers_per_param: float | None = None  # measured: state tensors shaped like their param
     state_buffers_theory: int | None = None  # optimizers.state_buffers(name)
     state_bytes_per_param: float | None = None  # optimizer_state_bytes / params
     peak_memory_bytes: int | None = None
     peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
     activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
-    static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
+    static_memory_bytes: int | None = None  # in use when the peak counter was reset, before the timed steps
+    # loss scaling, float32 precision, allocator detail, process isolation
+    warmup_steps_run: int | None = None  # untimed steps run: warmup, or more until the optimizer had stepped
+    skipped_steps_warmup: int | None = None  # fp16: warm-up updates GradScaler skipped (inf/NaN gradients)
+    skipped_steps_timed: int | None = None  # fp16: timed steps whose update GradScaler skipped
+    loss_scale: float | None = None  # fp16: GradScaler's scale after the last timed step
+    matmul_precision: str | None = None  # CUDA: float32 matmuls in effect, ieee | tf32 (bench.precision)
+    cudnn_conv_precision: str | None = None  # CUDA: float32 cuDNN convolutions in effect, ieee | tf32
+    tf32_override: str | None = None  # CUDA: NVIDIA_TF32_OVERRIDE / TORCH_ALLOW_TF32_CUBLAS_OVERRIDE as set
+    optimizer_state_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current delta, same update
+    optimizer_state_mismatch: bool | None = None  # CUDA: allocated delta outside counted bytes .. 512 B rounding
+    static_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current at the peak reset
+    peak_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.peak over the timed steps
+    peak_memory_reserved_bytes: int | None = None  # CUDA: max_memory_reserved over the timed steps (cache too)
+    isolated: bool = False  # ran in a process of its own (--isolate)
 
     def to_dict(self) -> dict:
         return asdict(self)

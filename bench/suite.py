@@ -13,6 +13,7 @@ twice runs once). Several blocks let different models have different batch sizes
     warmup = 5                # untimed steps before timing; >= 1, the first creates the optimizer state   (default 5)
     repeats = 3               # (default 5)
     detailed = false          # also time forward, backward and optimizer step apart   (default false)
+    isolate = false           # each case in a process of its own (bench.isolation)   (default false)
 
     [[grid]]
     models = ["cnn", "resnet20"]   # registry names, or "all"
@@ -128,6 +129,7 @@ class Suite:
     warmup: int = 5
     repeats: int = 5
     detailed: bool = False
+    isolate: bool = False  # each case in its own process
     sections: dict[str, object] = field(default_factory=dict)  # parsed, by SECTIONS
     section_tables: dict[str, dict] = field(default_factory=dict)  # as written, for to_toml
 
@@ -182,6 +184,7 @@ class Suite:
             "warmup": self.warmup,
             "repeats": self.repeats,
             "detailed": self.detailed,
+            "isolate": self.isolate,
         }
         grids = [{k: list(v) for k, v in dataclasses.asdict(grid).items()} for grid in self.grids]
         return dumps({"suite": table, "grid": grids, **self.section_tables})
@@ -266,6 +269,7 @@ _SUITE_KEYS: dict[str, Callable[[object, str], object]] = {
     "warmup": _positive_int,
     "repeats": _positive_int,
     "detailed": _bool,
+    "isolate": _bool,
 }
 _GRID_KEYS: dict[str, Callable[[object, str], tuple]] = {
     "models": _registry_names("model", models.available),
