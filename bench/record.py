@@ -88,6 +88,13 @@ class Record:
     peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
     activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
     static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
+    # what a step costs the host (bench.host), from untimed steps after warm-up and the timed steps
+    host_syncs_per_step: int | None = None  # host-device synchronisations in one step
+    host_syncs_source: str | None = None  # cuda_sync_debug_mode | host_reads (ops that synchronise on CUDA)
+    host_time_ms: float | None = None  # median host-clock time of a timed step's Python code; CUDA: enqueue
+    kernel_launches_per_step: int | None = None  # CUDA: kernel launches in one profiled step (torch.profiler)
+    device_busy_ms: float | None = None  # CUDA: time the device was busy in that step (union of its activity)
+    host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x step_time_ms, the device waited for the host
 
     def to_dict(self) -> dict:
         return asdict(self)

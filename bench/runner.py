@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, memory, timing
+from bench import data, host, memory, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
@@ -230,14 +230,16 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     out["state_buffers_per_param"] = memory.state_buffers_per_param(optimizer)
     out["state_bytes_per_param"] = out["optimizer_state_bytes"] / out["params"]
     out["static_memory_bytes"] = baseline + out["grad_bytes"] + out["optimizer_state_bytes"]
+    out.update(host.probe_step(trainer.step, context.device, optimizer, case.compile))
 
     phases: list[Callable[[], None]] = (
         [trainer.forward, trainer.backward, trainer.update] if case.detailed else [trainer.step]
     )
+    host_timer = host.HostTimer(phases)
     per_phase: list[list[float]] = [[] for _ in phases]
     meter.reset_peak()
     for _ in range(case.repeats):
-        for samples, new in zip(per_phase, timing.time_steps(phases, case.steps, clock), strict=True):
+        for samples, new in zip(per_phase, timing.time_steps(host_timer.phases, case.steps, clock), strict=True):
             samples.extend(new)
         out["final_loss"] = trainer.check_finite()
     out["peak_memory_bytes"] = meter.peak()
@@ -249,6 +251,7 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     out["step_time_samples_ms"] = step_samples
     out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
     out["throughput"] = case.batch_size / (summary.median / 1e3)
+    out.update(host.host_fields(host_timer.per_step_ms(), summary.median, out.get("device_busy_ms")))
     if case.detailed:
         medians = [timing.summarize(samples).median for samples in per_phase]
         out["forward_ms"], out["backward_ms"], out["optimizer_ms"] = medians
