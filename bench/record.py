@@ -95,6 +95,15 @@ class Record:
     kernel_launches_per_step: int | None = None  # CUDA: kernel launches in one profiled step (torch.profiler)
     device_busy_ms: float | None = None  # CUDA: time the device was busy in that step (union of its activity)
     host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x step_time_ms, the device waited for the host
+    # GPU telemetry (bench.telemetry.gpu): the case's GPU sampled before and after every repeat
+    telemetry_source: str | None = None  # pynvml | libnvidia-ml | nvidia-smi; None off CUDA or without one
+    gpu_power_w_samples: list[float] | None = None  # NVML power draw after each repeat, W
+    gpu_sm_clock_mhz_samples: list[float] | None = None  # SM clock after each repeat, MHz
+    gpu_temperature_c_samples: list[float] | None = None  # GPU temperature after each repeat, degrees C
+    gpu_throttle_reasons: list[str] | None = None  # NVML clocks-event reasons seen in any sample
+    energy_per_step_j: float | None = None  # total-energy counter's rise over the timed repeats / timed steps, J
+    samples_per_joule: float | None = None  # batch_size / energy_per_step_j
+    energy_window_s: float | None = None  # host time the energy readings spanned, s
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,6 +28,7 @@ from bench import data, host, memory, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
+from bench.telemetry.gpu import CaseTelemetry
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The hyperparameters the registry's optimizers take (their values go in the record).
@@ -237,10 +238,13 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     )
     host_timer = host.HostTimer(phases)
     per_phase: list[list[float]] = [[] for _ in phases]
+    telemetry = CaseTelemetry.for_device(context.device)
     meter.reset_peak()
     for _ in range(case.repeats):
+        telemetry.before_repeat()
         for samples, new in zip(per_phase, timing.time_steps(host_timer.phases, case.steps, clock), strict=True):
             samples.extend(new)
+        telemetry.after_repeat()
         out["final_loss"] = trainer.check_finite()
     out["peak_memory_bytes"] = meter.peak()
     out["peak_memory_source"] = meter.source
@@ -252,6 +256,7 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
     out["throughput"] = case.batch_size / (summary.median / 1e3)
     out.update(host.host_fields(host_timer.per_step_ms(), summary.median, out.get("device_busy_ms")))
+    out.update(telemetry.fields(case.batch_size, case.steps))
     if case.detailed:
         medians = [timing.summarize(samples).median for samples in per_phase]
         out["forward_ms"], out["backward_ms"], out["optimizer_ms"] = medians

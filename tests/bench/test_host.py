@@ -54,6 +54,7 @@ def test_every_case_records_the_host_syncs_of_a_step(optimizer, precision, syncs
     assert (record.host_syncs_per_step, record.host_syncs_source) == (syncs, "host_reads")
     # CUDA-only figures are absent, not zero, on the CPU.
     assert record.kernel_launches_per_step is record.device_busy_ms is record.host_bound is None
+    assert record.telemetry_source is record.energy_per_step_j is record.gpu_power_w_samples is None
 
 
 def _step(optimizer_name: str, precision: str):
