@@ -339,6 +339,13 @@ def cuda_uuid(index: int) -> str | None:
     return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
 
 
+def find_gpu(gpus: Sequence[dict], uuid: str | None) -> dict | None:
+    """The GPU with this UUID (case aside: CUDA and NVML spell the hex digits their own way)."""
+    if uuid is None:
+        return None
+    return next((gpu for gpu in gpus if str(gpu.get("uuid", "")).lower() == uuid.lower()), None)
+
+
 def gpu_state(
     source: Reader | None = None, why_not: str | None = None, cuda_uuids: Sequence[str | None] | None = None
 ) -> dict:
@@ -352,8 +359,12 @@ def gpu_state(
     if cuda_uuids is None:
         cuda_uuids = [cuda_uuid(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     gpus = source.gpus()
+    for index, uuid in enumerate(cuda_uuids):
+        match = find_gpu(gpus, uuid)
+        if match is not None:
+            match["cuda_index"] = index
     for gpu in gpus:
-        gpu["cuda_index"] = cuda_uuids.index(gpu["uuid"]) if gpu.get("uuid") in cuda_uuids else None
+        gpu.setdefault("cuda_index", None)
     return {"source": source.source, **source.driver(), "gpus": gpus}
 
 
@@ -379,10 +390,9 @@ class CaseTelemetry:
         if device.type != "cuda":
             return cls(None, None)
         source, _ = reader()
-        uuid = cuda_uuid(device.index or 0) if source else None
-        # A MIG instance has a MIG- UUID that the GPU list does not hold: nothing to sample.
-        known = uuid is not None and any(gpu.get("uuid") == uuid for gpu in source.gpus())
-        return cls(source, uuid if known else None)
+        state = find_gpu(source.gpus(), cuda_uuid(device.index or 0)) if source else None
+        # A MIG instance's UUID is not among the GPUs' (MIG-...): nothing to sample then.
+        return cls(source, state["uuid"] if state else None)
 
     @property
     def active(self) -> bool:
