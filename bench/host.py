@@ -27,6 +27,7 @@ far below the device's step time, the host had time to spare.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -179,6 +180,9 @@ def profile_step(step: Callable[[], None]) -> tuple[int | None, float | None]:
     when the profiler saw no device activity at all (CUPTI unavailable, e.g. without the
     permission to profile): a CUDA training step always launches kernels."""
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    # Without teardown Kineto leaves CUPTI attached after profiling, which slows every later
+    # kernel launch (pytorch/pytorch#144455); the variable is read when profiling stops.
+    os.environ.setdefault("TEARDOWN_CUPTI", "1")
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=activities) as profile:
         step()
@@ -188,8 +192,8 @@ def profile_step(step: Callable[[], None]) -> tuple[int | None, float | None]:
 
 
 def probe_step(step: Callable[[], None], device: torch.device, optimizer: Optimizer, compiled: bool) -> dict:
-    """Record fields from untimed steps: host syncs per step (one step), and on CUDA the
-    kernel launches and device busy time of one profiled step. A compiled case is not
+    """Record fields from untimed steps, run after the timed ones: host syncs per step (one
+    step), and on CUDA the kernel launches and device busy time of one profiled step. A compiled case is not
     counted off CUDA: a TorchFunctionMode changes what Dynamo's guards see and would make
     it recompile."""
     out: dict = {}

@@ -231,7 +231,6 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     out["state_buffers_per_param"] = memory.state_buffers_per_param(optimizer)
     out["state_bytes_per_param"] = out["optimizer_state_bytes"] / out["params"]
     out["static_memory_bytes"] = baseline + out["grad_bytes"] + out["optimizer_state_bytes"]
-    out.update(host.probe_step(trainer.step, context.device, optimizer, case.compile))
 
     phases: list[Callable[[], None]] = (
         [trainer.forward, trainer.backward, trainer.update] if case.detailed else [trainer.step]
@@ -255,6 +254,8 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     out["step_time_samples_ms"] = step_samples
     out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
     out["throughput"] = case.batch_size / (summary.median / 1e3)
+    # After the timed steps and the peak: the profiled step must not touch either.
+    out.update(host.probe_step(trainer.step, context.device, optimizer, case.compile))
     out.update(host.host_fields(host_timer.per_step_ms(), summary.median, out.get("device_busy_ms")))
     out.update(telemetry.fields(case.batch_size, case.steps))
     if case.detailed:

@@ -9,6 +9,8 @@ H100/H200-class GPU takes about five minutes (budget: eight). Everything goes un
 
     env.json, telemetry.json   the machine as ``convbench run`` records it; the GPU's state and
                                three telemetry samples
+    profiler.json              a case's step time before and after one profiled step (the
+                               harness profiles one step per case; later steps must not slow)
     host_syncs.json            host syncs per step of three cases whose count is known from the
                                code: fp32 Adam 0, fp16 Adam 1 (GradScaler's found_inf.item()),
                                fp16 fused Adam 0; with host time, kernel launches, busy time
@@ -56,7 +58,7 @@ import torch
 import torch.utils.benchmark
 
 import models
-from bench import history, memory, timing
+from bench import history, host, memory, timing
 from bench.env import collect_env
 from bench.runner import RunContext, build, cuda_backend_settings, run_cases
 from bench.suite import Case
@@ -215,6 +217,35 @@ def check_environment(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
         f"energy counter {'yes' if energy else 'no'}, {len(others)} other compute process(es)"
     )
     return ("pass" if not missing and energy else "fail"), line + (f"; missing {missing}" if missing else "")
+
+
+def check_profiler(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
+    """Every case profiles one step after its timed ones; the steps after it, in this case or
+    the next, must be as fast as before it (CUPTI must not stay attached)."""
+    case = make_case(sizes, optimizer="sgdm")
+    clock = timing.clock_for(sizes.device)
+    with case_scope(sizes, case):
+        _, optimizer, trainer = build(case, context(sizes, env), {})
+        for _ in range(5):
+            trainer.step()
+
+        def median_ms() -> float:
+            return timing.summarize(timing.time_steps([trainer.step], sizes.timer_steps, clock)[0]).median
+
+        before = [median_ms() for _ in range(3)]
+        probe = host.probe_step(trainer.step, sizes.device, optimizer, compiled=False)
+        after = [median_ms() for _ in range(3)]
+        trainer.check_finite()
+    change = statistics.median(after) / statistics.median(before) - 1
+    write_json(out / "profiler.json", {"case": case.case_id, "before_ms": before, "after_ms": after, **probe})
+    line = (
+        f"{case.case_id}: {statistics.median(before):.2f} ms a step before the profiled step, "
+        f"{statistics.median(after):.2f} ms after ({change:+.1%}); {probe.get('kernel_launches_per_step')} kernel "
+        f"launches, GPU busy {probe.get('device_busy_ms')} ms of the profiled step"
+    )
+    if sizes.dry_run:
+        return "info", line + " (CPU: nothing profiled, not judged)"
+    return ("pass" if abs(change) <= TIMER_TOLERANCE else "fail"), line
 
 
 #: (optimizer, precision, host syncs a step must have): known from the code of GradScaler.
@@ -458,6 +489,7 @@ def check_nightly(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
 
 CHECKS: list[tuple[str, Callable[[Sizes, Path, dict], tuple[str, str]]]] = [
     ("environment", check_environment),
+    ("profiler", check_profiler),  # first to profile in this process
     ("host_syncs", check_host_syncs),
     ("memory_steps", check_memory),
     ("timer", check_timer),

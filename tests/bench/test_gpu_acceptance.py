@@ -30,6 +30,7 @@ def test_the_dry_run_runs_every_check_and_writes_its_results(tmp_path):
     # On the CPU the GPU-only judgements are not made (skip, info); the rest must pass.
     assert verdicts == {
         "environment": "skip",
+        "profiler": "info",
         "host_syncs": "pass",
         "memory_steps": "info",
         "timer": "info",
@@ -46,6 +47,7 @@ def test_the_dry_run_runs_every_check_and_writes_its_results(tmp_path):
     assert len((out / "oom.jsonl").read_text().splitlines()) == 2
     assert (out / "nightly" / "acceptance" / "report.html").is_file()
     assert (out / "nightly" / "history.sqlite").is_file() and (out / "env.json").is_file()
+    assert len(json.loads((out / "profiler.json").read_text())["after_ms"]) == 3
 
 
 def test_a_check_that_breaks_is_an_error_verdict_and_the_others_still_run(tmp_path, monkeypatch):
