@@ -311,14 +311,14 @@ def open_reader(
 ) -> tuple[Reader | None, str | None]:
     """(reader, None) from the first source that works: NVML (pynvml or ctypes), then
     nvidia-smi; else (None, why none did)."""
-    nvml, why_not = nvml_module.load(nvml_loaders)
+    nvml, source_or_why_not = nvml_module.load(nvml_loaders)
     if nvml is not None:
-        return NvmlReader(nvml, why_not), None
+        return NvmlReader(nvml, source_or_why_not), None
     reader = SmiReader(smi)
     try:
         reader.gpus()
     except (OSError, subprocess.SubprocessError, ValueError) as error:
-        return None, f"{why_not}; nvidia-smi: {type(error).__name__}: {error}"
+        return None, f"{source_or_why_not}; nvidia-smi: {type(error).__name__}: {error}"
     return reader, None
 
 
