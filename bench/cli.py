@@ -185,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.receptive.section import run_rf_section
     from bench.store import RunWriter, load_run, new_run_id
     from bench.suite import load_suite
+    from bench.telemetry.fairness import sharing_warnings
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_suite(args.suite or ("nightly" if torch.cuda.is_available() else "smoke"))
@@ -203,6 +204,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     rf = suite.sections.get("rf")
 
     env = collect_env()
+    if device.type == "cuda":
+        for warning in sharing_warnings(env, device.index):
+            print(f"convbench run: warning: {warning}", file=sys.stderr)
     run_id = args.run_id or new_run_id()
     writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
@@ -307,9 +311,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
     from bench import compare, history
+    from bench.telemetry import fairness
 
     candidate = history.resolve(args.candidate, args.history)
     baseline = history.resolve(args.baseline, args.history, after=candidate)
+    notes = fairness.check_runs(args.baseline, baseline, args.candidate, candidate, args.history)
     # A several-run baseline: the runs before BASELINE, skipping any measured differently.
     earlier = [
         run
@@ -326,6 +332,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
     print(f"baseline {baseline.run_id}{runs}, candidate {candidate.run_id}")
+    for note in notes:
+        print(f"note: {note}")
     _print_table(compare.readable(verdicts), args)
     print(compare.summary(verdicts))
     return 1 if compare.has_regression(verdicts) else 0

@@ -102,6 +102,23 @@ class Record:
     peak_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.peak over the timed steps
     peak_memory_reserved_bytes: int | None = None  # CUDA: max_memory_reserved over the timed steps (cache too)
     isolated: bool = False  # ran in a process of its own (--isolate)
+    static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
+    # what a step costs the host (bench.host), from untimed steps after warm-up and the timed steps
+    host_syncs_per_step: int | None = None  # host-device synchronisations in one step
+    host_syncs_source: str | None = None  # cuda_sync_debug_mode | host_reads (ops that synchronise on CUDA)
+    host_time_ms: float | None = None  # median host-clock time of a timed step's Python code; CUDA: enqueue
+    kernel_launches_per_step: int | None = None  # CUDA: kernel launches in one profiled step (torch.profiler)
+    device_busy_ms: float | None = None  # CUDA: time the device was busy in that step (union of its activity)
+    host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x step_time_ms, the device waited for the host
+    # GPU telemetry (bench.telemetry.gpu): the case's GPU sampled before and after every repeat
+    telemetry_source: str | None = None  # pynvml | libnvidia-ml | nvidia-smi; None off CUDA or without one
+    gpu_power_w_samples: list[float] | None = None  # NVML power draw after each repeat, W
+    gpu_sm_clock_mhz_samples: list[float] | None = None  # SM clock after each repeat, MHz
+    gpu_temperature_c_samples: list[float] | None = None  # GPU temperature after each repeat, degrees C
+    gpu_throttle_reasons: list[str] | None = None  # NVML clocks-event reasons seen in any sample
+    energy_per_step_j: float | None = None  # total-energy counter's rise over the timed repeats / timed steps, J
+    samples_per_joule: float | None = None  # batch_size / energy_per_step_j
+    energy_window_s: float | None = None  # host time the energy readings spanned, s
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -235,9 +235,14 @@ SUMMARY_COLUMNS = [
     ("optimizer_state_bytes", "optimizer state (MiB)", 1 / MIB),
     ("peak_memory_bytes", "peak memory (MiB)", 1 / MIB),
     ("activation_bytes", "activations (MiB)", 1 / MIB),
+    ("host_syncs_per_step", "host syncs/step", 1),
+    ("host_bound", "host-bound", None),
 ]
-#: Configuration switches left out of the tables people read when no case of the run sets them.
-OPTIONAL_COLUMNS = ("channels-last", "compile")
+#: Energy per sample: the record's energy per step over its batch size.
+ENERGY_PER_SAMPLE = "energy (J/sample)"
+#: Columns left out of the tables people read when no case of the run sets them: configuration
+#: switches, and marks and figures that only some devices or cases have.
+OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE)
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -248,12 +253,15 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[field] if field in frame else pd.Series([None] * len(frame), dtype=object)
         values = values.reset_index(drop=True)
         columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
+    energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
+    batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
+    columns[ENERGY_PER_SAMPLE] = (pd.to_numeric(energy, errors="coerce") / batch).reset_index(drop=True)
     return pd.DataFrame(columns)
 
 
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary for people: channels-last and compile only when some case turned them on."""
-    unused = [c for c in OPTIONAL_COLUMNS if not summary[c].fillna(False).astype(bool).any()]
+    unused = [c for c in OPTIONAL_COLUMNS if not (summary[c].notna() & summary[c].astype(bool)).any()]
     return summary.drop(columns=unused)
 
 
@@ -281,7 +289,10 @@ def _context(run: Run, frame: pd.DataFrame) -> list[str]:
         "",
         "Throughput = batch / median step time over every timed step; IQR = 75th minus 25th percentile. "
         "MiB = 2^20 bytes; activations = peak minus the memory in use before the first step, "
-        "the gradients and the optimizer state.",
+        "the gradients and the optimizer state. Host syncs/step: host-device synchronisations in one "
+        "step (on the CPU, the operations that would synchronise on CUDA); host-bound: the GPU idled "
+        "more than a tenth of the step waiting for the host; energy: the GPU's energy counter over "
+        "the timed steps per sample (columns shown when some case has them).",
         "",
     ]
 

@@ -27,10 +27,11 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, faults, memory, precision, timing
+from bench import data, faults, host, memory, precision, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
+from bench.telemetry.gpu import CaseTelemetry
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The hyperparameters the registry's optimizers take (their values go in the record).
@@ -270,16 +271,20 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     phases: list[Callable[[], None]] = (
         [trainer.forward, trainer.backward, trainer.update] if case.detailed else [trainer.step]
     )
+    host_timer = host.HostTimer(phases)
     per_phase: list[list[float]] = [[] for _ in phases]
     # Whatever is in use now (parameters, gradients, state, data, and any library workspace
     # an earlier case left behind) is static; the step's own memory is the peak above it.
     out["static_memory_bytes"] = meter.in_use()
     out["static_memory_requested_bytes"] = meter.requested_in_use()
+    telemetry = CaseTelemetry.for_device(context.device)
     meter.reset_peak()
     skipped_before = trainer.skipped
     for _ in range(case.repeats):
-        for samples, new in zip(per_phase, timing.time_steps(phases, case.steps, clock), strict=True):
+        telemetry.before_repeat()
+        for samples, new in zip(per_phase, timing.time_steps(host_timer.phases, case.steps, clock), strict=True):
             samples.extend(new)
+        telemetry.after_repeat()
         out["final_loss"] = trainer.check_finite()
     out["peak_memory_bytes"] = meter.peak()
     out["peak_memory_source"] = meter.source
@@ -295,6 +300,10 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     out["step_time_samples_ms"] = step_samples
     out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
     out["throughput"] = case.batch_size / (summary.median / 1e3)
+    # After the timed steps and the peak: the profiled step must not touch either.
+    out.update(host.probe_step(trainer.step, context.device, optimizer, case.compile))
+    out.update(host.host_fields(host_timer.per_step_ms(), summary.median, out.get("device_busy_ms")))
+    out.update(telemetry.fields(case.batch_size, case.steps))
     if case.detailed:
         medians = [timing.summarize(samples).median for samples in per_phase]
         out["forward_ms"], out["backward_ms"], out["optimizer_ms"] = medians
