@@ -87,7 +87,7 @@ class World:
 
 def join(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     """Join the launched world: start the default process group (NCCL on CUDA, gloo on the
-    CPU) with ``timeout_s`` as its collective timeout.
+    CPU); ``timeout_s`` bounds each case's collectives and the wait for the ranks' results.
 
     Raises:
         RuntimeError: not started by torchrun (its environment variables are missing).
@@ -102,13 +102,10 @@ def join(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     backend = backend_for(device)
     if not dist.is_initialized():
         device_id = torch.device("cuda", local_rank) if device.type == "cuda" else None
-        dist.init_process_group(
-            backend,
-            timeout=datetime.timedelta(seconds=timeout_s),
-            rank=rank,
-            world_size=world_size,
-            device_id=device_id,
-        )
+        # The default group only starts the run and carries the store; ranks may reach it
+        # seconds apart (imports), so it keeps the generous default even under a short timeout.
+        startup = datetime.timedelta(seconds=max(timeout_s, DEFAULT_TIMEOUT_S))
+        dist.init_process_group(backend, timeout=startup, rank=rank, world_size=world_size, device_id=device_id)
     # The default group's store is the rendezvous store every rank already shares; the
     # collectives of a case may break, this channel does not.
     store = dist.distributed_c10d._get_default_store()

@@ -1,0 +1,146 @@
+"""Figures of data-parallel runs, one function per figure, each taking the run's records as
+a DataFrame (rows with a ``strategy``) and returning a matplotlib Figure in the suite's theme
+(``bench.figures``). A failed case keeps its place: its status is written where its point
+would be, never drawn as a zero.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from bench.figures import COLUMN, MIB, PAGE, PALETTE, algorithm
+
+STRATEGY_MARKERS = {"ddp": "o", "zero1": "s", "fsdp": "D"}
+
+
+def parallel_cases(frame: pd.DataFrame) -> pd.DataFrame:
+    """The data-parallel rows of a run's records (empty when there are none), with the
+    optimizer's algorithm and the largest rank's optimizer state in MiB."""
+    if "strategy" not in frame:
+        return frame.iloc[0:0]
+    rows = frame[frame["strategy"].notna()]
+    state = [
+        max(v) / MIB if isinstance(v, list) and None not in v else np.nan for v in rows["rank_optimizer_state_bytes"]
+    ]
+    return rows.assign(algorithm=rows["optimizer"].map(algorithm), state_mib=state)
+
+
+def _panels(count: int, height: float = 2.4) -> tuple[Figure, np.ndarray]:
+    width = COLUMN if count == 1 else PAGE
+    figure, axes = plt.subplots(1, count, figsize=(width, height), layout="constrained", squeeze=False, sharey=True)
+    return figure, axes[0]
+
+
+def _world_axis(axes: plt.Axes, sizes: list[int]) -> None:
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(sizes, [str(n) for n in sizes])
+    axes.minorticks_off()
+    axes.set_xlabel("world size (ranks)")
+
+
+def _mark_failures(axes: plt.Axes, failed: pd.DataFrame, y: float) -> None:
+    for row in failed.itertuples():
+        axes.annotate(row.status, (row.world_size, y), ha="center", va="bottom", fontsize="xx-small", color="0.3")
+
+
+def scaling_efficiency_figure(frame: pd.DataFrame) -> Figure:
+    """Scaling efficiency, throughput(N) / (N × throughput(1)), against world size: a panel
+    per model, a colour per strategy, a line style per optimizer; 1 is linear scaling."""
+    cases = parallel_cases(frame)
+    model_names = list(dict.fromkeys(cases["model"]))
+    strategies = list(dict.fromkeys(cases["strategy"]))
+    colours = dict(zip(strategies, sns.color_palette(PALETTE, len(strategies)), strict=True))
+    styles = dict(zip(dict.fromkeys(cases["optimizer"]), ["-", "--", ":", "-."] * 4, strict=False))
+    figure, panels = _panels(len(model_names))
+    sizes = sorted(int(n) for n in cases["world_size"].unique())
+    for axes, model in zip(panels, model_names, strict=True):
+        mine = cases[cases["model"] == model]
+        for (strategy, optimizer), line in mine.groupby(["strategy", "optimizer"], sort=False):
+            ok = line[line["status"] == "ok"].sort_values("world_size")
+            axes.plot(
+                ok["world_size"],
+                ok["scaling_efficiency"].astype(float),
+                linestyle=styles[optimizer],
+                marker=STRATEGY_MARKERS.get(strategy, "o"),
+                color=colours[strategy],
+                label=f"{strategy} · {optimizer}",
+            )
+            _mark_failures(axes, line[line["status"] != "ok"], 0.05)
+        axes.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
+        axes.set_title(model, fontsize="small")
+        axes.set_ylim(0, 1.15)
+        _world_axis(axes, sizes)
+    panels[0].set_ylabel("scaling efficiency")
+    panels[-1].legend(fontsize="xx-small", loc="lower left")
+    return figure
+
+
+def state_per_rank_figure(frame: pd.DataFrame) -> Figure:
+    """Optimizer-state bytes per rank (the largest rank) against world size, a panel per
+    model, a colour per strategy; the grey dashed line per optimizer is its one-rank state / N,
+    where perfect sharding would put zero1 and fsdp."""
+    cases = parallel_cases(frame)
+    model_names = list(dict.fromkeys(cases["model"]))
+    strategies = list(dict.fromkeys(cases["strategy"]))
+    colours = dict(zip(strategies, sns.color_palette(PALETTE, len(strategies)), strict=True))
+    figure, panels = _panels(len(model_names))
+    sizes = sorted(int(n) for n in cases["world_size"].unique())
+    for axes, model in zip(panels, model_names, strict=True):
+        mine = cases[cases["model"] == model]
+        for optimizer, group in mine.groupby("optimizer", sort=False):
+            one = group[(group["world_size"] == 1) & (group["status"] == "ok")]["state_mib"]
+            if not one.empty:
+                axes.plot(sizes, [one.iloc[0] / n for n in sizes], color="0.6", linestyle="--", linewidth=0.8)
+                axes.annotate(f"{optimizer} / N", (sizes[-1], one.iloc[0] / sizes[-1]), fontsize="xx-small")
+            for strategy, line in group.groupby("strategy", sort=False):
+                ok = line[line["status"] == "ok"].sort_values("world_size")
+                axes.plot(
+                    ok["world_size"],
+                    ok["state_mib"],
+                    marker=STRATEGY_MARKERS.get(strategy, "o"),
+                    color=colours[strategy],
+                    label=strategy,
+                )
+                _mark_failures(axes, line[line["status"] != "ok"], 0)
+        axes.set_title(model, fontsize="small")
+        _world_axis(axes, sizes)
+        handles, labels = axes.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        axes.legend(unique.values(), unique.keys(), fontsize="xx-small")
+    panels[0].set_ylabel("optimizer state per rank (MiB)")
+    return figure
+
+
+def adam_vs_sgdm_figure(frame: pd.DataFrame) -> Figure:
+    """Optimizer state per rank (the largest rank), Adam beside SGDM, for each strategy and
+    world size: a panel per model; the title gives Adam's state as a multiple of SGDM's."""
+    cases = parallel_cases(frame)
+    cases = cases[cases["algorithm"].isin(["adam", "sgdm"])]
+    model_names = list(dict.fromkeys(cases["model"]))
+    figure, panels = _panels(len(model_names), height=2.6)
+    colours = dict(zip(["adam", "sgdm"], sns.color_palette(PALETTE, 2), strict=True))
+    for axes, model in zip(panels, model_names, strict=True):
+        mine = cases[cases["model"] == model].assign(
+            setting=lambda rows: rows["strategy"] + " w" + rows["world_size"].astype(int).astype(str)
+        )
+        settings = list(dict.fromkeys(mine.sort_values(["strategy", "world_size"])["setting"]))
+        for k, name in enumerate(["adam", "sgdm"]):
+            rows = mine[mine["algorithm"] == name].groupby("setting")["state_mib"].max()
+            heights = [rows.get(setting, np.nan) for setting in settings]
+            axes.bar(np.arange(len(settings)) + (k - 0.5) * 0.4, heights, 0.4, color=colours[name], label=name)
+        ratio = mine.groupby(["setting", "algorithm"])["state_mib"].max().unstack()
+        if {"adam", "sgdm"} <= set(ratio.columns):
+            ratios = (ratio["adam"] / ratio["sgdm"]).dropna()
+            if not ratios.empty:
+                axes.set_title(f"{model}: Adam / SGDM per rank = {ratios.median():.2f}", fontsize="small")
+        else:
+            axes.set_title(model, fontsize="small")
+        axes.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize="x-small")
+        axes.grid(axis="x", visible=False)
+    panels[0].set_ylabel("optimizer state per rank (MiB)")
+    panels[-1].legend(fontsize="x-small")
+    return figure
