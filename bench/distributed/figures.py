@@ -80,13 +80,14 @@ def scaling_efficiency_figure(frame: pd.DataFrame) -> Figure:
 
 
 def state_per_rank_figure(frame: pd.DataFrame) -> Figure:
-    """Optimizer-state bytes per rank (the largest rank) against world size, a panel per
-    model, a colour per strategy; the grey dashed line per optimizer is its one-rank state / N,
-    where perfect sharding would put zero1 and fsdp."""
+    """Optimizer-state bytes per rank (the largest rank) against world size: a panel per
+    model, a colour per strategy, a line style per optimizer; the grey dashed lines are each
+    optimizer's one-rank state / N, where perfect sharding would put zero1 and fsdp."""
     cases = parallel_cases(frame)
     model_names = list(dict.fromkeys(cases["model"]))
     strategies = list(dict.fromkeys(cases["strategy"]))
     colours = dict(zip(strategies, sns.color_palette(PALETTE, len(strategies)), strict=True))
+    styles = dict(zip(dict.fromkeys(cases["optimizer"]), ["-", "--", ":", "-."] * 4, strict=False))
     figure, panels = _panels(len(model_names))
     sizes = sorted(int(n) for n in cases["world_size"].unique())
     for axes, model in zip(panels, model_names, strict=True):
@@ -94,23 +95,25 @@ def state_per_rank_figure(frame: pd.DataFrame) -> Figure:
         for optimizer, group in mine.groupby("optimizer", sort=False):
             one = group[(group["world_size"] == 1) & (group["status"] == "ok")]["state_mib"]
             if not one.empty:
-                axes.plot(sizes, [one.iloc[0] / n for n in sizes], color="0.6", linestyle="--", linewidth=0.8)
-                axes.annotate(f"{optimizer} / N", (sizes[-1], one.iloc[0] / sizes[-1]), fontsize="xx-small")
+                ideal = [one.iloc[0] / n for n in sizes]
+                axes.plot(sizes, ideal, color="0.6", linestyle="--", linewidth=0.8, label="one rank / N", zorder=1)
             for strategy, line in group.groupby("strategy", sort=False):
                 ok = line[line["status"] == "ok"].sort_values("world_size")
                 axes.plot(
                     ok["world_size"],
                     ok["state_mib"],
                     marker=STRATEGY_MARKERS.get(strategy, "o"),
+                    linestyle=styles[optimizer],
                     color=colours[strategy],
-                    label=strategy,
+                    label=f"{strategy} · {optimizer}",
                 )
                 _mark_failures(axes, line[line["status"] != "ok"], 0)
         axes.set_title(model, fontsize="small")
+        axes.set_ylim(bottom=0)
         _world_axis(axes, sizes)
         handles, labels = axes.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
-        axes.legend(unique.values(), unique.keys(), fontsize="xx-small")
+        axes.legend(unique.values(), unique.keys(), fontsize="xx-small", loc="lower left")
     panels[0].set_ylabel("optimizer state per rank (MiB)")
     return figure
 
@@ -127,7 +130,8 @@ def adam_vs_sgdm_figure(frame: pd.DataFrame) -> Figure:
         mine = cases[cases["model"] == model].assign(
             setting=lambda rows: rows["strategy"] + " w" + rows["world_size"].astype(int).astype(str)
         )
-        settings = list(dict.fromkeys(mine.sort_values(["strategy", "world_size"])["setting"]))
+        order = mine.assign(rank=mine["strategy"].map({name: k for k, name in enumerate(STRATEGY_MARKERS)}))
+        settings = list(dict.fromkeys(order.sort_values(["rank", "world_size"])["setting"]))
         for k, name in enumerate(["adam", "sgdm"]):
             rows = mine[mine["algorithm"] == name].groupby("setting")["state_mib"].max()
             heights = [rows.get(setting, np.nan) for setting in settings]
