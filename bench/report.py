@@ -293,7 +293,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary for people: channels-last, compile and the data-parallel columns only when
     some case has them."""
-    unused = [c for c in OPTIONAL_COLUMNS if not summary[c].fillna(False).astype(bool).any()]
+    unused = [c for c in OPTIONAL_COLUMNS if not summary[c].dropna().astype(bool).any()]
     return summary.drop(columns=unused)
 
 

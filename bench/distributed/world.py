@@ -100,6 +100,9 @@ def join(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     backend = backend_for(device)
+    # PyTorch's NCCL watchdog ends the process on a timed-out collective by default (3);
+    # 2 aborts the communicator only, so the timeout fails the case and the sweep goes on.
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
     if not dist.is_initialized():
         device_id = torch.device("cuda", local_rank) if device.type == "cuda" else None
         # The default group only starts the run and carries the store; ranks may reach it
