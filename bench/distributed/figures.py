@@ -42,38 +42,48 @@ def _world_axis(axes: plt.Axes, sizes: list[int]) -> None:
     axes.set_xlabel("world size (ranks)")
 
 
-def _mark_failures(axes: plt.Axes, failed: pd.DataFrame, y: float) -> None:
-    for row in failed.itertuples():
-        axes.annotate(row.status, (row.world_size, y), ha="center", va="bottom", fontsize="xx-small", color="0.3")
+class _Style:
+    """One look for every line figure: a colour per strategy, a line style per optimizer,
+    the world sizes on the x-axis, a panel per model."""
+
+    def __init__(self, cases: pd.DataFrame) -> None:
+        strategies = list(dict.fromkeys(cases["strategy"]))
+        self.colours = dict(zip(strategies, sns.color_palette(PALETTE, len(strategies)), strict=True))
+        self.styles = dict(zip(dict.fromkeys(cases["optimizer"]), ["-", "--", ":", "-."] * 4, strict=False))
+        self.models = list(dict.fromkeys(cases["model"]))
+        self.sizes = sorted(int(n) for n in cases["world_size"].unique())
+
+    def line(self, axes: plt.Axes, line: pd.DataFrame, column: str, failed_at: float) -> None:
+        """One strategy and optimizer's ``column`` against world size; failed cases by name."""
+        strategy, optimizer = line["strategy"].iloc[0], line["optimizer"].iloc[0]
+        ok = line[line["status"] == "ok"].sort_values("world_size")
+        axes.plot(
+            ok["world_size"],
+            ok[column].astype(float),
+            linestyle=self.styles[optimizer],
+            marker=STRATEGY_MARKERS.get(strategy, "o"),
+            color=self.colours[strategy],
+            label=f"{strategy} · {optimizer}",
+        )
+        for row in line[line["status"] != "ok"].itertuples():
+            axes.annotate(
+                row.status, (row.world_size, failed_at), ha="center", va="bottom", fontsize="xx-small", color="0.3"
+            )
 
 
 def scaling_efficiency_figure(frame: pd.DataFrame) -> Figure:
     """Scaling efficiency, throughput(N) / (N × throughput(1)), against world size: a panel
     per model, a colour per strategy, a line style per optimizer; 1 is linear scaling."""
     cases = parallel_cases(frame)
-    model_names = list(dict.fromkeys(cases["model"]))
-    strategies = list(dict.fromkeys(cases["strategy"]))
-    colours = dict(zip(strategies, sns.color_palette(PALETTE, len(strategies)), strict=True))
-    styles = dict(zip(dict.fromkeys(cases["optimizer"]), ["-", "--", ":", "-."] * 4, strict=False))
-    figure, panels = _panels(len(model_names))
-    sizes = sorted(int(n) for n in cases["world_size"].unique())
-    for axes, model in zip(panels, model_names, strict=True):
-        mine = cases[cases["model"] == model]
-        for (strategy, optimizer), line in mine.groupby(["strategy", "optimizer"], sort=False):
-            ok = line[line["status"] == "ok"].sort_values("world_size")
-            axes.plot(
-                ok["world_size"],
-                ok["scaling_efficiency"].astype(float),
-                linestyle=styles[optimizer],
-                marker=STRATEGY_MARKERS.get(strategy, "o"),
-                color=colours[strategy],
-                label=f"{strategy} · {optimizer}",
-            )
-            _mark_failures(axes, line[line["status"] != "ok"], 0.05)
+    style = _Style(cases)
+    figure, panels = _panels(len(style.models))
+    for axes, model in zip(panels, style.models, strict=True):
+        for _, line in cases[cases["model"] == model].groupby(["strategy", "optimizer"], sort=False):
+            style.line(axes, line, "scaling_efficiency", failed_at=0.05)
         axes.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
         axes.set_title(model, fontsize="small")
         axes.set_ylim(0, 1.15)
-        _world_axis(axes, sizes)
+        _world_axis(axes, style.sizes)
     panels[0].set_ylabel("scaling efficiency")
     panels[-1].legend(fontsize="xx-small", loc="lower left")
     return figure
@@ -84,33 +94,19 @@ def state_per_rank_figure(frame: pd.DataFrame) -> Figure:
     model, a colour per strategy, a line style per optimizer; the grey dashed lines are each
     optimizer's one-rank state / N, where perfect sharding would put zero1 and fsdp."""
     cases = parallel_cases(frame)
-    model_names = list(dict.fromkeys(cases["model"]))
-    strategies = list(dict.fromkeys(cases["strategy"]))
-    colours = dict(zip(strategies, sns.color_palette(PALETTE, len(strategies)), strict=True))
-    styles = dict(zip(dict.fromkeys(cases["optimizer"]), ["-", "--", ":", "-."] * 4, strict=False))
-    figure, panels = _panels(len(model_names))
-    sizes = sorted(int(n) for n in cases["world_size"].unique())
-    for axes, model in zip(panels, model_names, strict=True):
-        mine = cases[cases["model"] == model]
-        for optimizer, group in mine.groupby("optimizer", sort=False):
+    style = _Style(cases)
+    figure, panels = _panels(len(style.models))
+    for axes, model in zip(panels, style.models, strict=True):
+        for _, group in cases[cases["model"] == model].groupby("optimizer", sort=False):
             one = group[(group["world_size"] == 1) & (group["status"] == "ok")]["state_mib"]
             if not one.empty:
-                ideal = [one.iloc[0] / n for n in sizes]
-                axes.plot(sizes, ideal, color="0.6", linestyle="--", linewidth=0.8, label="one rank / N", zorder=1)
-            for strategy, line in group.groupby("strategy", sort=False):
-                ok = line[line["status"] == "ok"].sort_values("world_size")
-                axes.plot(
-                    ok["world_size"],
-                    ok["state_mib"],
-                    marker=STRATEGY_MARKERS.get(strategy, "o"),
-                    linestyle=styles[optimizer],
-                    color=colours[strategy],
-                    label=f"{strategy} · {optimizer}",
-                )
-                _mark_failures(axes, line[line["status"] != "ok"], 0)
+                ideal = [one.iloc[0] / n for n in style.sizes]
+                axes.plot(style.sizes, ideal, color="0.6", linestyle="--", linewidth=0.8, label="one rank / N")
+            for _, line in group.groupby("strategy", sort=False):
+                style.line(axes, line, "state_mib", failed_at=0)
         axes.set_title(model, fontsize="small")
         axes.set_ylim(bottom=0)
-        _world_axis(axes, sizes)
+        _world_axis(axes, style.sizes)
         handles, labels = axes.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
         axes.legend(unique.values(), unique.keys(), fontsize="xx-small", loc="lower left")

@@ -25,7 +25,7 @@ import optimizers
 from bench import data, history
 from bench.cli import build_parser, main
 from bench.distributed.cases import RANK_FIELDS, DistributedRunner
-from bench.distributed.launch import plan
+from bench.distributed.launch import plan, torchrun_arguments
 from bench.distributed.world import LAUNCH_VARIABLES, World
 from bench.record import Record
 from bench.store import load_run
@@ -330,6 +330,18 @@ def test_plan_fills_in_strategies_and_world_sizes(monkeypatch):
         ("zero1", 1), ("zero1", 2), ("fsdp", 1), ("fsdp", 2)
     ]  # fmt: skip
     assert plan(parse(), suite) == (suite, None)
+
+
+def test_torchrun_runs_one_node_standalone_and_several_by_static_rendezvous():
+    argv = ["run", "--nproc-per-node", "8"]
+    assert torchrun_arguments(parse(*argv[1:]), argv) == [
+        "--nproc-per-node", "8", "--nnodes", "1", "--standalone", "-m", "bench", *argv
+    ]  # fmt: skip
+    argv = ["run", "--nproc-per-node", "8", "--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "n0:29500"]
+    assert torchrun_arguments(parse(*argv[1:]), argv) == [
+        "--nproc-per-node", "8", "--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "n0:29500",
+        "-m", "bench", *argv,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
