@@ -103,7 +103,7 @@ class Record:
     global_batch_size: int | None = None  # batch_size x world_size, samples per step
     global_throughput: float | None = None  # global_batch_size / median step time, samples/s
     # global_throughput / (world_size x global_throughput of the same case at world size 1 in
-    # the same run): weak scaling at a fixed per-rank batch (Li et al., VLDB 2020)
+    # the same run): weak scaling, the per-rank batch fixed; 1 is linear
     scaling_efficiency: float | None = None
     rank_status: list[str] | None = None  # per rank; a rank that sent nothing is timeout
     rank_step_time_ms: list[float] | None = None  # per rank: median of its own step times

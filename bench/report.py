@@ -173,7 +173,7 @@ FIGURES += [
     FigureSpec(
         "state_per_rank",
         "Optimizer state per rank",
-        "Optimizer-state bytes held by the largest rank against world size; dashed: the one-rank "
+        "Optimizer-state bytes held by the largest rank against world size; dotted: the one-rank "
         "state / N, where zero1 and fsdp would sit if sharding were perfect.",
         parallel_figures.state_per_rank_figure,
         _parallel,

@@ -15,8 +15,8 @@ Each rank then posts its Record through the store (``world.World.post``); rank 0
 - ``throughput``: ``batch_size`` / step time (one rank's samples per second);
   ``global_throughput``: ``batch_size × world_size`` / step time;
 - ``scaling_efficiency``: global throughput / (world size × the global throughput of the
-  same case at world size 1 in the same run), i.e. weak scaling at a fixed per-rank batch,
-  as in Li et al. (VLDB 2020), Fig. 9–10;
+  same case at world size 1 in the same run), i.e. weak scaling at a fixed per-rank batch
+  (the batch per GPU stays, the global batch grows with the ranks);
 - memory: per-rank lists (``rank_*``), and in the single-rank fields the largest over the
   ranks (the rank that must fit decides);
 - ``final_loss``: the mean of the ranks' last losses, the loss of the global batch.
@@ -27,6 +27,10 @@ makes its peers' pending collectives fail at once on gloo instead of waiting for
 the case's Record takes the first failure's status and message. A rank that sends nothing
 within the collective timeout is recorded as ``timeout``. Either way the next case gets a
 new process group.
+
+Ranks other than 0 wait for rank 0 to finish each case (the ranks' reports merged)
+before starting the next: a rank with no part in a case (world size 1) would otherwise sit
+in the next case's group creation for as long as the case takes, and time out there.
 """
 
 from __future__ import annotations
@@ -148,11 +152,15 @@ class DistributedRunner:
         if group is not None and group != dist.GroupMember.NON_GROUP_MEMBER:
             dist.destroy_process_group(group)
         if world.rank != 0:
+            world.wait(f"{prefix}/done")
             return None
         keys = [f"{prefix}/rank{rank}" for rank in members]
         posted = world.collect(keys, world.timeout_s)
         reports = [posted.get(key) for key in keys]
-        return self.merge(local, reports, case)
+        try:
+            return self.merge(local, reports, case)
+        finally:
+            world.post(f"{prefix}/done", True)
 
     def merge(self, local: Record, reports: Sequence[dict | None], case: Case) -> Record:
         """Rank 0's Record with the ranks' reports folded in (see the module docstring)."""

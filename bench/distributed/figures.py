@@ -91,7 +91,7 @@ def scaling_efficiency_figure(frame: pd.DataFrame) -> Figure:
 
 def state_per_rank_figure(frame: pd.DataFrame) -> Figure:
     """Optimizer-state bytes per rank (the largest rank) against world size: a panel per
-    model, a colour per strategy, a line style per optimizer; the grey dashed lines are each
+    model, a colour per strategy, a line style per optimizer; the dotted lines are each
     optimizer's one-rank state / N, where perfect sharding would put zero1 and fsdp."""
     cases = parallel_cases(frame)
     style = _Style(cases)
@@ -101,7 +101,8 @@ def state_per_rank_figure(frame: pd.DataFrame) -> Figure:
             one = group[(group["world_size"] == 1) & (group["status"] == "ok")]["state_mib"]
             if not one.empty:
                 ideal = [one.iloc[0] / n for n in style.sizes]
-                axes.plot(style.sizes, ideal, color="0.6", linestyle="--", linewidth=0.8, label="one rank / N")
+                # on top: fsdp's points lie on it, and it must stay visible there
+                axes.plot(style.sizes, ideal, color="0.2", linestyle=":", linewidth=1, label="one rank / N", zorder=3)
             for _, line in group.groupby("strategy", sort=False):
                 style.line(axes, line, "state_mib", failed_at=0)
         axes.set_title(model, fontsize="small")

@@ -73,6 +73,11 @@ class World:
                 found[key] = json.loads(self.store.get(key))
         return found
 
+    def wait(self, key: str) -> None:
+        """Block until ``key`` is posted, however long that takes: a rank waiting for rank 0 to
+        finish a case (if rank 0 dies, torchrun ends this process too)."""
+        self.store.wait([key], datetime.timedelta(days=1))
+
     def share(self, key: str, value: str) -> str:
         """Rank 0's ``value`` on every rank (the others wait for it)."""
         if self.rank == 0:

@@ -1,8 +1,9 @@
 """A torchrun worker for the data-parallel tests: ``convbench run`` as a rank runs it, plus
 
-- models that fail on one rank only: ``rank1-error`` raises on rank 1; ``rank1-stall``
+- models that misbehave on one rank only: ``rank1-error`` raises on rank 1; ``rank1-stall``
   sleeps on rank 1 in its second forward for ``STALL_S`` seconds (longer than the test's
-  collective timeout), leaving rank 0 inside an all-reduce;
+  collective timeout), leaving rank 0 inside an all-reduce; ``rank0-slow`` sleeps as long
+  on rank 0 in its first forward (a one-rank case outlasting the timeout is no fault);
 - no report (its figures cost seconds; the two-node test checks a data-parallel report);
 - every case's trained parameters saved per rank to ``OUT/rank<r>/<case>.pt`` (this rank's
   tensors: the whole parameter under ddp and zero1, the local shard under fsdp), so the test
@@ -32,7 +33,7 @@ SHAPE = (1, 8, 8)
 
 
 class RankFault(nn.Module):
-    """A linear classifier of 1x8x8 images whose forward fails on rank 1 (not on meta)."""
+    """A linear classifier of 1x8x8 images whose forward misbehaves on one rank (not on meta)."""
 
     def __init__(self, fault: str, in_channels: int = 1, num_classes: int = 3) -> None:
         super().__init__()
@@ -41,18 +42,19 @@ class RankFault(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(x.flatten(1))
-        if x.is_meta or dist.get_rank() != 1:
+        if x.is_meta:
             return out
         self.calls += 1
-        if self.fault == "error":
+        rank = dist.get_rank()
+        if self.fault == "error" and rank == 1:
             raise ValueError("injected fault on rank 1")
-        if self.fault == "stall" and self.calls == 2:
+        if (self.fault, rank, self.calls) in {("stall", 1, 2), ("slow", 0, 1)}:
             time.sleep(STALL_S)
         return out
 
 
-for _fault in ("error", "stall"):
-    models.register(f"rank1-{_fault}", input_shape=SHAPE, num_classes=3, family="test")(
+for _name, _fault in (("rank1-error", "error"), ("rank1-stall", "stall"), ("rank0-slow", "slow")):
+    models.register(_name, input_shape=SHAPE, num_classes=3, family="test")(
         lambda in_channels=1, num_classes=3, fault=_fault: RankFault(fault, in_channels, num_classes)
     )
 
