@@ -180,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from bench import data, history, isolation, report, runner
+    from bench.distributed import launch
     from bench.env import collect_env
     from bench.progress import ProgressBar
     from bench.receptive.section import run_rf_section
@@ -194,24 +195,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = suite.override(detailed=True)
     if args.isolate:
         suite = suite.override(isolate=True)
+    suite, ranks = launch.plan(args, suite)
     device = runner.resolve_device(suite.device)
     suite = suite.override(device=str(device))
+    launch.check_device(suite, device)
     cases = suite.cases()
     runner.check_cases(cases, device)
     data_root = args.data_root or data.DEFAULT_ROOT
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, args.download)
     rf = suite.sections.get("rf")
+    if ranks is not None and not launch.world.launched():
+        return launch.relaunch(args, args.argv)  # the workers come back here, launched
 
     env = collect_env()
     if device.type == "cuda":
         for warning in sharing_warnings(env, device.index):
             print(f"convbench run: warning: {warning}", file=sys.stderr)
     run_id = args.run_id or new_run_id()
-    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
+    run_case = runner.run_case
+    if ranks is not None:
+        device = launch.rank_device(device)
+        joined = launch.world.join(device, args.collective_timeout)
+        run_id = joined.share("convbench/run_id", run_id)
+        from bench.distributed.cases import DistributedRunner
+
+        run_case = DistributedRunner(joined)
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
+    if ranks is not None and joined.rank != 0:
+        return launch.follow(cases, context, run_case)  # rank 0 alone writes the run
+    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
     progress = ProgressBar(len(cases) + (rf is not None))
-    run_one = isolation.CaseRunner(suite.isolate, lambda message: print(f"convbench run: {message}", file=sys.stderr))
+    if ranks is None:
+        run_one = isolation.CaseRunner(
+            suite.isolate, lambda message: print(f"convbench run: {message}", file=sys.stderr)
+        )
+    else:
+        run_one = run_case  # every rank runs each case in its own process already
     code = EXIT_OK
     try:
         with sigterm_raises():
@@ -237,6 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         status = writer.finish()
+        launch.world.leave()
 
     records = load_run(writer.path).frame()
     print(text_table(report.readable(report.summary_frame(records)), format_number))
@@ -469,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
+    from bench.distributed.launch import add_flags
+
+    add_flags(run_parser, _items, _integers, _positive)
     run_parser.set_defaults(handler=cmd_run)
 
     history_help = "the history database (default: results/history.sqlite)"
@@ -540,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
     from bench.data import DatasetNotFoundError
     from bench.runner import SetupError

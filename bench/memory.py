@@ -54,7 +54,18 @@ PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def tensor_bytes(tensors: Iterable[Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes this process holds for ``tensors``: of a sharded ``DTensor`` (FSDP), its local shard."""
+    local = (t.to_local() if _is_dtensor(t) else t for t in tensors)
+    return sum(t.numel() * t.element_size() for t in local)
+
+
+def _is_dtensor(tensor: Tensor) -> bool:
+    # Looked up only when torch.distributed is in use: builds without it have no DTensor.
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
 
 
 def param_bytes(model: nn.Module) -> int:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 #: Outcomes of a case. ``oom``: out of device memory; ``error``: any other exception
-#: (message in ``error``); ``diverged``: the loss became non-finite.
-STATUSES = ("ok", "oom", "error", "diverged")
+#: (message in ``error``); ``diverged``: the loss became non-finite; ``timeout``: in a
+#: data-parallel case, a collective or a rank's result did not arrive within the timeout.
+STATUSES = ("ok", "oom", "error", "diverged", "timeout")
 
 #: The fields that say which case a record is; two records of the same case (in two runs)
 #: agree on all of them. ``case_id`` is built from them.
@@ -26,6 +27,9 @@ CASE_FIELDS = (
     "compile",
     "dataset",
     "input_shape",
+    "strategy",
+    "world_size",
+    "sync_batchnorm",
 )
 
 #: How a case was measured. Two records can only be compared when these agree too.
@@ -119,6 +123,25 @@ class Record:
     energy_per_step_j: float | None = None  # total-energy counter's rise over the timed repeats / timed steps, J
     samples_per_joule: float | None = None  # batch_size / energy_per_step_j
     energy_window_s: float | None = None  # host time the energy readings spanned, s
+    # data parallel (bench/distributed); None in single-process cases. There ``batch_size`` is
+    # one rank's batch, the step time is the slowest rank's per step, ``throughput`` is one
+    # rank's (batch_size / step time) and the single-rank memory fields are the largest over ranks.
+    strategy: str | None = None  # ddp | zero1 | fsdp
+    world_size: int | None = None  # ranks the case ran on
+    sync_batchnorm: bool | None = None  # BatchNorm layers converted to torch.nn.SyncBatchNorm
+    backend: str | None = None  # nccl | gloo
+    collective_timeout_s: float | None = None  # a collective slower than this fails the case (timeout)
+    global_batch_size: int | None = None  # batch_size x world_size, samples per step
+    global_throughput: float | None = None  # global_batch_size / median step time, samples/s
+    # global_throughput / (world_size x global_throughput of the same case at world size 1 in
+    # the same run): weak scaling, the per-rank batch fixed; 1 is linear
+    scaling_efficiency: float | None = None
+    rank_status: list[str] | None = None  # per rank; a rank that sent nothing is timeout
+    rank_step_time_ms: list[float] | None = None  # per rank: median of its own step times
+    rank_param_bytes: list[int] | None = None  # per rank: its parameters (its shard under fsdp)
+    rank_grad_bytes: list[int] | None = None
+    rank_optimizer_state_bytes: list[int] | None = None  # its partition's state under zero1/fsdp
+    rank_peak_memory_bytes: list[int] | None = None  # peak_memory_source as for the case
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,8 +151,12 @@ RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
 def case_id(config: dict) -> str:
-    """A readable key naming the case, e.g. ``resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32``."""
+    """A readable key naming the case, e.g. ``resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32``,
+    data-parallel ones followed by strategy and world size: ``.../3x32x32/ddp/w8``."""
     shape = "x".join(str(n) for n in config["input_shape"])
+    parallel = []
+    if config.get("strategy"):
+        parallel = [config["strategy"], f"w{config['world_size']}"] + (["syncbn"] if config["sync_batchnorm"] else [])
     return "/".join(
         [
             config["model"],
@@ -140,5 +167,6 @@ def case_id(config: dict) -> str:
             "compiled" if config["compile"] else "eager",
             config["dataset"],
             shape,
+            *parallel,
         ]
     )

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench import figures
+from bench.distributed import figures as parallel_figures
 from bench.store import Run, load_run, write_atomic
 from bench.tables import format_number, html_table, latex_table, markdown_table
 
@@ -154,6 +155,39 @@ FIGURES = [
 ]
 
 
+def _parallel(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return None if frame is None else parallel_figures.parallel_cases(frame)
+
+
+# Data-parallel runs (bench.distributed): drawn when the run has cases with a strategy.
+FIGURES += [
+    FigureSpec(
+        "scaling_efficiency",
+        "Data-parallel scaling efficiency",
+        "Global throughput at N ranks / (N × the same case's throughput on one rank), against N, at a "
+        "fixed per-rank batch; step time is the slowest rank's. 1 (dashed) is linear scaling.",
+        parallel_figures.scaling_efficiency_figure,
+        _parallel,
+    ),
+    FigureSpec(
+        "state_per_rank",
+        "Optimizer state per rank",
+        "Optimizer-state bytes held by the largest rank against world size; dotted: the one-rank "
+        "state / N, where zero1 and fsdp would sit if sharding were perfect.",
+        parallel_figures.state_per_rank_figure,
+        _parallel,
+    ),
+    FigureSpec(
+        "adam_vs_sgdm_per_rank",
+        "Adam against SGDM per rank",
+        "Optimizer state per rank (largest rank) with Adam and with SGDM, per strategy and world size.",
+        parallel_figures.adam_vs_sgdm_figure,
+        _parallel,
+    ),
+]
+
+
 def write_figures(run: Run) -> list[FigureSpec]:
     """Draw and save every figure that applies to the run; returns those written."""
     figures.use_theme()
@@ -225,8 +259,12 @@ SUMMARY_COLUMNS = [
     ("precision", "precision", None),
     ("channels_last", "channels-last", None),
     ("compile", "compile", None),
+    ("strategy", "strategy", None),
+    ("world_size", "ranks", None),
     ("status", "status", None),
     ("throughput", "throughput (samples/s)", 1),
+    ("global_throughput", "global throughput (samples/s)", 1),
+    ("scaling_efficiency", "scaling efficiency", 1),
     ("step_time_ms", "step time (ms)", 1),
     ("step_time_iqr_ms", "step time IQR (ms)", 1),
     ("params", "parameters", 1),
@@ -243,6 +281,7 @@ ENERGY_PER_SAMPLE = "energy (J/sample)"
 #: Columns left out of the tables people read when no case of the run sets them: configuration
 #: switches, and marks and figures that only some devices or cases have.
 OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE)
+OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -260,7 +299,8 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary for people: channels-last and compile only when some case turned them on."""
+    """The summary for people: channels-last, compile, the host, energy and
+    data-parallel columns only when some case has them."""
     unused = [c for c in OPTIONAL_COLUMNS if not (summary[c].notna() & summary[c].astype(bool)).any()]
     return summary.drop(columns=unused)
 

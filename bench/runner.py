@@ -61,6 +61,9 @@ class RunContext:
     env: dict = field(default_factory=dict)  # bench.env.collect_env()
     data_root: Path | str = data.DEFAULT_ROOT
     download: bool = False
+    #: Builds a case's model, optimizer and trainer instead of ``build`` (same signature);
+    #: data-parallel runs wrap the model for their strategy here.
+    builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -257,7 +260,7 @@ def _check_state_allocation(optimizer: torch.optim.Optimizer, device: torch.devi
 
 def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
     """Train ``case`` and put its measurements in ``out`` as they are made."""
-    model, optimizer, trainer = build(case, context, out)
+    model, optimizer, trainer = (context.builder or build)(case, context, out)
     if context.device.type == "cuda":
         out.update(precision.effective())
 
