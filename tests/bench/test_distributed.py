@@ -33,7 +33,8 @@ from bench.suite import Case, load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
-PER_RANK_BATCH, WORLD, STEPS = 2, 2, 3  # warmup 1 + 1 repeat x 2 steps
+# warmup 1 + 1 repeat x 2 steps + the untimed step after them that counts host syncs (bench.host)
+PER_RANK_BATCH, WORLD, STEPS = 2, 2, 4
 TIMEOUT_S = 3  # the collective timeout of the test run; rank1-stall sleeps longer
 
 SUITE = """
