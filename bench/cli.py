@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, args.download)
     rf = suite.sections.get("rf")
-    run_id = check_run_id(args.run_id or new_run_id())
+    run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
     env = collect_env()
     machine = machine_identity(device, env, args.machine)
     # Where the results go is checked too: a history that cannot take the run would
@@ -289,8 +289,12 @@ def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
     try:
         with signals.interruptible():
             report.write_report(run_dir)
-    except (KeyboardInterrupt, Terminated):
+    except KeyboardInterrupt:
         print(f"convbench run: the report was interrupted; {later}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        print(f"convbench run: the report was interrupted; {later}", file=sys.stderr)
+        code = EXIT_TERMINATED
     except Exception as error:  # what a person reads comes after the records are safe
         print(f"convbench run: the report failed: {type(error).__name__}: {error}; {later}", file=sys.stderr)
         code = code or EXIT_CASE_ERROR

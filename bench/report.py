@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,34 +187,70 @@ def environment_frame(env: dict) -> pd.DataFrame:
     return pd.DataFrame(flatten(env), columns=["what", "value"])
 
 
-def failures_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The cases that did not finish: case, status and the error message."""
+def missing_cases(run: Run) -> list[str] | None:
+    """The case ids of the run's suite (its ``suite.toml``) that have no record, in suite
+    order; None where the suite cannot be expanded here (a model this install lacks)."""
+    from bench.suite import parse_suite
+
+    try:
+        suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
+        expected = [case.case_id for case in suite.cases()]
+    except Exception:  # noqa: BLE001  (any suite that does not expand here: say how many, not which)
+        return None
+    recorded = {r.get("case_id") for r in run.records}
+    return [case for case in expected if case not in recorded]
+
+
+def failures_frame(frame: pd.DataFrame, missing: list[str] | None = None) -> pd.DataFrame:
+    """The cases that did not finish: case, status and the error message; then the cases
+    that have no record at all (``missing``), with status ``not run``."""
     failed = frame[frame["status"] != "ok"] if len(frame) else frame
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "case": failed.get("case_id", []),
             "status": failed.get("status", []),
             "error": failed.get("error", pd.Series(dtype=object)).fillna(""),
         }
     )
+    not_run = pd.DataFrame({"case": missing or [], "status": "not run", "error": ""})
+    return pd.concat([table, not_run], ignore_index=True) if len(not_run) else table
+
+
+#: What each way of ending says about a run that is not complete.
+_ENDINGS = {
+    "running": "the run is still running",
+    "killed": "the run was killed: its process ended without closing it (SIGKILL, the out-of-memory killer, "
+    "a time limit)",
+    "incomplete": "the run is incomplete",
+}
+_SECTIONS = {"rf": "the receptive fields ([rf]) were not measured"}
 
 
 def run_status(run: Run) -> str:
-    """One plain sentence on whether the run is whole: every case, failures, missing cases."""
+    """One plain sentence on whether the run is whole: every case, failures, missing cases
+    and sections, and how it ended if it did not finish."""
     manifest = run.manifest
     total, done = manifest.get("cases_total", len(run.records)), len(run.records)
     failed = sum(r.get("status") != "ok" for r in run.records)
     parts = [f"{done} of {total} cases have a record"]
     if failed:
         parts.append(f"{failed} failed (see Failed cases)")
-    if manifest.get("status") != "complete" or done < total:
-        missing = total - done
+    status = manifest.get("status", "unknown")
+    not_run = [name for name, outcome in manifest.get("sections", {}).items() if outcome == "not run"]
+    if status == "complete" and done >= total and not not_run:
+        return "; ".join([*parts, "the run is complete"]) + "."
+    ending = _ENDINGS.get(status, f"the run is {status}")
+    if manifest.get("stopped_by") and status == "incomplete":
+        ending += f" (stopped by {manifest['stopped_by']})"
+    missing = total - done
+    if missing > 0:
         parts.append(
-            f"the run is {manifest.get('status', 'unknown')}: {missing} {'case has' if missing == 1 else 'cases have'} "
-            "no result, so this report is not the whole suite"
+            f"{ending}: {missing} {'case has' if missing == 1 else 'cases have'} no result, "
+            "so this report is not the whole suite"
         )
     else:
-        parts.append("the run is complete")
+        parts.append(ending)
+    parts += [_SECTIONS.get(name, f"the [{name}] section did not run") for name in not_run]
     return "; ".join(parts) + "."
 
 
@@ -371,7 +408,7 @@ def html_report(sections: Sections) -> str:
     run = sections.run
     warning = " warning" if run.manifest.get("status") != "complete" or len(sections.failures) else ""
     failures = (
-        "<p>None: every case finished.</p>"
+        "<p>None: every case has a record and ended ok.</p>"
         if sections.failures.empty
         else "<table>\n<tr><th>case</th><th>status</th><th>error</th></tr>\n"
         + "\n".join(
@@ -441,7 +478,7 @@ def markdown_report(sections: Sections) -> str:
         "",
     ]
     if sections.failures.empty:
-        lines.append("None: every case finished.")
+        lines.append("None: every case has a record and ended ok.")
     else:
         lines.append(markdown_table(sections.failures.map(_markdown_text)))
     lines += ["", "## Figures", ""]
@@ -469,7 +506,8 @@ def write_report(run_dir: Path | str) -> list[Path]:
     written = _write_tables(run, frame, summary)
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
-    sections = Sections(run, run_status(run), readable(summary), failures_frame(frame), _rf(run), specs)
+    failed = failures_frame(frame, missing_cases(run))
+    sections = Sections(run, run_status(run), readable(summary), failed, _rf(run), specs)
     write_atomic(run.path / "report.html", html_report(sections))
     write_atomic(run.path / "report.md", markdown_report(sections))
     return written + [run.path / "report.html", run.path / "report.md"]

@@ -142,7 +142,7 @@ def test_a_complete_run_without_sweeps_or_rf_gets_only_the_figures_that_apply(tm
     assert sorted(p.stem for p in (path / "figures").glob("*.png")) == sorted(
         ["throughput", "memory", "state_bytes", "constant_gradient"]
     )
-    assert "None: every case finished." in (path / "report.html").read_text()
+    assert "None: every case has a record and ended ok." in (path / "report.html").read_text()
 
 
 def test_a_run_with_no_records_still_gets_a_report(tmp_path):
