@@ -620,6 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except bad_input as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # a full disk, a permission, a folder where a file goes: one line
+        print(f"convbench {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_CASE_ERROR
 
 
 if __name__ == "__main__":
