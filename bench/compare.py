@@ -354,8 +354,8 @@ def summary(verdicts: pd.DataFrame) -> str:
 
 def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float) -> pd.DataFrame:
     """``history`` (records of many runs, with ``started`` and ``machine``) with ``time``
-    and ``memory`` verdicts added: each run compared with the run before it of the same
-    suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
+    and ``memory`` verdicts added: each run compared with the complete run before it of the
+    same suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
     ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
     all-cases verdict where there is one. The first run of each series, and cases measured
     differently from the run before, get no verdict (None)."""
@@ -380,7 +380,9 @@ def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float
                 if ALL_CASES in by_case.index:
                     current["all_cases"] = by_case.loc[ALL_CASES, "time"]
             flagged.append(current)
-            before.append(series[series["run_id"] == run_id])
+            # Only complete runs are baselines, as for compare's previous and --baseline-runs.
+            if current.get("run_status", pd.Series(["complete"])).iloc[0] == "complete":
+                before.append(series[series["run_id"] == run_id])
     return pd.concat(flagged) if flagged else history.assign(time=None, memory=None, all_cases=None)
 
 

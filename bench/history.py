@@ -323,10 +323,11 @@ def runs(history_path: Path | str = DEFAULT_PATH) -> pd.DataFrame:
 
 def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
-    would give them, plus the run's ``started`` time and ``machine`` (``bench.machine``)."""
+    would give them, plus the run's ``started`` time, ``machine`` (``bench.machine``) and
+    ``run_status``."""
     query = (
-        "SELECT cases.record, runs.started, runs.machine FROM cases JOIN runs USING (run_id) "
-        "{where} ORDER BY runs.started, runs.run_id, cases.rowid"
+        "SELECT cases.record, runs.started, runs.machine, runs.status, runs.manifest "
+        "FROM cases JOIN runs USING (run_id) {where} ORDER BY runs.started, runs.run_id, cases.rowid"
     )
     with connect(history_path) as connection:
         if run_ids is None:
@@ -336,7 +337,10 @@ def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> p
             where = f"WHERE run_id IN ({', '.join('?' * len(ids))})"
             rows = connection.execute(query.format(where=where), ids).fetchall()
     return pd.DataFrame(
-        [{**json.loads(record), "started": started, "machine": machine} for record, started, machine in rows]
+        [
+            {**json.loads(record), "started": started, "machine": machine, "run_status": _status(status, manifest)}
+            for record, started, machine, status, manifest in rows
+        ]
     )
 
 

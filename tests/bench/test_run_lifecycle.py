@@ -261,3 +261,12 @@ def test_compare_says_when_it_falls_back_to_a_broken_run(tmp_path, capsys):
     )
     with pytest.raises(HistoryError, match="no run of suite 'smoke' on 'nightly-box' before night1"):
         resolve("previous", database, after=resolve("night1", database))
+
+
+def test_trend_judges_each_run_against_the_complete_run_before_it(tmp_path):
+    from bench.compare import flag_history
+
+    database = _nights(tmp_path, ["complete", "incomplete", "complete"])
+    flagged = flag_history(history.records(database))
+    night3 = flagged[flagged["run_id"] == "night3"]
+    assert len(night3) == 4 and set(night3["time"]) == {"unchanged"}  # against night1, not night2's half
