@@ -16,8 +16,11 @@ from bench.tables import format_number, text_table
 if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
     from bench.progress import ProgressBar
     from bench.receptive.section import RfSection
+    from bench.record import Record
+    from bench.runner import RunContext
     from bench.stopping import StopSignals
     from bench.store import RunWriter
+    from bench.suite import Case
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -175,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench import data, history, report, runner
     from bench.env import collect_env
+    from bench.load import busy_warning, load_average
     from bench.machine import machine_identity
     from bench.progress import ProgressBar
     from bench.stopping import Terminated, stop_signals
@@ -201,6 +205,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # otherwise be found only after the whole suite has run.
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
     history.check_writable(history_path)
+    busy = busy_warning(load_average())
+    if busy:
+        print(f"convbench run: warning: {busy}", file=sys.stderr)
 
     with stop_signals() as signals:
         writer = RunWriter(
@@ -220,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with signals.interruptible():  # measuring: a stop signal ends it between two records
                 for case in cases:
                     progress.start(case.case_id)
-                    record = runner.run_case(case, context)
+                    record = _run_case_watched(case, context)
                     writer.append(record)
                     progress.finish(case.case_id, record.status)
                 if rf is not None:
@@ -255,6 +262,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
             code = EXIT_CASE_ERROR
         return signals.exit_status or code
+
+
+def _run_case_watched(case: Case, context: RunContext) -> Record:
+    """``runner.run_case`` with the machine's other load while it ran in the record (and a
+    warning on stderr when other processes took more than ``BUSY_FRACTION`` of the CPUs)."""
+    from bench import runner
+    from bench.load import BUSY_FRACTION, OtherLoad
+
+    other = OtherLoad().start()
+    record = runner.run_case(case, context)
+    other.stop()
+    record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
+    if (record.other_cpu_fraction or 0.0) > BUSY_FRACTION:
+        busy = f"other processes used {record.other_cpu_fraction:.0%} of the CPUs"
+        print(f"convbench run: warning: {case.case_id}: {busy}; its step times are not the machine's", file=sys.stderr)
+    return record
 
 
 def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:

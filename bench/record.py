@@ -88,6 +88,9 @@ class Record:
     peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
     activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
     static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
+    # interference (bench.load): the machine's load while the case ran
+    load_average_1m: float | None = None  # 1-minute load average as the case started (os.getloadavg)
+    other_cpu_fraction: float | None = None  # share of all CPUs' time other processes used during the case, 0-1
 
     def to_dict(self) -> dict:
         return asdict(self)

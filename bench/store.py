@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+from bench.load import load_average
 from bench.record import Record
 
 MANIFEST = "run.json"
@@ -179,6 +180,7 @@ class RunWriter:
             "failures": 0,
             "sections": {name: "not run" for name in sections},
             "stopped_by": None,
+            "load_average_start": load_average(),
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "process_started": _process_start(os.getpid()),
