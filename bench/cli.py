@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.tables import format_number, text_table
 
 if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
+    import torch
+
     from bench.progress import ProgressBar
     from bench.receptive.section import RfSection
     from bench.record import Record
@@ -149,6 +152,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -224,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress = ProgressBar(len(cases) + (rf is not None))
         code, stopped_by = EXIT_OK, None
         try:
-            with signals.interruptible():  # measuring: a stop signal ends it between two records
+            with signals.interruptible(), _memory_guard(device, args.memory_limit):
                 for case in cases:
                     progress.start(case.case_id)
                     record = _run_case_watched(case, context)
@@ -264,14 +277,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         return signals.exit_status or code
 
 
+@contextlib.contextmanager
+def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[None]:
+    """On the CPU, the address-space cap of bench.memguard while the cases run (``limit_gib``
+    GiB of headroom, or the default); on CUDA nothing."""
+    from bench.memguard import GIB, address_space_limit, default_headroom
+
+    if device.type != "cpu" or limit_gib == 0:
+        yield
+        return
+    headroom = default_headroom() if limit_gib is None else int(limit_gib * GIB)
+    with address_space_limit(headroom):
+        yield
+
+
 def _run_case_watched(case: Case, context: RunContext) -> Record:
     """``runner.run_case`` with the machine's other load while it ran in the record (and a
     warning on stderr when other processes took more than ``BUSY_FRACTION`` of the CPUs)."""
     from bench import runner
     from bench.load import BUSY_FRACTION, OtherLoad
+    from bench.memguard import mark_out_of_memory
 
     other = OtherLoad().start()
-    record = runner.run_case(case, context)
+    record = mark_out_of_memory(runner.run_case(case, context))
     other.stop()
     record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
     if (record.other_cpu_fraction or 0.0) > BUSY_FRACTION:
@@ -536,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the machine the run is filed under for previous and --baseline-runs "
         "(default: $CONVBENCH_MACHINE, else the GPU's UUID or the CPU model)",
+    )
+    run_parser.add_argument(
+        "--memory-limit",
+        type=_non_negative_float,
+        metavar="GIB",
+        help="CPU runs: memory a case may take beyond what the run maps at its start, in GiB; a case "
+        "needing more is recorded oom (default: 90%% of the memory available then; 0: no limit)",
     )
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")

@@ -128,3 +128,30 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
     run_dir = smoke_run(tmp_path, "r1")
     code, _, err = run_cli(capsys, "compare", run_dir, run_dir, "--markdown", tmp_path / "r1")
     assert code == 1 and "Is a directory" in err and len(err.splitlines()) == 1, err
+
+
+# --- the CPU memory guard ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_cpu_case_past_the_memory_limit_is_oom_and_the_sweep_goes_on(tmp_path, capsys, fault_models):
+    """mlp at batch 100,000 needs 5 batches of 100,000 x 784 float32 (1.5 GiB) before its first
+    step: past a 0.5 GiB limit. ok-net at batch 4 needs kilobytes."""
+    suite = tmp_path / "big.toml"
+    suite.write_text(
+        TINY.format(models='["mlp", "ok-net"]').replace(
+            "[4]", '[4]\n\n[[grid]]\nmodels = ["mlp"]\noptimizers = ["sgdm"]\nbatch_sizes = [100000]'
+        )
+    )
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    args = ["--suite", suite, "--optimizers", "sgdm", "--results", tmp_path, "--run-id", "m", "--memory-limit", "0.5"]
+    code, _, err = run_cli(capsys, "run", *args)
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "m" / "records.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["batch_size"], r["status"]) for r in records] == [
+        ("mlp", 4, "ok"),
+        ("ok-net", 4, "ok"),
+        ("mlp", 100000, "oom"),
+    ]
+    assert "can't allocate memory" in records[2]["error"]
+    assert resource.getrlimit(resource.RLIMIT_AS) == limits  # put back after the run
