@@ -216,6 +216,19 @@ def test_report_html_renders_in_chromium_with_every_image_and_no_error(run_dir, 
     assert images == len(FIGURES)
 
 
+def test_report_html_shows_every_results_column_and_figures_at_a_readable_size(run_dir, browser):
+    """On a 1440 px wide window: the results table needs no sideways scrolling (peak memory
+    and activations in view), and a one-column figure is drawn wider than 400 px."""
+    browser.set_window_size(1440, 1000)
+    browser.get((run_dir / "report.html").resolve().as_uri())
+    hidden = browser.execute_script(
+        "const box = document.querySelector('#results + .wide'); return box.scrollWidth - box.clientWidth"
+    )
+    assert hidden <= 0
+    widths = browser.execute_script("return Array.from(document.images).map(i => [i.alt, i.clientWidth])")
+    assert min(width for _, width in widths) > 400, widths
+
+
 def test_the_browser_check_catches_a_broken_image_and_a_script_error(tmp_path, browser):
     page = tmp_path / "broken.html"
     page.write_text('<!DOCTYPE html><img src="missing.png" alt="gone"><script>undefinedFunction()</script>')
