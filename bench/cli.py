@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench import data, history, report, runner
     from bench.env import collect_env
-    from bench.load import busy_warning, load_average
+    from bench.load import busy_warning
     from bench.machine import machine_identity
     from bench.progress import ProgressBar
     from bench.stopping import Terminated, stop_signals
@@ -218,9 +218,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     # otherwise be found only after the whole suite has run.
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
     history.check_writable(history_path)
-    busy = busy_warning(load_average())
-    if busy:
-        print(f"convbench run: warning: {busy}", file=sys.stderr)
 
     with stop_signals() as signals:
         writer = RunWriter(
@@ -233,6 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             machine=machine,
             sections=["rf"] if rf is not None else [],
         )
+        busy = busy_warning(writer.manifest["load_average_start"])
+        if busy:
+            print(f"convbench run: warning: {busy}", file=sys.stderr)
         context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
         progress = ProgressBar(len(cases) + (rf is not None))
         code, stopped_by = EXIT_OK, None
@@ -271,7 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in report.failures(records):
             print(line, file=sys.stderr)
         code = _write_report(writer.path, signals, code)
-        print(f"run {status}: {writer.path} (report: {writer.path / 'report.html'})", file=sys.stderr)
+        page = writer.path / "report.html"
+        print(f"run {status}: {writer.path}" + (f" (report: {page})" if page.exists() else ""), file=sys.stderr)
         if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
             code = EXIT_CASE_ERROR
         return signals.exit_status or code
