@@ -6,11 +6,24 @@ import argparse
 import contextlib
 import json
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.tables import format_number, text_table
+
+if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
+    import torch
+
+    from bench.progress import ProgressBar
+    from bench.receptive.section import RfSection
+    from bench.record import Record
+    from bench.runner import RunContext
+    from bench.stopping import StopSignals
+    from bench.store import RunWriter
+    from bench.suite import Case
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,8 +48,13 @@ def add_baseline_runs(sub: argparse.ArgumentParser) -> None:
         type=_positive,
         default=1,
         metavar="N",
-        help="judge step time against the baseline run and the N-1 runs before it (same suite and machine) "
-        "with a between-run test; needs N >= 3 (default 1: the baseline's repeats, Welch's test)",
+        help="judge step time against the baseline run and the N-1 complete runs before it (same suite and "
+        "machine) with a between-run test; needs N >= 3 (default 1: the baseline's repeats, Welch's test)",
+    )
+    sub.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="let interrupted and killed runs with records be baselines (default: complete runs only)",
     )
 
 
@@ -134,6 +152,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -143,48 +171,32 @@ def _count(text: str) -> int:
 
 #: Exit statuses of ``convbench run``.
 EXIT_OK = 0  # every case has a record; oom and diverged are results, not failures of the run
-EXIT_CASE_ERROR = 1  # every case has a record, but at least one ended with an exception ("error")
-EXIT_BAD_INPUT = 2  # nothing ran: unknown name, bad suite, missing device or dataset
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C: the run folder is kept, marked incomplete
+EXIT_CASE_ERROR = 1  # a case ended "error", or a section, the report, the history or a write failed
+EXIT_BAD_INPUT = 2  # nothing ran: unknown name, bad suite, missing device or dataset, unusable paths
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C: the run folder is kept, marked for what it is
 EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM: likewise
 
 #: Flags that override the suite, by the suite key they replace.
 OVERRIDES = ("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats")
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; like KeyboardInterrupt, it ends the run between two records."""
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into a Terminated exception in the main thread while the block runs."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a suite; write records, environment, resolved suite, receptive fields (if the suite
-    has an [rf] section), tables, figures and reports; add the run to the history."""
+    has an [rf] section), tables, figures and reports; add the run to the history.
+
+    Stop signals (Ctrl-C, SIGTERM) end the measuring between two records; closing the run
+    (manifest, history row) is never cut short, and the report, which ``convbench report``
+    can write again, is skipped or stopped with a message saying so."""
     import torch
 
     from bench import data, history, isolation, report, runner
     from bench.distributed import launch
     from bench.env import collect_env
+    from bench.load import busy_warning
+    from bench.machine import machine_identity
     from bench.progress import ProgressBar
-    from bench.receptive.section import run_rf_section
-    from bench.store import RunWriter, load_run, new_run_id
+    from bench.stopping import Terminated, stop_signals
+    from bench.store import RunWriter, check_run_id, load_run, new_run_id
     from bench.suite import load_suite
     from bench.telemetry.fairness import sharing_warnings
 
@@ -208,12 +220,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if ranks is not None and not launch.world.launched():
         return launch.relaunch(args, args.argv)  # the workers come back here, launched
 
+    run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
     env = collect_env()
     if device.type == "cuda":
         for warning in sharing_warnings(env, device.index):
             print(f"convbench run: warning: {warning}", file=sys.stderr)
-    run_id = args.run_id or new_run_id()
-    run_case = runner.run_case
+    machine = machine_identity(device, env, args.machine)
+    run_case: Callable[[Case, RunContext], Record] = runner.run_case
     if ranks is not None:
         device = launch.rank_device(device)
         joined = launch.world.join(device, args.collective_timeout)
@@ -224,61 +237,145 @@ def cmd_run(args: argparse.Namespace) -> int:
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
     if ranks is not None and joined.rank != 0:
         return launch.follow(cases, context, run_case)  # rank 0 alone writes the run
-    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
-    progress = ProgressBar(len(cases) + (rf is not None))
-    if ranks is None:
-        run_one = isolation.CaseRunner(
+    if ranks is None:  # data-parallel ranks run each case in processes of their own already
+        run_case = isolation.CaseRunner(
             suite.isolate, lambda message: print(f"convbench run: {message}", file=sys.stderr)
         )
-    else:
-        run_one = run_case  # every rank runs each case in its own process already
-    code = EXIT_OK
+    # Where the results go is checked too: a history that cannot take the run would
+    # otherwise be found only after the whole suite has run.
+    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    history.check_writable(history_path)
+
+    with stop_signals() as signals:
+        writer = RunWriter(
+            Path(args.results),
+            run_id,
+            suite.name,
+            suite.to_toml(),
+            env,
+            len(cases),
+            machine=machine,
+            sections=["rf"] if rf is not None else [],
+        )
+        busy = busy_warning(writer.manifest["load_average_start"])
+        if busy:
+            print(f"convbench run: warning: {busy}", file=sys.stderr)
+        progress = ProgressBar(len(cases) + (rf is not None))
+        code, stopped_by = EXIT_OK, None
+        try:
+            with signals.interruptible(), _memory_guard(device, args.memory_limit):
+                for case in cases:
+                    progress.start(case.case_id)
+                    record = _run_case_watched(run_case, case, context)
+                    writer.append(record)
+                    progress.finish(case.case_id, record.status)
+                if rf is not None:
+                    code = _run_rf(rf, writer, progress)
+        except KeyboardInterrupt:
+            code, stopped_by = EXIT_INTERRUPTED, "SIGINT"
+        except Terminated:
+            code, stopped_by = EXIT_TERMINATED, "SIGTERM"
+        except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
+            code, stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
+            print(f"convbench run: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+        finally:
+            progress.close()
+            launch.world.leave()
+        try:
+            status = writer.finish(stopped_by)
+        except OSError as error:
+            status = "not closed"
+            print(f"convbench run: cannot close the run folder {writer.path}: {error}", file=sys.stderr)
+            code = code or EXIT_CASE_ERROR
+        records = load_run(writer.path).frame()
+        # Tomorrow's compare reads the history: the row goes in before anything slower.
+        try:
+            history.record_run(writer.path, history_path)
+        except (OSError, ValueError, sqlite3.Error) as error:
+            print(f"convbench run: not added to the history {history_path}: {error}", file=sys.stderr)
+            code = code or EXIT_CASE_ERROR
+        print(text_table(report.readable(report.summary_frame(records)), format_number))
+        for line in report.failures(records):
+            print(line, file=sys.stderr)
+        code = _write_report(writer.path, signals, code)
+        page = writer.path / "report.html"
+        print(f"run {status}: {writer.path}" + (f" (report: {page})" if page.exists() else ""), file=sys.stderr)
+        if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
+            code = EXIT_CASE_ERROR
+        return signals.exit_status or code
+
+
+@contextlib.contextmanager
+def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[None]:
+    """On the CPU, the address-space cap of bench.memguard while the cases run (``limit_gib``
+    GiB of headroom, or the default); on CUDA nothing."""
+    from bench.memguard import GIB, address_space_limit, default_headroom
+
+    if device.type != "cpu" or limit_gib == 0:
+        yield
+        return
+    headroom = default_headroom() if limit_gib is None else int(limit_gib * GIB)
+    with address_space_limit(headroom):
+        yield
+
+
+def _run_case_watched(run_case: Callable[[Case, RunContext], Record], case: Case, context: RunContext) -> Record:
+    """``run_case(case, context)`` with the machine's other load while it ran in the record (and
+    a warning on stderr when other processes took more than ``BUSY_FRACTION`` of the CPUs)."""
+    from bench.load import BUSY_FRACTION, OtherLoad
+    from bench.memguard import mark_out_of_memory
+
+    other = OtherLoad().start()
+    record = mark_out_of_memory(run_case(case, context))
+    other.stop()
+    record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
+    if (record.other_cpu_fraction or 0.0) > BUSY_FRACTION:
+        busy = f"other processes used {record.other_cpu_fraction:.0%} of the CPUs"
+        print(f"convbench run: warning: {case.case_id}: {busy}; its step times are not the machine's", file=sys.stderr)
+    return record
+
+
+def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:
+    """The suite's [rf] section after the cases; its outcome goes in the manifest."""
+    from bench.receptive.section import run_rf_section
+
+    label = f"receptive fields of {', '.join(rf.models)}"
+    progress.start(label)
     try:
-        with sigterm_raises():
-            for case in cases:
-                progress.start(case.case_id)
-                record = run_one(case, context)
-                writer.append(record)
-                progress.finish(case.case_id, record.status)
-            if rf is not None:
-                label = f"receptive fields of {', '.join(rf.models)}"
-                progress.start(label)
-                try:
-                    run_rf_section(rf, writer.path)
-                    progress.finish(label, "ok")
-                except Exception as error:  # the cases' records stand; say what broke
-                    progress.finish(label, "error")
-                    print(f"convbench run: receptive fields failed: {type(error).__name__}: {error}", file=sys.stderr)
-                    code = EXIT_CASE_ERROR
+        run_rf_section(rf, writer.path)
+    except Exception as error:  # the cases' records stand; say what broke
+        progress.finish(label, "error")
+        writer.section_done("rf", "error")
+        print(f"convbench run: receptive fields failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_CASE_ERROR
+    progress.finish(label, "ok")
+    writer.section_done("rf", "ok")
+    return EXIT_OK
+
+
+def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
+    """Write the run's report unless a stop signal came first; a stop signal while it is
+    written ends it. Either way the message says how to write it later. Returns the exit
+    status so far."""
+    from bench import report
+    from bench.stopping import Terminated
+
+    later = f"`convbench report {run_dir}` writes it"
+    if signals.received:
+        print(f"convbench run: stopped before the report; {later}", file=sys.stderr)
+        return code
+    try:
+        with signals.interruptible():
+            report.write_report(run_dir)
     except KeyboardInterrupt:
+        print(f"convbench run: the report was interrupted; {later}", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except Terminated:
+        print(f"convbench run: the report was interrupted; {later}", file=sys.stderr)
         code = EXIT_TERMINATED
-    finally:
-        progress.close()
-        status = writer.finish()
-        launch.world.leave()
-
-    records = load_run(writer.path).frame()
-    print(text_table(report.readable(report.summary_frame(records)), format_number))
-    for line in report.failures(records):
-        print(line, file=sys.stderr)
-    # What a person reads and what tomorrow's compare reads come after the records are safe;
-    # a failure here is reported, not allowed to hide the run.
-    try:
-        report.write_report(writer.path)
-    except Exception as error:
-        print(f"convbench run: the report failed: {type(error).__name__}: {error}", file=sys.stderr)
+    except Exception as error:  # what a person reads comes after the records are safe
+        print(f"convbench run: the report failed: {type(error).__name__}: {error}; {later}", file=sys.stderr)
         code = code or EXIT_CASE_ERROR
-    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
-    try:
-        history.record_run(writer.path, history_path)
-    except Exception as error:
-        print(f"convbench run: not added to the history {history_path}: {error}", file=sys.stderr)
-        code = code or EXIT_CASE_ERROR
-    print(f"run {status}: {writer.path} (report: {writer.path / 'report.html'})", file=sys.stderr)
-    if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
-        code = EXIT_CASE_ERROR
     return code
 
 
@@ -335,12 +432,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.telemetry import fairness
 
     candidate = history.resolve(args.candidate, args.history)
-    baseline = history.resolve(args.baseline, args.history, after=candidate)
+    baseline = history.resolve(args.baseline, args.history, after=candidate, include_incomplete=args.include_incomplete)
     notes = fairness.check_runs(args.baseline, baseline, args.candidate, candidate, args.history)
     # A several-run baseline: the runs before BASELINE, skipping any measured differently.
     earlier = [
         run
-        for run in history.earlier_runs(baseline, args.baseline_runs - 1, args.history)
+        for run in history.earlier_runs(baseline, args.baseline_runs - 1, args.history, args.include_incomplete)
         if not compare.mismatches(run.frame, baseline.frame)
     ]
     verdicts = compare.compare_runs(
@@ -352,8 +449,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
-    print(f"baseline {baseline.run_id}{runs}, candidate {candidate.run_id}")
-    for note in notes:
+    print(f"baseline {baseline.describe()}{runs}, candidate {candidate.describe()}")
+    for note in ([baseline.note] if baseline.note else []) + notes:
         print(f"note: {note}")
     _print_table(compare.readable(verdicts), args)
     print(compare.summary(verdicts))
@@ -487,7 +584,24 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
     )
-    run_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
+    run_parser.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run folder's name: 1-100 letters, digits, '.', '_', '-' (default: time + random)",
+    )
+    run_parser.add_argument(
+        "--machine",
+        metavar="NAME",
+        help="the machine the run is filed under for previous and --baseline-runs "
+        "(default: $CONVBENCH_MACHINE, else the GPU's UUID or the CPU model)",
+    )
+    run_parser.add_argument(
+        "--memory-limit",
+        type=_non_negative_float,
+        metavar="GIB",
+        help="CPU runs: memory a case may take beyond what the run maps at its start, in GiB; a case "
+        "needing more is recorded oom (default: 90%% of the memory available then; 0: no limit)",
+    )
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
     from bench.distributed.launch import add_flags
@@ -567,13 +681,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
     from bench.data import DatasetNotFoundError
+    from bench.history import HistoryError
+    from bench.machine import MachineNameError
     from bench.runner import SetupError
+    from bench.store import RunFolderError
     from bench.suite import SuiteError
     from models.registry import UnknownNameError
 
-    # Bad input, named in the message: an unknown name, run or device, a run folder that
-    # is not one, cases measured differently. Exit status 2, as argparse uses for usage.
+    # Bad input, named in the message: an unknown name, run, device, run id or machine name,
+    # a run folder that is not one or is damaged, a history that cannot be used, cases
+    # measured differently. Exit status 2, as argparse uses for usage.
     bad_input: tuple[type[Exception], ...] = (
+        RunFolderError,
+        HistoryError,
+        MachineNameError,
         UnknownNameError,
         SuiteError,
         SetupError,
@@ -583,15 +704,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command in ("history", "ingest", "compare", "trend", "gpus"):
         from bench.compare import IncomparableError
-        from bench.history import HistoryError
 
-        bad_input += (HistoryError, IncomparableError)
+        bad_input += (IncomparableError,)
     handler: Handler = args.handler
     try:
         return handler(args)
     except bad_input as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # a full disk, a permission, a folder where a file goes: one line
+        print(f"convbench {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_CASE_ERROR
 
 
 if __name__ == "__main__":

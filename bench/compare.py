@@ -42,6 +42,9 @@ Each case gets two verdicts, one for step time and one for memory, each one of
 - a case that ran in the baseline but failed in the candidate (oom, error, diverged) is a
   regression of both; the reverse an improvement of both.
 - ``new``: the case is only in the candidate; ``missing``: only in the baseline.
+
+A case measured while other processes used more than ``bench.load.BUSY_FRACTION`` of the
+CPUs, on either side, says so in its note: its verdict may be the neighbours', not the code's.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
 from bench.stats import holm, student_t_two_sided, welch
 from models.registry import UnknownNameError
@@ -173,6 +177,17 @@ def _memory_verdict(base: dict, cand: dict, memory_threshold: float) -> str:
     return "unchanged"
 
 
+def _busy_note(base: dict | None, cand: dict | None) -> str:
+    """Which side was measured while other processes took more than ``BUSY_FRACTION`` of the
+    CPUs (``other_cpu_fraction``, bench.load): its step times say as much about them."""
+    parts = []
+    for side, record in (("baseline", base), ("candidate", cand)):
+        share = _number(record.get("other_cpu_fraction")) if record else None
+        if share is not None and share > BUSY_FRACTION:
+            parts.append(f"{side} measured under load (other processes used {share:.0%} of the CPUs)")
+    return "; ".join(parts)
+
+
 def compare_runs(
     baseline: pd.DataFrame,
     candidate: pd.DataFrame,
@@ -252,6 +267,7 @@ def compare_runs(
             else:
                 row["time"] = "unchanged"
                 row["note"] = "not tested: needs step-time samples of at least two repeats on each side"
+        row["note"] = "; ".join(note for note in (row["note"], _busy_note(b, c)) if note)
         rows.append(row)
     for index, p in zip(tested, holm(p_values), strict=True):
         rows[index]["p_value"] = float(p)
@@ -354,8 +370,8 @@ def summary(verdicts: pd.DataFrame) -> str:
 
 def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float) -> pd.DataFrame:
     """``history`` (records of many runs, with ``started`` and ``machine``) with ``time``
-    and ``memory`` verdicts added: each run compared with the run before it of the same
-    suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
+    and ``memory`` verdicts added: each run compared with the complete run before it of the
+    same suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
     ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
     all-cases verdict where there is one. The first run of each series, and cases measured
     differently from the run before, get no verdict (None)."""
@@ -380,7 +396,9 @@ def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float
                 if ALL_CASES in by_case.index:
                     current["all_cases"] = by_case.loc[ALL_CASES, "time"]
             flagged.append(current)
-            before.append(series[series["run_id"] == run_id])
+            # Only complete runs are baselines, as for compare's previous and --baseline-runs.
+            if current.get("run_status", pd.Series(["complete"])).iloc[0] == "complete":
+                before.append(series[series["run_id"] == run_id])
     return pd.concat(flagged) if flagged else history.assign(time=None, memory=None, all_cases=None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import socket
@@ -27,13 +28,36 @@ def _run(command: list[str], cwd: Path | None = None) -> str | None:
     return done.stdout.strip()
 
 
+#: Written into the package when it is built (setup.py): the commit it was built from.
+BUILD_INFO = Path(__file__).resolve().parent / "_build.json"
+
+
 def git_state(directory: Path = SOURCE_DIR) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the git checkout holding ``directory``; (None, None) outside one."""
+    """(commit, dirty) of the git checkout whose top level is ``directory``; (None, None)
+    otherwise, e.g. for an installed package inside a virtual environment that happens to
+    sit in some other checkout."""
+    if _run(["git", "rev-parse", "--show-toplevel"], cwd=directory) != str(directory):
+        return None, None
     commit = _run(["git", "rev-parse", "HEAD"], cwd=directory)
     if not commit:
         return None, None
     status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory)
     return commit, bool(status)
+
+
+def code_state(build_info: Path = BUILD_INFO, directory: Path = SOURCE_DIR) -> dict:
+    """The code that runs: ``code_source`` ``installed`` with the commit recorded when the
+    package was built (``build_info``), else ``checkout`` with the state of the checkout it
+    runs from (``git_state``); ``git_commit`` / ``git_dirty`` None where neither is known."""
+    if build_info.is_file():
+        recorded = json.loads(build_info.read_text(encoding="utf-8"))
+        return {
+            "code_source": "installed",
+            "git_commit": recorded.get("git_commit"),
+            "git_dirty": recorded.get("git_dirty"),
+        }
+    commit, dirty = git_state(directory)
+    return {"code_source": "checkout" if commit else None, "git_commit": commit, "git_dirty": dirty}
 
 
 def cpu_model() -> str:
@@ -92,13 +116,11 @@ def _version(distribution: str) -> str | None:
 
 def collect_env() -> dict:
     """Everything needed to interpret a number: software, accelerators, CPU, host, commit."""
-    commit, dirty = git_state()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     memory = psutil.virtual_memory()
     return {
         "convbench": _version("convbench"),
-        "git_commit": commit,
-        "git_dirty": dirty,
+        **code_state(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),

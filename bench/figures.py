@@ -329,9 +329,14 @@ def state_bytes_figure(frame: pd.DataFrame) -> Figure:
     return figure
 
 
+#: How a failed case is marked on the x-axis of a sweep, by status: marker and legend text.
+FAILED_MARKERS = {"oom": ("x", "out of memory"), "diverged": ("d", "diverged"), "error": ("P", "error")}
+
+
 def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
-    """Throughput and peak memory against batch size, one line per model and optimizer
-    (a row of panels per precision); a case that ran out of memory is an × on the x-axis."""
+    """Throughput and peak memory against batch size from zero, one line per model and
+    optimizer (a row of panels per precision); a failed case is marked on the x-axis by its
+    status (``FAILED_MARKERS``), so no series vanishes."""
     series = ["model", "optimizer", "channels_last", "compile", "dataset", "strategy", "world_size"]
     frame = frame.assign(series=_labels(frame, series), peak_mib=_values(frame["peak_memory_bytes"]) / MIB)
     models_ = list(dict.fromkeys(frame["model"]))
@@ -346,23 +351,27 @@ def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
         panel = frame[frame["precision"] == precision]
         for label, line in panel.groupby("series", sort=False):
             line = line.sort_values("batch_size")
-            ok, oom = line[line["status"] == "ok"], line[line["status"] == "oom"]
+            ok = line[line["status"] == "ok"]
             colour, style = colours[line["model"].iloc[0]], styles[line["optimizer"].iloc[0]]
             for axes, column in zip(row, ["throughput", "peak_mib"], strict=True):
                 axes.plot(ok["batch_size"], _values(ok[column]), style, color=colour, label=label, markersize=4)
-                if len(oom):
-                    (marker,) = axes.plot(
-                        oom["batch_size"],
-                        np.zeros(len(oom)),
-                        "x",
-                        color=colour,
-                        markersize=7,
-                        mew=1.5,
-                        clip_on=False,
-                        transform=axes.get_xaxis_transform(),
-                        label="out of memory",
-                    )
-                    marker.set_in_layout(False)
+                # A failed case keeps its place: its mark on the x-axis, so a series that
+                # never ran (diverged, say) still shows where it was tried.
+                for status, (marker_style, name) in FAILED_MARKERS.items():
+                    failed = line[line["status"] == status]
+                    if len(failed):
+                        (marker,) = axes.plot(
+                            failed["batch_size"],
+                            np.zeros(len(failed)),
+                            marker_style,
+                            color=colour,
+                            markersize=7,
+                            mew=1.5,
+                            clip_on=False,
+                            transform=axes.get_xaxis_transform(),
+                            label=name,
+                        )
+                        marker.set_in_layout(False)
         for axes in row:
             axes.set_xscale("log", base=2)
             axes.set_xticks(
@@ -373,11 +382,14 @@ def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
             axes.set_title(precision)
         row[0].set_ylabel("throughput (samples/s)")
         row[1].set_ylabel("peak memory (MiB)")
+        for axes in row:  # from zero: a 1 MiB difference on an 830 MiB process is not a slope
+            axes.set_ylim(bottom=0)
     lines = {
         label: handle for axes in grid[:, 0] for handle, label in zip(*axes.get_legend_handles_labels(), strict=True)
     }
-    if lines.pop("out of memory", None) is not None:
-        lines["out of memory"] = matplotlib.lines.Line2D([], [], color="black", marker="x", ls="none", mew=1.5)
+    for marker_style, name in FAILED_MARKERS.values():
+        if lines.pop(name, None) is not None:
+            lines[name] = matplotlib.lines.Line2D([], [], color="black", marker=marker_style, ls="none", mew=1.5)
     figure.legend(lines.values(), lines.keys(), loc="outside right upper", frameon=False, fontsize="x-small")
     return figure
 
@@ -456,10 +468,40 @@ def axis_values(value: object) -> tuple[float, float] | None:
     return None
 
 
+#: Module-name parts of residual shortcuts (CIFAR ResNets: ``shortcut``, torchvision: ``downsample``).
+SHORTCUT_PARTS = ("shortcut", "downsample")
+MAX_LAYER_LABELS = 24
+
+
+def is_shortcut(layer: str) -> bool:
+    """Whether ``layer`` (a qualified module name) sits on a residual shortcut, off the main path."""
+    return any(part in SHORTCUT_PARTS for part in layer.split("."))
+
+
+def _shortcuts(axes, layers: pd.DataFrame, shortcut: np.ndarray, colour) -> None:
+    """Shortcut layers as unconnected diamonds at the main-path layer they join after (the
+    last main-path layer before them in network order), so the line does not zig-zag."""
+    if not shortcut.any():
+        return
+    position = np.cumsum(~shortcut) - 1  # index along the main path of the layer at or before each
+    sizes = [axis_values(v) for v in layers["rf"][shortcut]]
+    axes.plot(
+        position[shortcut],
+        [np.nan if v is None else v[0] for v in sizes],
+        "D",
+        mfc="none",
+        color=colour,
+        markersize=5,
+        label="shortcut (off the main path)",
+    )
+
+
 def receptive_field_figure(frame: pd.DataFrame) -> Figure:
-    """Receptive-field size layer by layer, analytic (line) beside the gradient-mask probe
-    (open markers), one panel per model; layers that see the whole input are marked 'global'
-    at the top. Width is drawn dashed where it differs from height."""
+    """Receptive-field size along each model's main path, analytic (line) beside the
+    gradient-mask probe (open markers), one panel per model, every layer named (up to
+    MAX_LAYER_LABELS, else evenly thinned); residual-shortcut layers are unconnected diamonds
+    beside the block they belong to; layers that see the whole input are marked 'global' at
+    the top. Width is drawn dashed where it differs from height."""
     model_names = list(dict.fromkeys(frame["model"]))
     columns = min(2, len(model_names))
     rows = -(-len(model_names) // columns)
@@ -468,10 +510,13 @@ def receptive_field_figure(frame: pd.DataFrame) -> Figure:
     )
     colours = sns.color_palette(PALETTE, 2)
     for axes, name in zip(grid.flat, model_names, strict=False):
-        layers = frame[frame["model"] == name].reset_index(drop=True)
+        every = frame[frame["model"] == name].reset_index(drop=True)
+        shortcut = every["layer"].map(is_shortcut).to_numpy(dtype=bool)
+        layers = every[~shortcut].reset_index(drop=True)
         analytic = [axis_values(v) for v in layers["rf"]]
         empirical = [axis_values(v) for v in layers.get("rf_empirical", pd.Series([None] * len(layers)))]
         index = np.arange(len(layers))
+        _shortcuts(axes, every, shortcut, colours[0])
         clipped = layers["clipped"].astype(str).str.lower().eq("true").to_numpy() if "clipped" in layers else index < 0
         for axis, (label, dashes) in enumerate([("height", (None, None)), ("width", (4, 2))]):
             size = np.array([np.nan if v is None else v[axis] for v in analytic])
@@ -507,10 +552,11 @@ def receptive_field_figure(frame: pd.DataFrame) -> Figure:
             )
             marks.set_in_layout(False)
         axes.set_title(name)
-        axes.set_xlabel("layer (network order)")
+        axes.set_xlabel("layer along the main path")
         axes.set_ylabel("receptive field (input pixels)")
-        if len(layers) <= 16:
-            axes.set_xticks(index, layers["layer"], rotation=45, ha="right", fontsize="x-small")
+        step = -(-len(layers) // MAX_LAYER_LABELS)  # every layer named up to MAX_LAYER_LABELS, else every step-th
+        axes.set_xticks(index[::step], layers["layer"][::step], rotation=90, fontsize="xx-small")
+        axes.set_ylim(bottom=0)
         axes.legend(fontsize="x-small", loc="upper left")
     for axes in grid.flat[len(model_names) :]:
         axes.set_visible(False)

@@ -1,8 +1,8 @@
 """The run history: every run's manifest and records in one embedded SQLite database.
 
     results/history.sqlite
-        runs    one row per run: id, suite, status, times, machine, device, commit, counts,
-                and the run's manifest, env.json and suite.toml as written
+        runs    one row per run: id, suite, status, times, host, machine, device, commit,
+                counts, and the run's manifest, env.json and suite.toml as written
         cases   one row per (run, case): the configuration and headline figures as columns
                 for queries, and the whole Record as JSON (step-time samples included), so
                 ``compare`` and ``trend`` can work from the history alone
@@ -16,6 +16,16 @@ land whole. Each run is added in a single ``BEGIN IMMEDIATE`` transaction, which
 write lock before reading, so two writers queue instead of deadlocking; the database is in
 WAL mode (readers never block the writer), waits up to ``BUSY_TIMEOUT_S`` for a lock, and
 a write that still finds the database locked is retried with back-off.
+
+Only ``convbench run`` and ``ingest`` create a history; the reading commands (``history``,
+``compare``, ``trend``, ``gpus``) given a path where there is none say so instead of
+creating an empty one. A file that is not a convbench history is refused with its name.
+
+Baselines: ``previous`` and the runs of a several-run baseline are runs of the same suite on
+the same *machine* (``bench.machine``: a given name or the device's identity, not the host
+name) that are ``complete``. An interrupted, killed or empty run compares against nothing
+useful, so it is only taken when asked (``include_incomplete``), or, for ``previous``, as a
+fall-back when no complete run exists, with a note saying so.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from bench.store import MANIFEST, Run, load_run, utc_now
+from bench.store import MANIFEST, Run, effective_status, load_run, utc_now, writer_alive
 
 DEFAULT_NAME = "history.sqlite"
 DEFAULT_PATH = Path("results") / DEFAULT_NAME
@@ -100,6 +110,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX cases_by_model ON cases (model, optimizer)",
         "CREATE INDEX runs_by_start ON runs (started)",
     ),
+    (
+        # The machine a run is filed under (bench.machine); runs recorded before it have
+        # only their host name, which was their machine then.
+        "ALTER TABLE runs ADD COLUMN machine TEXT",
+        "UPDATE runs SET machine = COALESCE(json_extract(manifest, '$.machine'), hostname)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -107,7 +123,8 @@ T = TypeVar("T")
 
 
 class HistoryError(ValueError):
-    """A history that cannot be used as asked: too new a schema, an unknown run id."""
+    """A history that cannot be used as asked: none at the path, not a history, too new a
+    schema, an unknown run id, a run still running."""
 
 
 def _retry_locked(write: Callable[[], T]) -> T:
@@ -153,20 +170,51 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _check_tables(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse an SQLite database that holds tables but no convbench schema version."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    if version == 0 and tables:
+        raise HistoryError(f"{path} is an SQLite database but not a convbench history; pass another --history")
+
+
 @contextmanager
-def connect(path: Path | str = DEFAULT_PATH) -> Iterator[sqlite3.Connection]:
-    """Open (creating if need be) the history at ``path``, migrated to ``SCHEMA_VERSION``."""
+def connect(path: Path | str = DEFAULT_PATH, create: bool = False) -> Iterator[sqlite3.Connection]:
+    """Open the history at ``path``, migrated to ``SCHEMA_VERSION``; ``create``: make it (and
+    its folder) if it does not exist. Raises HistoryError naming ``path`` if there is none
+    (and ``create`` is False), or it is not a convbench history, or it cannot be opened."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: no implicit transactions; _transaction says where each begins.
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    if not create and not path.exists():
+        raise HistoryError(f"there is no history at {path} (`convbench run` creates one; --history names another)")
     try:
-        connection.execute("PRAGMA foreign_keys = ON")
-        _retry_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
-        _retry_locked(lambda: _migrate(connection, path))
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; _transaction says where each begins.
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except (OSError, sqlite3.Error) as error:
+        raise HistoryError(f"cannot open the history {path}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        try:
+            connection.execute("PRAGMA foreign_keys = ON")
+            _check_tables(connection, path)
+            _retry_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
+            _retry_locked(lambda: _migrate(connection, path))
+        except sqlite3.DatabaseError as error:
+            raise HistoryError(f"cannot use the history {path}: {error}") from None
         yield connection
     finally:
         connection.close()
+
+
+def check_writable(path: Path | str) -> None:
+    """Make sure a run can be added to the history at ``path`` before the run starts: it is
+    created (with its folder) if missing, else opened and migrated. Raises HistoryError."""
+    with connect(path, create=True) as connection:
+        try:
+            with _transaction(connection):
+                pass
+        except sqlite3.Error as error:
+            raise HistoryError(f"cannot write the history {path}: {error}") from None
 
 
 def _device(run: Run) -> str:
@@ -177,25 +225,40 @@ def _device(run: Run) -> str:
     return ", ".join(n for n in names if n)
 
 
+def _hostname(run: Run) -> str | None:
+    return run.env.get("hostname") or next((r["hostname"] for r in run.records if r.get("hostname")), None)
+
+
+def machine_of(run: Run) -> str | None:
+    """The machine ``run`` is filed under: the one its manifest names (``bench.machine``),
+    else, for runs made before runs named one, its host name."""
+    return run.manifest.get("machine") or _hostname(run)
+
+
 def _commit(run: Run) -> str | None:
     return run.env.get("git_commit") or next((r["git_commit"] for r in run.records if r.get("git_commit")), None)
 
 
 def _insert(connection: sqlite3.Connection, run: Run) -> bool:
-    """Add ``run`` in one transaction; False (and nothing written) if it is already there."""
+    """Add ``run`` in one transaction; False (and nothing written) if it is already there.
+    A row that says ``running`` (added while its run went on) is replaced by the run as it is."""
     manifest = run.manifest
     with _transaction(connection):
-        if connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)).fetchone():
+        row = connection.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+        if row is not None and row[0] != "running":
             return False
+        connection.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
         connection.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, suite, status, started, finished, hostname, device, git_commit, cases_total, "
+            "cases_done, failures, manifest, env, suite_toml, recorded, machine) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run.run_id,
                 manifest.get("suite"),
                 manifest.get("status"),
                 manifest.get("started"),
                 manifest.get("finished"),
-                run.env.get("hostname") or next((r["hostname"] for r in run.records if r.get("hostname")), None),
+                _hostname(run),
                 _device(run),
                 _commit(run),
                 manifest.get("cases_total"),
@@ -205,6 +268,7 @@ def _insert(connection: sqlite3.Connection, run: Run) -> bool:
                 json.dumps(run.env),
                 run.suite_toml,
                 utc_now(),
+                machine_of(run),
             ),
         )
         connection.executemany(
@@ -218,9 +282,16 @@ def _insert(connection: sqlite3.Connection, run: Run) -> bool:
 def ingest(run_dirs: Iterable[Path | str], history_path: Path | str = DEFAULT_PATH) -> list[tuple[str, bool]]:
     """Add run folders to the history; returns (run id, added) per folder, ``added`` False
     for a run the history already holds. Every folder is read before anything is written,
-    so a damaged one stops the command before it adds the others halfway."""
+    so a damaged one, or one still running here, stops the command before it adds the others
+    halfway (HistoryError); a run whose process died is added as ``killed``."""
     runs = [load_run(path) for path in run_dirs]
-    with connect(history_path) as connection:
+    for run in runs:
+        if run.manifest["status"] == "running" and writer_alive(run.manifest):
+            raise HistoryError(
+                f"run {run.run_id} is still running (process {run.manifest.get('pid')} on "
+                f"{run.manifest.get('hostname')}); it adds itself to the history when it ends"
+            )
+    with connect(history_path, create=True) as connection:
         return [(run.run_id, _retry_locked(lambda run=run: _insert(connection, run))) for run in runs]
 
 
@@ -230,24 +301,33 @@ def record_run(run_dir: Path | str, history_path: Path | str = DEFAULT_PATH) -> 
     ingest([run_dir], history_path)
 
 
+def _status(status: str | None, manifest: str) -> str | None:
+    """A stored run's status as it is now: a row stored ``running`` may be a killed run."""
+    return effective_status(json.loads(manifest)) if status == "running" else status
+
+
 def runs(history_path: Path | str = DEFAULT_PATH) -> pd.DataFrame:
-    """One row per run, oldest first: id, start time, machine, device, suite, commit, status,
+    """One row per run, oldest first: id, start time, machine (``bench.machine``), device,
+    suite, commit, status (``killed`` for a run stored ``running`` whose process is gone),
     case count and failures."""
     with connect(history_path) as connection:
         frame = pd.read_sql_query(
-            "SELECT run_id, started, hostname AS machine, device, suite, git_commit AS 'commit', status, "
-            "cases_done AS cases, failures FROM runs ORDER BY started, run_id",
+            "SELECT run_id, started, machine, device, suite, git_commit AS 'commit', status, "
+            "cases_done AS cases, failures, manifest FROM runs ORDER BY started, run_id",
             connection,
         )
-    return frame
+    pairs = zip(frame["status"], frame["manifest"], strict=True)
+    frame["status"] = [_status(status, manifest) for status, manifest in pairs]
+    return frame.drop(columns="manifest")
 
 
 def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
-    would give them, plus the run's ``started`` time and ``machine`` (host name)."""
+    would give them, plus the run's ``started`` time, ``machine`` (``bench.machine``) and
+    ``run_status``."""
     query = (
-        "SELECT cases.record, runs.started, runs.hostname FROM cases JOIN runs USING (run_id) "
-        "{where} ORDER BY runs.started, runs.run_id, cases.rowid"
+        "SELECT cases.record, runs.started, runs.machine, runs.status, runs.manifest "
+        "FROM cases JOIN runs USING (run_id) {where} ORDER BY runs.started, runs.run_id, cases.rowid"
     )
     with connect(history_path) as connection:
         if run_ids is None:
@@ -256,36 +336,98 @@ def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> p
             ids = list(run_ids)
             where = f"WHERE run_id IN ({', '.join('?' * len(ids))})"
             rows = connection.execute(query.format(where=where), ids).fetchall()
-    return pd.DataFrame([{**json.loads(record), "started": started, "machine": host} for record, started, host in rows])
+    return pd.DataFrame(
+        [
+            {**json.loads(record), "started": started, "machine": machine, "run_status": _status(status, manifest)}
+            for record, started, machine, status, manifest in rows
+        ]
+    )
 
 
 @dataclass(frozen=True)
 class ResolvedRun:
-    """A run named on the command line, with its Records as a DataFrame."""
+    """A run named on the command line, with its Records as a DataFrame. ``note``: how it was
+    chosen where that needs saying (a fall-back to a run that is not complete)."""
 
     run_id: str
     suite: str | None
     machine: str | None
     started: str | None
     frame: pd.DataFrame
+    status: str | None = None
+    cases_total: int | None = None
+    note: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def describe(self) -> str:
+        """``run-id`` plus, for a run that is not complete, its status and case count."""
+        if self.complete or self.status is None:
+            return self.run_id
+        return f"{self.run_id} ({self.status}, {len(self.frame)} of {self.cases_total} cases)"
 
 
-def _from_history(connection: sqlite3.Connection, history_path: Path | str, run_id: str) -> ResolvedRun:
-    row = connection.execute("SELECT suite, hostname, started FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+def _from_history(
+    connection: sqlite3.Connection, history_path: Path | str, run_id: str, note: str | None = None
+) -> ResolvedRun:
+    row = connection.execute(
+        "SELECT suite, machine, started, status, manifest, cases_total FROM runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
     if row is None:
         raise HistoryError(f"{run_id!r} is neither a run folder nor a run in the history {history_path}")
-    return ResolvedRun(run_id, *row, frame=records(history_path, [run_id]))
+    suite, machine, started, status, manifest, total = row
+    return ResolvedRun(
+        run_id, suite, machine, started, records(history_path, [run_id]), _status(status, manifest), total, note
+    )
 
 
-def resolve(reference: str, history_path: Path | str = DEFAULT_PATH, after: ResolvedRun | None = None) -> ResolvedRun:
+def _before(connection: sqlite3.Connection, run: ResolvedRun) -> list[tuple[str, str, int]]:
+    """(run id, status now, records) of every run of ``run``'s suite and machine that started
+    before it, latest first."""
+    rows = connection.execute(
+        "SELECT run_id, status, manifest, cases_done FROM runs WHERE suite IS ? AND machine IS ? "
+        "AND (started, run_id) < (?, ?) ORDER BY started DESC, run_id DESC",
+        (run.suite, run.machine, run.started, run.run_id),
+    ).fetchall()
+    return [(run_id, _status(status, manifest), done) for run_id, status, manifest, done in rows]
+
+
+def _usable(status: str | None, done: int, include_incomplete: bool) -> bool:
+    """A run that can be a baseline: complete, or with ``include_incomplete`` any run with records."""
+    return bool(done) and (status == "complete" or (include_incomplete and status != "running"))
+
+
+def resolve(
+    reference: str,
+    history_path: Path | str = DEFAULT_PATH,
+    after: ResolvedRun | None = None,
+    include_incomplete: bool = False,
+) -> ResolvedRun:
     """The run a user named: a run folder, a run id in the history, ``latest`` (the most
-    recently started run in the history) or ``previous`` (the run before ``after``, or
-    before the latest, of the same suite on the same machine)."""
+    recently started run in the history) or ``previous``: the latest complete run of the same
+    suite on the same machine before ``after`` (or before the latest run). With
+    ``include_incomplete`` an interrupted or killed run with records will do too; without it,
+    if no complete run exists, the latest run with records is taken and ``note`` says so.
+    Raises HistoryError if there is no such run."""
     folder = Path(reference)
     if (folder / MANIFEST).is_file():
         run = load_run(folder)
-        host = run.env.get("hostname") or next((r["hostname"] for r in run.records if r.get("hostname")), None)
-        return ResolvedRun(run.run_id, run.manifest.get("suite"), host, run.manifest.get("started"), run.frame())
+        manifest = run.manifest
+        return ResolvedRun(
+            run.run_id,
+            manifest.get("suite"),
+            machine_of(run),
+            manifest.get("started"),
+            run.frame(),
+            manifest.get("status"),
+            manifest.get("cases_total"),
+        )
+    if reference not in ("latest", "previous") and not Path(history_path).exists():
+        raise HistoryError(
+            f"{reference!r} is neither a run folder nor a run in the history: there is no {history_path}"
+        )
     with connect(history_path) as connection:
         if reference not in ("latest", "previous"):
             return _from_history(connection, history_path, reference)
@@ -295,28 +437,33 @@ def resolve(reference: str, history_path: Path | str = DEFAULT_PATH, after: Reso
         if reference == "latest":
             return _from_history(connection, history_path, latest[0])
         this = after or _from_history(connection, history_path, latest[0])
-        row = connection.execute(
-            "SELECT run_id FROM runs WHERE suite IS ? AND hostname IS ? AND (started, run_id) < (?, ?) "
-            "ORDER BY started DESC, run_id DESC LIMIT 1",
-            (this.suite, this.machine, this.started, this.run_id),
-        ).fetchone()
-        if row is None:
+        before = _before(connection, this)
+        chosen = next((r for r in before if _usable(r[1], r[2], include_incomplete)), None)
+        note = None
+        if chosen is None:
+            chosen = next((r for r in before if _usable(r[1], r[2], include_incomplete=True)), None)
+            if chosen is not None:
+                note = (
+                    f"no complete run of suite {this.suite!r} on {this.machine!r} before {this.run_id}: "
+                    f"falling back to {chosen[0]}, which is {chosen[1]}"
+                )
+        if chosen is None:
             raise HistoryError(
                 f"the history {history_path} holds no run of suite {this.suite!r} on {this.machine!r} "
-                f"before {this.run_id}"
+                f"before {this.run_id}" + (" with records" if before else "")
             )
-        return _from_history(connection, history_path, row[0])
+        return _from_history(connection, history_path, chosen[0], note)
 
 
-def earlier_runs(run: ResolvedRun, count: int, history_path: Path | str = DEFAULT_PATH) -> list[ResolvedRun]:
-    """Up to ``count`` runs recorded before ``run`` (by start time) of the same suite on the
-    same machine, oldest first: the rest of a several-run baseline."""
+def earlier_runs(
+    run: ResolvedRun, count: int, history_path: Path | str = DEFAULT_PATH, include_incomplete: bool = False
+) -> list[ResolvedRun]:
+    """Up to ``count`` complete runs (with ``include_incomplete``: any runs with records)
+    recorded before ``run`` (by start time) of the same suite on the same machine, oldest
+    first: the rest of a several-run baseline."""
     if count < 1 or run.started is None:
         return []
     with connect(history_path) as connection:
-        rows = connection.execute(
-            "SELECT run_id FROM runs WHERE suite IS ? AND hostname IS ? AND (started, run_id) < (?, ?) "
-            "ORDER BY started DESC, run_id DESC LIMIT ?",
-            (run.suite, run.machine, run.started, run.run_id, count),
-        ).fetchall()
-        return [_from_history(connection, history_path, run_id) for (run_id,) in reversed(rows)]
+        before = _before(connection, run)
+        chosen = [run_id for run_id, status, done in before if _usable(status, done, include_incomplete)]
+        return [_from_history(connection, history_path, run_id) for run_id in reversed(chosen[:count])]

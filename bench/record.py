@@ -142,6 +142,9 @@ class Record:
     rank_grad_bytes: list[int] | None = None
     rank_optimizer_state_bytes: list[int] | None = None  # its partition's state under zero1/fsdp
     rank_peak_memory_bytes: list[int] | None = None  # peak_memory_source as for the case
+    # interference (bench.load): the machine's load while the case ran
+    load_average_1m: float | None = None  # 1-minute load average as the case started (os.getloadavg)
+    other_cpu_fraction: float | None = None  # share of all CPUs' time other processes used during the case, 0-1
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,34 +221,70 @@ def environment_frame(env: dict) -> pd.DataFrame:
     return pd.DataFrame(flatten(env), columns=["what", "value"])
 
 
-def failures_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The cases that did not finish: case, status and the error message."""
+def missing_cases(run: Run) -> list[str] | None:
+    """The case ids of the run's suite (its ``suite.toml``) that have no record, in suite
+    order; None where the suite cannot be expanded here (a model this install lacks)."""
+    from bench.suite import parse_suite
+
+    try:
+        suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
+        expected = [case.case_id for case in suite.cases()]
+    except Exception:  # noqa: BLE001  (any suite that does not expand here: say how many, not which)
+        return None
+    recorded = {r.get("case_id") for r in run.records}
+    return [case for case in expected if case not in recorded]
+
+
+def failures_frame(frame: pd.DataFrame, missing: list[str] | None = None) -> pd.DataFrame:
+    """The cases that did not finish: case, status and the error message; then the cases
+    that have no record at all (``missing``), with status ``not run``."""
     failed = frame[frame["status"] != "ok"] if len(frame) else frame
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "case": failed.get("case_id", []),
             "status": failed.get("status", []),
             "error": failed.get("error", pd.Series(dtype=object)).fillna(""),
         }
     )
+    not_run = pd.DataFrame({"case": missing or [], "status": "not run", "error": ""})
+    return pd.concat([table, not_run], ignore_index=True) if len(not_run) else table
+
+
+#: What each way of ending says about a run that is not complete.
+_ENDINGS = {
+    "running": "the run is still running",
+    "killed": "the run was killed: its process ended without closing it (SIGKILL, the out-of-memory killer, "
+    "a time limit)",
+    "incomplete": "the run is incomplete",
+}
+_SECTIONS = {"rf": "the receptive fields ([rf]) were not measured"}
 
 
 def run_status(run: Run) -> str:
-    """One plain sentence on whether the run is whole: every case, failures, missing cases."""
+    """One plain sentence on whether the run is whole: every case, failures, missing cases
+    and sections, and how it ended if it did not finish."""
     manifest = run.manifest
     total, done = manifest.get("cases_total", len(run.records)), len(run.records)
     failed = sum(r.get("status") != "ok" for r in run.records)
     parts = [f"{done} of {total} cases have a record"]
     if failed:
         parts.append(f"{failed} failed (see Failed cases)")
-    if manifest.get("status") != "complete" or done < total:
-        missing = total - done
+    status = manifest.get("status", "unknown")
+    not_run = [name for name, outcome in manifest.get("sections", {}).items() if outcome == "not run"]
+    if status == "complete" and done >= total and not not_run:
+        return "; ".join([*parts, "the run is complete"]) + "."
+    ending = _ENDINGS.get(status, f"the run is {status}")
+    if manifest.get("stopped_by") and status == "incomplete":
+        ending += f" (stopped by {manifest['stopped_by']})"
+    missing = total - done
+    if missing > 0:
         parts.append(
-            f"the run is {manifest.get('status', 'unknown')}: {missing} {'case has' if missing == 1 else 'cases have'} "
-            "no result, so this report is not the whole suite"
+            f"{ending}: {missing} {'case has' if missing == 1 else 'cases have'} no result, "
+            "so this report is not the whole suite"
         )
     else:
-        parts.append("the run is complete")
+        parts.append(ending)
+    parts += [_SECTIONS.get(name, f"the [{name}] section did not run") for name in not_run]
     return "; ".join(parts) + "."
 
 
@@ -367,11 +404,11 @@ def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame) -> list[
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #1a1a1a; margin: 0; }
-main { max-width: 64rem; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
+main { max-width: 90rem; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
 h1 { font-size: 1.5rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1rem; margin-bottom: .3rem; }
-table { border-collapse: collapse; margin: .5rem 0; font-size: .85rem; }
-th, td { padding: .2rem .6rem; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; margin: .5rem 0; font-size: .8rem; }
+th, td { padding: .2rem .45rem; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
 th { border-bottom: 2px solid #888; } .num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; white-space: pre-wrap; }
 td pre { margin: 0; padding: .1rem .3rem; }
@@ -379,7 +416,7 @@ td pre { margin: 0; padding: .1rem .3rem; }
 .status { padding: .6rem .9rem; border-left: .4rem solid #0072b2; background: #eef5fb; }
 .status.warning { border-color: #d55e00; background: #fdf1ea; }
 figure { margin: 1.2rem 0 2rem; } img { max-width: 100%; height: auto; }
-figcaption { font-size: .85rem; color: #444; max-width: 48rem; }
+figcaption { font-size: .85rem; color: #444; max-width: 60rem; }
 """
 
 
@@ -403,10 +440,12 @@ def _png_width(path: Path) -> int:
 def _html_figure(spec: FigureSpec, folder: Path) -> str:
     png = folder / FIGURES_DIR / f"{spec.name}.png"
     data = base64.b64encode(png.read_bytes()).decode("ascii")
-    # PNGs are drawn at 200 dpi; half their pixels is their size at the theme's 100 dpi.
+    # PNGs are drawn at 200 dpi; shown at two thirds of their pixels (max-width shrinks the
+    # widest to the page), a one-column figure is about 470 px wide, its labels as large as
+    # the text around it (at half, 350 px, they were smaller than the captions).
     return (
         f'<figure id="figure-{spec.name}"><h3>{html.escape(spec.title)}</h3>'
-        f'<img src="data:image/png;base64,{data}" alt="{html.escape(spec.title)}" width="{_png_width(png) // 2}">'
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(spec.title)}" width="{_png_width(png) * 2 // 3}">'
         f"<figcaption>{html.escape(spec.caption)} Vector version: "
         f'<a href="{FIGURES_DIR}/{spec.name}.pdf">{FIGURES_DIR}/{spec.name}.pdf</a>.</figcaption></figure>'
     )
@@ -422,7 +461,7 @@ def html_report(sections: Sections) -> str:
     run = sections.run
     warning = " warning" if run.manifest.get("status") != "complete" or len(sections.failures) else ""
     failures = (
-        "<p>None: every case finished.</p>"
+        "<p>None: every case has a record and ended ok.</p>"
         if sections.failures.empty
         else "<table>\n<tr><th>case</th><th>status</th><th>error</th></tr>\n"
         + "\n".join(
@@ -492,7 +531,7 @@ def markdown_report(sections: Sections) -> str:
         "",
     ]
     if sections.failures.empty:
-        lines.append("None: every case finished.")
+        lines.append("None: every case has a record and ended ok.")
     else:
         lines.append(markdown_table(sections.failures.map(_markdown_text)))
     lines += ["", "## Figures", ""]
@@ -520,7 +559,8 @@ def write_report(run_dir: Path | str) -> list[Path]:
     written = _write_tables(run, frame, summary)
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
-    sections = Sections(run, run_status(run), readable(summary), failures_frame(frame), _rf(run), specs)
+    failed = failures_frame(frame, missing_cases(run))
+    sections = Sections(run, run_status(run), readable(summary), failed, _rf(run), specs)
     write_atomic(run.path / "report.html", html_report(sections))
     write_atomic(run.path / "report.md", markdown_report(sections))
     return written + [run.path / "report.html", run.path / "report.md"]

@@ -31,8 +31,6 @@ Weights are random, drawn with torch's generator seeded with 0 for every model.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ import pandas as pd
 
 from bench.receptive.analytic import InputTooSmallError, LayerField, ReceptiveFieldError, analyse
 from bench.receptive.table import build_seeded, measure
+from bench.store import write_atomic
 
 KEYS = ("models", "input_size", "heatmap_layers", "erf_samples")
 
@@ -132,19 +131,6 @@ def _field(layer: LayerField, unit: tuple[int, int]) -> np.ndarray:
     return np.array([axis.interval(u) or axis.box(u) for axis, u in zip(layer.axes, unit, strict=True)])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def run_rf_section(section: RfSection, run_dir: Path, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Measure every model of ``section``; write ``rf.csv`` and ``rf_maps.npz`` into ``run_dir``."""
     frames, arrays = [], {}
@@ -173,8 +159,8 @@ def run_rf_section(section: RfSection, run_dir: Path, progress: Callable[[str], 
                 arrays[f"{prefix}/erf_field"] = _field(layer, layer.centre())
     table = pd.concat(frames, ignore_index=True)
     run_dir = Path(run_dir)
-    _write_atomic(run_dir / "rf.csv", table.to_csv(index=False).encode())
+    write_atomic(run_dir / "rf.csv", table.to_csv(index=False).encode())
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    _write_atomic(run_dir / "rf_maps.npz", buffer.getvalue())
+    write_atomic(run_dir / "rf_maps.npz", buffer.getvalue())
     return table

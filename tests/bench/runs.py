@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.record import Record, case_id
-from bench.store import RunWriter
+from bench.store import RunFolderError, RunWriter
 
 SMOKE = [("cnn", "adam"), ("cnn", "sgdm"), ("resnet20", "adam"), ("resnet20", "sgdm")]
 SHAPES = {"cnn": [1, 28, 28], "resnet20": [3, 32, 32], "mlp": [1, 28, 28]}
@@ -115,3 +115,16 @@ def smoke_run(
         for index, (model, optimizer) in enumerate(SMOKE)
     ]
     return write_run(root, run_id, records, **run)
+
+
+def claim_run_ids(root: Path, run_ids: list[str], barrier, won) -> None:
+    """Start a run folder for each id in turn, in step with another process (``barrier``),
+    putting each id this process got on the queue ``won``. Lives here, away from torch, so
+    that a spawned process starts in a second."""
+    for run_id in run_ids:
+        barrier.wait()
+        try:
+            RunWriter(root, run_id, "smoke", "", {}, 1)
+            won.put(run_id)
+        except RunFolderError:
+            pass

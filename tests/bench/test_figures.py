@@ -129,7 +129,20 @@ def test_batch_scaling_marks_the_case_that_ran_out_of_memory():
     assert list(cnn_adam.get_xdata()) == [32, 64, 128]
     expected = [(4 * 4 * 360_778 + 50_000 * b) / MIB for b in (32, 64, 128)]
     assert list(cnn_adam.get_ydata()) == pytest.approx(expected)
-    assert legend_labels(figure)[-1] == "out of memory"
+    assert legend_labels(figure)[-2:] == ["out of memory", "error"]
+    # Both axes from zero: a memory axis starting near the smallest peak makes 1 MiB look steep.
+    assert throughput.get_ylim()[0] == memory.get_ylim()[0] == 0
+
+
+def test_batch_scaling_keeps_a_series_that_only_diverged():
+    frame = synthetic.frame()
+    diverged = (frame["model"] == "cnn") & (frame["optimizer"] == "sgdm")
+    frame.loc[diverged, "status"] = "diverged"
+    figure = figures.batch_scaling_figure(frame)
+    for axes in figure.axes:
+        (marks,) = [line for line in axes.lines if line.get_marker() == "d"]
+        assert sorted(marks.get_xdata()) == sorted(frame.loc[diverged, "batch_size"])
+    assert "diverged" in legend_labels(figure)
 
 
 def test_constant_gradient_sgdm_scales_with_c_and_adam_collapses():
@@ -218,3 +231,27 @@ def test_a_run_whose_cases_all_failed_still_gets_its_figures(draw):
     frame = pd.DataFrame([synthetic.record("cnn", "adam", b, status="oom") for b in (32, 64)])
     assert draw(frame).axes
     assert figures.state_ratio_text(frame) is None
+
+
+def test_receptive_field_follows_the_main_path_and_marks_shortcuts():
+    """resnet20's analytic fields (3 + 2 per 3x3 conv at jump 1, 2 and 4; a 1x1 stride-2
+    shortcut sees what its block's input sees): the shortcut must not break the line."""
+    rows = [
+        ("conv1", "[3, 3]"),
+        ("layer2.0.conv1", "[17, 17]"),
+        ("layer2.0.conv2", "[21, 21]"),
+        ("layer2.0.shortcut.0", "[15, 15]"),
+        ("layer2.1.conv1", "[25, 25]"),
+    ]
+    frame = pd.DataFrame([{"model": "resnet20", "layer": layer, "rf": rf, "rf_empirical": rf} for layer, rf in rows])
+    (axes,) = figures.receptive_field_figure(frame).axes
+    lines = {line.get_label(): line for line in axes.lines}
+    assert list(lines["analytic"].get_ydata()) == [3, 17, 21, 25]  # increasing: no zig-zag
+    assert [t.get_text() for t in axes.get_xticklabels()] == [
+        "conv1",
+        "layer2.0.conv1",
+        "layer2.0.conv2",
+        "layer2.1.conv1",
+    ]
+    shortcut = lines["shortcut (off the main path)"]
+    assert (list(shortcut.get_xdata()), list(shortcut.get_ydata())) == ([2], [15])

@@ -26,7 +26,7 @@ def test_a_run_lands_whole_with_its_samples(tmp_path):
     )
     database = tmp_path / "history.sqlite"
     record_run(run_dir, database)
-    from_history = history.records(database, ["r1"]).drop(columns=["started", "machine"])
+    from_history = history.records(database, ["r1"]).drop(columns=["started", "machine", "run_status"])
     pd.testing.assert_frame_equal(from_history, load_run(run_dir).frame())
     listed = history.runs(database)
     assert listed.to_dict("records") == [
@@ -75,7 +75,7 @@ def test_a_failure_halfway_through_a_run_writes_none_of_it(tmp_path, monkeypatch
 
 def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path):
     database = tmp_path / "history.sqlite"
-    history.runs(database)
+    history.check_writable(database)
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -144,5 +144,33 @@ def test_latest_and_previous_follow_suite_and_machine(tmp_path):
 
 
 def test_an_empty_history_has_no_latest_run(tmp_path):
+    database = tmp_path / "history.sqlite"
+    history.check_writable(database)
     with pytest.raises(HistoryError, match="holds no runs yet"):
-        resolve("latest", tmp_path / "history.sqlite")
+        resolve("latest", database)
+
+
+def test_reading_a_history_that_is_not_there_creates_none(tmp_path):
+    database = tmp_path / "typo" / "history.sqlite"
+    for read in (history.runs, lambda path: resolve("latest", path), history.records):
+        with pytest.raises(HistoryError, match=f"there is no history at {database}"):
+            read(database)
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [(b"not a database at all" * 100, "cannot use the history"), (None, "not a convbench history")],
+)
+def test_a_file_that_is_not_a_history_is_named_not_used(tmp_path, content, message):
+    database = tmp_path / "history.sqlite"
+    if content is None:  # a real SQLite database of something else
+        with sqlite3.connect(database) as connection:
+            connection.execute("CREATE TABLE photos (name TEXT)")
+    else:
+        database.write_bytes(content)
+    before = database.read_bytes()
+    for use in (history.runs, history.check_writable):
+        with pytest.raises(HistoryError, match=message):
+            use(database)
+    assert database.read_bytes() == before

@@ -142,7 +142,7 @@ def test_a_complete_run_without_sweeps_or_rf_gets_only_the_figures_that_apply(tm
     assert sorted(p.stem for p in (path / "figures").glob("*.png")) == sorted(
         ["throughput", "memory", "state_bytes", "constant_gradient"]
     )
-    assert "None: every case finished." in (path / "report.html").read_text()
+    assert "None: every case has a record and ended ok." in (path / "report.html").read_text()
 
 
 def test_a_run_with_no_records_still_gets_a_report(tmp_path):
@@ -214,6 +214,19 @@ def test_report_html_renders_in_chromium_with_every_image_and_no_error(run_dir, 
     images, problems = page_problems(browser, run_dir / "report.html")
     assert problems == []
     assert images == len(FIGURES)
+
+
+def test_report_html_shows_every_results_column_and_figures_at_a_readable_size(run_dir, browser):
+    """On a 1440 px wide window: the results table needs no sideways scrolling (peak memory
+    and activations in view), and a one-column figure is drawn wider than 400 px."""
+    browser.set_window_size(1440, 1000)
+    browser.get((run_dir / "report.html").resolve().as_uri())
+    hidden = browser.execute_script(
+        "const box = document.querySelector('#results + .wide'); return box.scrollWidth - box.clientWidth"
+    )
+    assert hidden <= 0
+    widths = browser.execute_script("return Array.from(document.images).map(i => [i.alt, i.clientWidth])")
+    assert min(width for _, width in widths) > 400, widths
 
 
 def test_the_browser_check_catches_a_broken_image_and_a_script_error(tmp_path, browser):

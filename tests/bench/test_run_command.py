@@ -140,6 +140,11 @@ def test_an_interruption_keeps_what_was_measured(tmp_path, capsys, fault_models,
     assert (run_.manifest["status"], run_.manifest["cases_done"], run_.manifest["cases_total"]) == ("incomplete", 2, 6)
     assert (tmp_path / "i" / "summary.md").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    # The report names each case that did not run, not only how many.
+    page = (tmp_path / "i" / "report.html").read_text()
+    for model, optimizer in [(f"{fault}-net", "adam"), (f"{fault}-net", "sgdm"), ("cnn", "adam"), ("cnn", "sgdm")]:
+        shape = "1x8x8" if model != "cnn" else "1x28x28"
+        assert f"<td>{model}/{optimizer}/b4/fp32/cl0/eager/synthetic/{shape}</td><td>not run</td>" in page
 
 
 def test_real_datasets_from_the_data_root(tmp_path, capsys, fault_models):

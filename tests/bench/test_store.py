@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.record import CASE_FIELDS, RECORD_FIELDS, Record, case_id
-from bench.store import RECORDS, RunWriter, load_run, new_run_id, write_atomic
+from bench.store import RECORDS, RunFolderError, RunWriter, load_run, new_run_id, write_atomic
 
 
 def record(run_id: str, model: str = "cnn", status: str = "ok") -> Record:
@@ -80,8 +80,9 @@ def test_truncated_last_record_is_skipped_but_damage_elsewhere_is_not(tmp_path):
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
     writer(tmp_path).append(record("r1"))
-    with pytest.raises(FileExistsError, match="r1"):
+    with pytest.raises(RunFolderError, match="r1 already exists"):
         writer(tmp_path)
+    assert [record["model"] for record in load_run(tmp_path / "r1").records] == ["cnn"]
 
 
 def test_not_a_run_folder(tmp_path):

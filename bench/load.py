@@ -1,0 +1,79 @@
+"""How busy the machine was besides the benchmark: the load average and other processes' CPU.
+
+A step time measured while another job runs is not the machine's step time: an idle rerun
+of a run taken next to another benchmark looks like a large "improvement". So every run
+records the load average when it starts, and every case the share of the machine's CPU time
+that *other* processes used while it ran:
+
+    other_cpu_fraction = (busy CPU seconds of the whole machine − this process's CPU seconds)
+                         / (wall seconds × logical CPUs)
+
+from ``psutil.cpu_times()`` (the kernel's /proc/stat) and ``psutil.Process().cpu_times()``,
+read before and after the case. 0 is a quiet machine; 0.5 means other processes kept half the
+CPUs busy. Unlike the load average, it leaves out the benchmark's own threads, and covers
+exactly the case's time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import psutil
+
+#: Above this share of the machine's CPU time taken by other processes during a case, its
+#: timings are flagged (``run`` warns, ``compare`` notes it): a tenth of the machine is
+#: already enough to move CPU step times by several percent.
+BUSY_FRACTION = 0.10
+#: Above this load average per logical CPU when a run starts, ``run`` warns before measuring.
+BUSY_LOAD_PER_CPU = 0.5
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable and waiting processes), or None where the system
+    has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+
+def _own_seconds() -> float:
+    own = psutil.Process().cpu_times()
+    return own.user + own.system + own.children_user + own.children_system
+
+
+@dataclass
+class OtherLoad:
+    """Measures other processes' share of the CPUs between ``start()`` and ``stop()``."""
+
+    load_average_start: float | None = None
+    other_cpu_fraction: float | None = None
+
+    def start(self) -> OtherLoad:
+        self.load_average_start = load_average()
+        self._wall, self._busy, self._own = time.monotonic(), _busy_seconds(), _own_seconds()
+        return self
+
+    def stop(self) -> OtherLoad:
+        """Fill ``other_cpu_fraction`` (clipped to [0, 1]: the counters tick at different rates)."""
+        wall = time.monotonic() - self._wall
+        others = (_busy_seconds() - self._busy) - (_own_seconds() - self._own)
+        cpus = psutil.cpu_count(logical=True) or 1
+        self.other_cpu_fraction = min(max(others / (wall * cpus), 0.0), 1.0) if wall > 0 else None
+        return self
+
+
+def busy_warning(load: float | None, cpus: int | None = None) -> str | None:
+    """A sentence if a load average of ``load`` makes timings on this machine unreliable."""
+    cpus = cpus or psutil.cpu_count(logical=True) or 1
+    if load is None or load / cpus <= BUSY_LOAD_PER_CPU:
+        return None
+    return f"the machine is busy (load average {load:.1f} on {cpus} CPUs): step times will be slower and noisier"

@@ -1,0 +1,48 @@
+"""Other processes' load: measured apart from the benchmark's own CPU time, noted by compare."""
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import psutil
+
+from bench.compare import compare_runs
+from bench.load import OtherLoad, busy_warning
+from tests.bench.runs import record, samples
+
+
+def test_a_neighbour_burning_cpu_is_counted_and_the_benchmark_itself_is_not():
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # past its start-up
+        neighbour = psutil.Process(burner.pid)
+        before = sum(neighbour.cpu_times()[:2])
+        other = OtherLoad().start()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # this process burns too: that must not count
+            pass
+        other.stop()
+        burnt = sum(neighbour.cpu_times()[:2]) - before
+    finally:
+        burner.kill()
+        burner.wait()
+    wall_cpus = 1.0 * psutil.cpu_count(logical=True)
+    # At least the neighbour's own CPU seconds (other jobs on the machine can only add).
+    assert other.other_cpu_fraction >= 0.8 * burnt / wall_cpus > 0
+    assert other.load_average_start is not None
+
+
+def test_compare_notes_a_side_measured_under_load():
+    base = [record("b", step_samples=samples(40.0, seed=1), other_cpu_fraction=0.02)]
+    cand = [record("c", step_samples=samples(40.0, seed=2), other_cpu_fraction=0.45)]
+    verdicts = compare_runs(pd.DataFrame([r.to_dict() for r in base]), pd.DataFrame([r.to_dict() for r in cand]))
+    assert verdicts.loc[0, "note"].endswith("candidate measured under load (other processes used 45% of the CPUs)")
+    assert "baseline measured" not in verdicts.loc[0, "note"]
+
+
+def test_a_busy_machine_is_warned_about_before_the_run():
+    assert busy_warning(0.6, cpus=2) is None
+    assert busy_warning(14.1, cpus=2) == (
+        "the machine is busy (load average 14.1 on 2 CPUs): step times will be slower and noisier"
+    )
