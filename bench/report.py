@@ -235,9 +235,13 @@ SUMMARY_COLUMNS = [
     ("optimizer_state_bytes", "optimizer state (MiB)", 1 / MIB),
     ("peak_memory_bytes", "peak memory (MiB)", 1 / MIB),
     ("activation_bytes", "activations (MiB)", 1 / MIB),
+    ("flops_per_sample", "GFLOP/sample (fwd+bwd)", 1e-9),
+    ("achieved_tflops", "TFLOP/s", 1),
+    ("mfu", "MFU (%)", 100),
 ]
-#: Configuration switches left out of the tables people read when no case of the run sets them.
-OPTIONAL_COLUMNS = ("channels-last", "compile")
+#: Columns left out of the tables people read when no case of the run sets them (MFU needs
+#: a known peak: a GPU in bench.peaks or --peak-tflops).
+OPTIONAL_COLUMNS = ("channels-last", "compile", "MFU (%)")
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -253,7 +257,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary for people: channels-last and compile only when some case turned them on."""
-    unused = [c for c in OPTIONAL_COLUMNS if not summary[c].fillna(False).astype(bool).any()]
+    unused = [c for c in OPTIONAL_COLUMNS if not any(bool(v) and v == v for v in summary[c])]  # NaN != NaN
     return summary.drop(columns=unused)
 
 
