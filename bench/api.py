@@ -18,15 +18,15 @@ if TYPE_CHECKING:
 
 
 def run_suite(
-    suite: str | Path | None = None,
+    suite: str | Path | dict | None = None,
     *,
     results: str | Path = "results",
     run_id: str | None = None,
     history: str | Path | None = None,
     **flags: object,
 ) -> pd.DataFrame:
-    """Run ``suite`` (a shipped suite's name or a TOML file; default as ``convbench run``) and
-    return its records, one row per case, the Record fields as columns (units in their names).
+    """Run ``suite`` (a shipped suite's name, a TOML file, or a dict shaped like one; default
+    as ``convbench run``) and return its records, one row per case, the Record fields as columns (units in their names).
 
     ``flags`` are ``convbench run``'s, by their Python names and with Python values, e.g.
     ``models=["cnn", "torchvision:squeezenet1_1"]``, ``batch_sizes=[32]``, ``steps=10``,
@@ -46,7 +46,7 @@ def run_suite(
         if name not in settable:
             raise TypeError(f"run_suite() got an unknown flag {name!r}; valid: {', '.join(settable)}")
         setattr(args, name, value)
-    args.suite = None if suite is None else str(suite)
+    args.suite = suite if suite is None or isinstance(suite, dict) else str(suite)
     args.results, args.run_id = str(results), run_id or new_run_id()
     args.history = None if history is None else Path(history)
     code = cmd_run(args)

@@ -528,8 +528,11 @@ def shipped() -> list[str]:
     return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
-def load_suite(name_or_path: str | Path) -> Suite:
-    """A shipped suite by name, or a suite file by path."""
+def load_suite(name_or_path: str | Path | dict) -> Suite:
+    """A shipped suite by name, a suite file by path, or a suite as a dict shaped like the
+    TOML (``{"suite": {...}, "grid": [{...}]}``, as from Python)."""
+    if isinstance(name_or_path, dict):
+        return parse_suite(name_or_path, "suite", str(name_or_path.get("suite", {}).get("name", "python")))
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
