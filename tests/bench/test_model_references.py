@@ -266,3 +266,12 @@ def test_mfu_is_achieved_over_the_dense_peak_of_the_right_gpu():
     assert peaks.dense_peak("Tesla V100-SXM2-16GB", "bf16") is None  # Volta has no bf16
     assert peaks.dense_peak("AMD EPYC 7B13", "fp32") is None
     assert peaks.peak_for("AMD EPYC 7B13", "fp32", 1.5) == (1.5, "--peak-tflops")
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16"), (False, "fp16")])
+def test_amp_picks_bf16_only_where_the_gpu_has_it(monkeypatch, bf16, expected):
+    from bench.cli import amp_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert amp_precision(torch.device("cuda", 0)) == expected
+    assert amp_precision(torch.device("cpu")) == "bf16"
