@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.output import add_output_options, stdout_gone
 from bench.tables import format_number, text_table
 
 if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
@@ -75,12 +76,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "model": name,
                 "family": entry.family,
                 "params": sum(p.numel() for p in model.parameters()),
-                "input (C, H, W)": "x".join(map(str, entry.input_shape)),
+                "input (C, H, W)": "x".join(map(str, entry.input_shape)) if entry.input_shape else None,
                 "classes": entry.num_classes,
             }
         )
-    table = pd.DataFrame(rows)
-    print(table.to_json(orient="records", indent=2) if args.json else text_table(table))
+    _print_output(pd.DataFrame(rows), args)
     return 0
 
 
@@ -102,8 +102,7 @@ def cmd_optimizers(args: argparse.Namespace) -> int:
                 "state buffers / param": optimizers.state_buffers(name),
             }
         )
-    table = pd.DataFrame(rows)
-    print(table.to_json(orient="records", indent=2) if args.json else text_table(table))
+    _print_output(pd.DataFrame(rows), args)
     return 0
 
 
@@ -121,6 +120,8 @@ def cmd_rf(args: argparse.Namespace) -> int:
     from bench.receptive import ReceptiveFieldError, build_seeded, measure
 
     entry = models.spec(args.model)
+    if entry.input_shape is None:
+        raise models.ModelReferenceError(args.model, "does not say its input shape; set the function's input_shape")
     channels, height, width = entry.input_shape
     shape = (channels, height, width) if args.input_size is None else (channels, args.input_size, args.input_size)
 
@@ -133,13 +134,7 @@ def cmd_rf(args: argparse.Namespace) -> int:
     except ReceptiveFieldError as error:
         print(f"convbench rf: error: model {args.model!r}: {error}", file=sys.stderr)
         return 2
-    table = report.frame()
-    if args.format == "json":
-        print(table.to_json(orient="records", indent=2))
-    elif args.format == "csv":
-        print(table.to_csv(index=False), end="")
-    else:
-        print(text_table(table))
+    _print_output(report.frame(), args)
     for note in report.analysis.notes:
         print(f"convbench rf: note: {note}", file=sys.stderr)
     return 0
@@ -175,6 +170,7 @@ EXIT_CASE_ERROR = 1  # a case ended "error", or a section, the report, the histo
 EXIT_BAD_INPUT = 2  # nothing ran: unknown name, bad suite, missing device or dataset, unusable paths
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C: the run folder is kept, marked for what it is
 EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM: likewise
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # whoever read the output stopped reading (any command)
 
 #: Flags that override the suite, by the suite key they replace.
 OVERRIDES = ("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats")
@@ -209,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = suite.override(isolate=True)
     suite, ranks = launch.plan(args, suite)
     device = runner.resolve_device(suite.device)
-    suite = suite.override(device=str(device))
+    suite = apply_switches(suite.override(device=str(device)), args, device)
     launch.check_device(suite, device)
     cases = suite.cases()
     runner.check_cases(cases, device)
@@ -234,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bench.distributed.cases import DistributedRunner
 
         run_case = DistributedRunner(joined)
-    context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
+    context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download, args.peak_tflops)
     if ranks is not None and joined.rank != 0:
         return launch.follow(cases, context, run_case)  # rank 0 alone writes the run
     if ranks is None:  # data-parallel ranks run each case in processes of their own already
@@ -294,7 +290,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, sqlite3.Error) as error:
             print(f"convbench run: not added to the history {history_path}: {error}", file=sys.stderr)
             code = code or EXIT_CASE_ERROR
-        print(text_table(report.readable(report.summary_frame(records)), format_number))
+        try:
+            print(text_table(report.readable(report.summary_frame(records)), format_number), flush=True)
+        except BrokenPipeError:  # a reader that went away must not cost the run its report
+            stdout_gone()
         for line in report.failures(records):
             print(line, file=sys.stderr)
         code = _write_report(writer.path, signals, code)
@@ -379,6 +378,123 @@ def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
     return code
 
 
+# The switches timm's benchmark script taught people, and models by reference.
+SWITCHES = ("input_size", "num_classes", "lr", "momentum", "betas", "eps", "weight_decay")
+
+
+def amp_precision(device: object) -> str:
+    """What ``--amp`` means on ``device``: bf16 where the device has it, else fp16."""
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16"  # CPU autocast runs bf16 only
+
+
+def apply_switches(suite: object, args: argparse.Namespace, device: object) -> object:
+    """``suite`` with the run switches given on the command line applied, each checked as
+    in a suite file and named by its flag."""
+    from bench.suite import SuiteError
+
+    if args.amp and args.precision:
+        raise SuiteError("--amp picks the precision itself; give --amp or --precision, not both")
+    changes = {key: getattr(args, key) for key in SWITCHES if getattr(args, key) is not None}
+    if args.channels_last:
+        changes["channels_last"] = [True]
+    if args.compile or args.compile_mode:
+        changes["compile"] = [True]
+    if args.compile_mode:
+        changes["compile_mode"] = [args.compile_mode]
+    if args.amp:
+        changes["precision"] = [amp_precision(device)]
+    suite = suite.override(**changes)
+    return suite.with_model_kwargs(args.model_kwargs) if args.model_kwargs else suite
+
+
+def _keyword_arguments(text: str) -> dict[str, object]:
+    """``k=v,k2=v2`` with each value read as a TOML value (numbers, true/false, quoted or bare
+    strings)."""
+    import tomllib
+
+    found: dict[str, object] = {}
+    for item in _items(text):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise argparse.ArgumentTypeError(f"expected key=value pairs separated by commas, got {item!r}")
+        try:
+            found[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            found[key.strip()] = value.strip()
+    return found
+
+
+def _reals(text: str) -> list[float]:
+    """A comma-separated list of numbers."""
+    try:
+        return [float(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _betas(text: str) -> list[list[float]]:
+    """``B1,B2``: Adam's two decay rates."""
+    values = _reals(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2, got {text!r}")
+    return [values]
+
+
+def _shape(text: str) -> list[int]:
+    """``C,H,W``."""
+    values = _integers(text)
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (three integers), got {text!r}")
+    return values
+
+
+def _positive_real(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_run_switches(run_parser: argparse.ArgumentParser) -> None:
+    """The flags for models by reference, memory layout, compilation, precision, the
+    optimizers' hyperparameters and the peak that MFU is judged against."""
+    from bench.suite import COMPILE_MODES
+
+    run_parser.add_argument(
+        "--model-kwargs",
+        type=_keyword_arguments,
+        metavar="K=V,...",
+        help="keyword arguments for every model's builder, e.g. depth=18,drop_rate=0.1",
+    )
+    run_parser.add_argument(
+        "--input-size", type=_shape, metavar="C,H,W", help="synthetic input shape for every model (default: its own)"
+    )
+    run_parser.add_argument("--num-classes", type=int, metavar="N", help="classes for every model (default: its own)")
+    run_parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    run_parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run_parser.add_argument("--compile-mode", choices=COMPILE_MODES, help="torch.compile mode (implies --compile)")
+    run_parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision: bf16 where the device has it, else fp16 (not with --precision)",
+    )
+    run_parser.add_argument("--lr", type=_reals, metavar="X,Y", help="learning rates (each a case)")
+    run_parser.add_argument("--momentum", type=_reals, metavar="X,Y", help="SGDM momenta")
+    run_parser.add_argument("--betas", type=_betas, metavar="B1,B2", help="Adam's decay rates")
+    run_parser.add_argument("--eps", type=_reals, metavar="X,Y", help="Adam's epsilon")
+    run_parser.add_argument("--weight-decay", type=_reals, metavar="X,Y", help="L2 weight decay (torch-* optimizers)")
+    run_parser.add_argument(
+        "--peak-tflops",
+        type=_positive_real,
+        metavar="X",
+        help="the device's dense peak TFLOP/s for MFU (default: bench.peaks' table of known GPUs)",
+    )
+
+
 def _items(text: str) -> list[str]:
     """A comma-separated list."""
     return [item.strip() for item in text.split(",") if item.strip()]
@@ -397,14 +513,13 @@ def _integers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _print_table(frame: object, args: argparse.Namespace) -> None:
-    """Print ``frame`` as text or Markdown (``--format``); also write Markdown to ``--markdown``."""
-    from bench.store import write_atomic
-    from bench.tables import markdown_table
+def _print_output(frame: object, args: argparse.Namespace, **around: object) -> None:
+    """Print ``frame`` (and the lines and fields ``around`` it, see bench.output.render) in
+    ``--format``, to ``--output`` if given."""
+    from bench.output import emit, render
 
-    print(markdown_table(frame) if args.format == "markdown" else text_table(frame))
-    if args.markdown:
-        write_atomic(Path(args.markdown), markdown_table(frame) + "\n")
+    text, to_stderr = render(frame, args.format, **around)
+    emit(text, args.output, to_stderr)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -413,7 +528,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     runs = history.runs(args.history)
     runs["commit"] = runs["commit"].str[:10]
-    print(runs.to_json(orient="records", indent=2) if args.json else text_table(runs))
+    _print_output(runs, args)
     return 0
 
 
@@ -428,37 +543,41 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
-    from bench import compare, history
+    from bench import compare
+    from bench.api import judge, resolve_runs
     from bench.telemetry import fairness
 
-    candidate = history.resolve(args.candidate, args.history)
-    baseline = history.resolve(args.baseline, args.history, after=candidate, include_incomplete=args.include_incomplete)
-    notes = fairness.check_runs(args.baseline, baseline, args.candidate, candidate, args.history)
-    # A several-run baseline: the runs before BASELINE, skipping any measured differently.
-    earlier = [
-        run
-        for run in history.earlier_runs(baseline, args.baseline_runs - 1, args.history, args.include_incomplete)
-        if not compare.mismatches(run.frame, baseline.frame)
-    ]
-    verdicts = compare.compare_runs(
-        baseline.frame,
-        candidate.frame,
-        threshold=args.threshold / 100,
-        memory_threshold=args.memory_threshold / 100,
-        earlier=[run.frame for run in earlier],
+    baseline, candidate, earlier = resolve_runs(
+        args.baseline, args.candidate, args.history, args.baseline_runs, args.include_incomplete
     )
+    notes = fairness.check_runs(args.baseline, baseline, args.candidate, candidate, args.history)
+    verdicts = judge(baseline, candidate, earlier, args.threshold, args.memory_threshold)
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
-    print(f"baseline {baseline.describe()}{runs}, candidate {candidate.describe()}")
-    for note in ([baseline.note] if baseline.note else []) + notes:
-        print(f"note: {note}")
-    _print_table(compare.readable(verdicts), args)
-    print(compare.summary(verdicts))
-    return 1 if compare.has_regression(verdicts) else 0
+    notes = ([baseline.note] if baseline.note else []) + notes
+    regression = compare.has_regression(verdicts)
+    _print_output(
+        verdicts if args.format == "json" else compare.readable(verdicts),
+        args,
+        before=[f"baseline {baseline.describe()}{runs}, candidate {candidate.describe()}"]
+        + [f"note: {note}" for note in notes],
+        after=[compare.summary(verdicts)],
+        fields={
+            "baseline": baseline.run_id,
+            "earlier": [run.run_id for run in earlier],
+            "candidate": candidate.run_id,
+            "notes": notes,
+            "summary": compare.summary(verdicts),
+            "regression": regression,
+        },
+    )
+    return 1 if regression else 0
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
     """Throughput and memory over the recorded runs, flagged where compare would flag them."""
+    import pandas as pd
+
     from bench import compare, figures, history
 
     records = history.records(args.history)
@@ -466,27 +585,38 @@ def cmd_trend(args: argparse.Namespace) -> int:
         raise history.HistoryError(f"the history {args.history} holds no runs yet")
     flagged = compare.flag_history(records, baseline_runs=args.baseline_runs, threshold=args.threshold / 100)
     chosen = flagged[
-        flagged["model"].isin(args.model or flagged["model"])
-        & flagged["optimizer"].isin(args.optimizer or flagged["optimizer"])
+        flagged["model"].isin(args.models or flagged["model"])
+        & flagged["optimizer"].isin(args.optimizers or flagged["optimizer"])
     ]
     if chosen.empty:
-        raise history.HistoryError("no recorded case matches the --model and --optimizer given")
+        raise history.HistoryError("no recorded case matches the --models and --optimizers given")
     several_devices = chosen["device_name"].nunique() > 1
     chosen = chosen.assign(
         series=chosen["case_id"] + (" @ " + chosen["device_name"] if several_devices else ""),
     )
     figures.use_theme()
-    paths = figures.save(figures.trend_figure(chosen), Path(args.output))
+    paths = figures.save(figures.trend_figure(chosen), Path(args.figure))
     hits = chosen[(chosen["time"] == "regression") | (chosen["memory"] == "regression")]
-    for row in hits.itertuples():
-        print(f"{row.run_id}  {row.series}: time {row.time}, memory {row.memory}")
     slower_runs = chosen[chosen["all_cases"] == "regression"]["run_id"].unique().tolist()
-    for run_id in slower_runs:
-        print(f"{run_id}  all cases (geometric mean): time regression")
+    flagged_rows = pd.concat(
+        [
+            hits[["run_id", "series", "time", "memory"]],
+            pd.DataFrame(
+                {"run_id": slower_runs, "series": "all cases (geometric mean)", "time": "regression", "memory": None}
+            ),
+        ],
+        ignore_index=True,
+    )
     runs = chosen["run_id"].nunique()
-    print(
-        f"{runs} runs, {len(hits)} case regressions and {len(slower_runs)} all-cases regressions flagged; "
-        f"figure: {', '.join(map(str, paths))}"
+    figure = ", ".join(map(str, paths))
+    _print_output(
+        flagged_rows,
+        args,
+        after=[
+            f"{runs} runs, {len(hits)} case regressions and {len(slower_runs)} all-cases regressions flagged; "
+            f"figure: {figure}"
+        ],
+        fields={"runs": runs, "figure": [str(path) for path in paths]},
     )
     return 0
 
@@ -497,12 +627,37 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
     runs = [history.resolve(reference, args.history).frame for reference in args.runs]
     table, notes = compare.side_by_side(runs, reference=args.reference)
-    _print_table(compare.side_by_side_wide(table), args)
-    for note in notes:
-        print(note)
     figures.use_theme()
-    paths = figures.save(figures.speedup_figure(table), Path(args.output))
-    print(f"figure: {', '.join(map(str, paths))}")
+    paths = figures.save(figures.speedup_figure(table), Path(args.figure))
+    _print_output(
+        table if args.format == "json" else compare.side_by_side_wide(table),
+        args,
+        after=[*notes, f"figure: {', '.join(map(str, paths))}"],
+        fields={"notes": notes, "figure": [str(path) for path in paths]},
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A run (or, with --all, the whole history) as github-action-benchmark or pytest-benchmark JSON."""
+    from bench import export
+    from bench.output import emit
+    from bench.suite import SuiteError
+
+    if args.all:
+        if args.format != "pytest-benchmark" or args.output is None:
+            raise SuiteError(
+                "--all writes a pytest-benchmark storage folder: give --format pytest-benchmark --output DIR"
+            )
+        for path in export.history_storage(args.history, args.output):
+            print(path)
+        return 0
+    frame, manifest, env = export.run_documents(args.run, args.history)
+    if args.format == "github-action-benchmark":
+        document: object = export.github_action_benchmark(frame, args.metric)
+    else:
+        document = export.pytest_benchmark(frame, manifest, env)
+    emit(json.dumps(document, indent=2) + "\n", args.output)
     return 0
 
 
@@ -524,12 +679,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     models_parser = commands.add_parser("models", help="list the model registry")
     models_parser.add_argument("names", nargs="*", metavar="MODEL", help="only these models (default: all)")
-    models_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_options(models_parser)
     models_parser.set_defaults(handler=cmd_models)
 
     optimizers_parser = commands.add_parser("optimizers", help="list the optimizer registry")
     optimizers_parser.add_argument("names", nargs="*", metavar="OPTIMIZER", help="only these (default: all)")
-    optimizers_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_options(optimizers_parser)
     optimizers_parser.set_defaults(handler=cmd_optimizers)
 
     env_parser = commands.add_parser("env", help="describe this machine and its software as JSON")
@@ -542,12 +697,18 @@ def build_parser() -> argparse.ArgumentParser:
         "analytic receptive field (size, jump, start per axis [h, w]), what the gradient-mask probe "
         "measured, and the effective receptive field (Luo et al. 2016) with random weights (seed 0).",
     )
-    rf_parser.add_argument("model", metavar="MODEL", help="a model from `convbench models`")
+    rf_parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a model from `convbench models`, or a reference (pkg.mod:fn, torchvision:NAME, timm:NAME)",
+    )
     rf_parser.add_argument(
         "--input-size", type=_positive, metavar="N", help="square N x N input (default: the model's natural input)"
     )
-    rf_parser.add_argument("--layers", nargs="+", metavar="LAYER", help="only these layers (qualified module names)")
-    rf_parser.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    rf_parser.add_argument(
+        "--layers", type=_items, metavar="A,B", help="only these layers (qualified module names, comma-separated)"
+    )
+    add_output_options(rf_parser)
     rf_parser.add_argument(
         "--erf-samples",
         type=_count,
@@ -607,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.distributed.launch import add_flags
 
     add_flags(run_parser, _items, _integers, _positive)
+    add_run_switches(run_parser)
     run_parser.set_defaults(handler=cmd_run)
 
     history_help = "the history database (default: results/history.sqlite)"
@@ -614,18 +776,14 @@ def build_parser() -> argparse.ArgumentParser:
     def add_history(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--history", type=Path, default=DEFAULT_HISTORY, metavar="PATH", help=history_help)
 
-    def add_output(sub: argparse.ArgumentParser, default: str) -> None:
+    def add_figure(sub: argparse.ArgumentParser, default: str) -> None:
         sub.add_argument(
-            "--output", default=default, metavar="STEM", help=f"figure path without suffix (default {default})"
+            "--figure", default=default, metavar="STEM", help=f"figure path without suffix (default {default})"
         )
-
-    def add_format(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
-        sub.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown to FILE")
 
     history_parser = commands.add_parser("history", help="list the runs in the history")
     add_history(history_parser)
-    history_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_options(history_parser)
     history_parser.set_defaults(handler=cmd_history)
 
     ingest_parser = commands.add_parser("ingest", help="add run folders (e.g. from other machines) to the history")
@@ -649,25 +807,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PERCENT",
         help=f"peak-memory change that counts (default {DEFAULT_MEMORY_PERCENT:g})",
     )
-    add_format(compare_parser)
+    add_output_options(compare_parser)
     compare_parser.set_defaults(handler=cmd_compare)
 
     trend_parser = commands.add_parser("trend", help="throughput and memory over the recorded runs, as a figure")
-    trend_parser.add_argument("--model", nargs="+", metavar="MODEL", help="only these models")
-    trend_parser.add_argument("--optimizer", nargs="+", metavar="OPTIMIZER", help="only these optimizers")
+    trend_parser.add_argument("--models", type=_items, metavar="A,B", help="only these models")
+    trend_parser.add_argument("--optimizers", type=_items, metavar="A,B", help="only these optimizers")
     add_history(trend_parser)
     add_threshold(trend_parser)
     add_baseline_runs(trend_parser)
-    add_output(trend_parser, "results/trend")
+    add_output_options(trend_parser)
+    add_figure(trend_parser, "results/trend")
     trend_parser.set_defaults(handler=cmd_trend)
 
     gpus_parser = commands.add_parser("gpus", help="runs of one suite on different devices, side by side")
     gpus_parser.add_argument("runs", nargs="+", metavar="RUN", help=run_help)
     gpus_parser.add_argument("--reference", metavar="DEVICE", help="device to normalise to (default: the first run's)")
     add_history(gpus_parser)
-    add_format(gpus_parser)
-    add_output(gpus_parser, "results/gpus")
+    add_output_options(gpus_parser)
+    add_figure(gpus_parser, "results/gpus")
     gpus_parser.set_defaults(handler=cmd_gpus)
+
+    export_parser = commands.add_parser(
+        "export",
+        help="a run as github-action-benchmark or pytest-benchmark JSON",
+        description="Write a run's ok cases as JSON for other tools: github-action-benchmark (tool "
+        "customBiggerIsBetter for --metric throughput, customSmallerIsBetter for step_time) or a "
+        "pytest-benchmark saved session (pytest-benchmark compare reads it).",
+    )
+    export_parser.add_argument("run", nargs="?", default="latest", metavar="RUN", help=run_help + " (default latest)")
+    export_parser.add_argument(
+        "--format", choices=("github-action-benchmark", "pytest-benchmark"), required=True, help="the tool to feed"
+    )
+    export_parser.add_argument(
+        "--metric",
+        choices=("throughput", "step_time"),
+        default="throughput",
+        help="github-action-benchmark's value: samples/s or median step time in ms (default throughput)",
+    )
+    export_parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every run of the history, as a pytest-benchmark storage folder (--output DIR)",
+    )
+    export_parser.add_argument("--output", type=Path, metavar="FILE|DIR", help="write here instead of stdout")
+    add_history(export_parser)
+    export_parser.set_defaults(handler=cmd_export)
 
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
     report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")
@@ -702,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileExistsError,
         FileNotFoundError,
     )
-    if args.command in ("history", "ingest", "compare", "trend", "gpus"):
+    if args.command in ("history", "ingest", "compare", "trend", "gpus", "export"):
         from bench.compare import IncomparableError
 
         bad_input += (IncomparableError,)
@@ -712,6 +897,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except bad_input as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader went away (| head): not an error of ours
+        stdout_gone()
+        return EXIT_BROKEN_PIPE
     except OSError as error:  # a full disk, a permission, a folder where a file goes: one line
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_CASE_ERROR

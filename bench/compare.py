@@ -84,6 +84,9 @@ class IncomparableError(ValueError):
 
 
 def _hashable(value: object) -> object:
+    # A field missing from older records (NaN in a frame, or absent) means "not set", as None does.
+    if value is None or (isinstance(value, float) and value != value):
+        return None
     if isinstance(value, list | tuple | np.ndarray):
         return tuple(_hashable(v) for v in value)
     if isinstance(value, dict):

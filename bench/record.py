@@ -9,7 +9,9 @@ figure on the CPU) is ``None``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from urllib.parse import quote
 
 #: Outcomes of a case. ``oom``: out of device memory; ``error``: any other exception
 #: (message in ``error``); ``diverged``: the loss became non-finite; ``timeout``: in a
@@ -30,10 +32,13 @@ CASE_FIELDS = (
     "strategy",
     "world_size",
     "sync_batchnorm",
+    "hyperparameters",  # cases trained with other hyperparameters are other cases
+    "model_kwargs",
+    "compile_mode",
 )
 
 #: How a case was measured. Two records can only be compared when these agree too.
-PROTOCOL_FIELDS = ("steps", "warmup", "repeats", "hyperparameters", "detailed")
+PROTOCOL_FIELDS = ("steps", "warmup", "repeats", "detailed")
 
 
 @dataclass
@@ -145,6 +150,14 @@ class Record:
     # interference (bench.load): the machine's load while the case ran
     load_average_1m: float | None = None  # 1-minute load average as the case started (os.getloadavg)
     other_cpu_fraction: float | None = None  # share of all CPUs' time other processes used during the case, 0-1
+    # models by reference, run switches, FLOPs and utilisation
+    model_kwargs: dict | None = None  # keyword arguments given to the model's builder; None: none given
+    compile_mode: str | None = None  # torch.compile mode; None: not compiled, or the default mode
+    flops_per_sample: float | None = None  # forward + backward FLOPs of one sample (torch FlopCounterMode, meta device)
+    achieved_tflops: float | None = None  # flops_per_sample * throughput / 1e12, TFLOP/s
+    peak_tflops: float | None = None  # the device's dense peak for the case's precision, TFLOP/s
+    peak_tflops_source: str | None = None  # where peak_tflops comes from (bench.peaks table entry or --peak-tflops)
+    mfu: float | None = None  # model FLOP utilisation, achieved_tflops / peak_tflops (a fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,21 +166,43 @@ class Record:
 RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
+def _escape(text: str) -> str:
+    # Percent-encoding every character outside a small readable set keeps "/", "[", "]",
+    # "," and "=" free as separators, whatever a model reference or an argument holds.
+    return quote(text, safe=":.-_+")
+
+
+def _with_arguments(name: str, arguments: dict | None) -> str:
+    """``name`` escaped, then ``[key=value,...]`` (keys sorted, values as JSON) if any."""
+    if not arguments:
+        return _escape(name)
+    pairs = (f"{_escape(k)}={_escape(json.dumps(arguments[k], separators=(',', ':')))}" for k in sorted(arguments))
+    return f"{_escape(name)}[{','.join(pairs)}]"
+
+
 def case_id(config: dict) -> str:
-    """A readable key naming the case, e.g. ``resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32``,
-    data-parallel ones followed by strategy and world size: ``.../3x32x32/ddp/w8``."""
+    """A readable key naming the case, e.g. ``resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32``.
+
+    Optional keys add to it only when set, so the ids of plain cases never change:
+    ``model_kwargs`` (``timm:resnet18[drop_rate=0.1]``), ``hyperparameter_overrides``, the
+    hyperparameters that differ from the optimizer's defaults (``sgdm[lr=0.1]``), and
+    ``compile_mode`` (``compiled-max-autotune``). Names and values are percent-encoded
+    outside ``A-Z a-z 0-9 : . - _ +``, so two different cases never share an id.
+    Data-parallel cases end with strategy and world size: ``.../3x32x32/ddp/w8``.
+    """
     shape = "x".join(str(n) for n in config["input_shape"])
+    mode = config.get("compile_mode")
     parallel = []
     if config.get("strategy"):
         parallel = [config["strategy"], f"w{config['world_size']}"] + (["syncbn"] if config["sync_batchnorm"] else [])
     return "/".join(
         [
-            config["model"],
-            config["optimizer"],
+            _with_arguments(config["model"], config.get("model_kwargs")),
+            _with_arguments(config["optimizer"], config.get("hyperparameter_overrides")),
             f"b{config['batch_size']}",
             config["precision"],
             f"cl{int(config['channels_last'])}",
-            "compiled" if config["compile"] else "eager",
+            ("compiled" + (f"-{_escape(mode)}" if mode else "")) if config["compile"] else "eager",
             config["dataset"],
             shape,
             *parallel,

@@ -312,12 +312,16 @@ SUMMARY_COLUMNS = [
     ("activation_bytes", "activations (MiB)", 1 / MIB),
     ("host_syncs_per_step", "host syncs/step", 1),
     ("host_bound", "host-bound", None),
+    ("flops_per_sample", "GFLOP/sample (fwd+bwd)", 1e-9),
+    ("achieved_tflops", "TFLOP/s", 1),
+    ("mfu", "MFU (%)", 100),
 ]
 #: Energy per sample: the record's energy per step over its batch size.
 ENERGY_PER_SAMPLE = "energy (J/sample)"
 #: Columns left out of the tables people read when no case of the run sets them: configuration
-#: switches, and marks and figures that only some devices or cases have.
-OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE)
+#: switches, and marks and figures that only some devices or cases have (MFU needs a known
+#: peak: a GPU in bench.peaks or --peak-tflops).
+OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE, "MFU (%)")
 OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
 
 

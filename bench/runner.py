@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, faults, host, memory, precision, timing
+from bench import data, faults, flops, host, memory, peaks, precision, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
@@ -35,7 +36,7 @@ from bench.telemetry.gpu import CaseTelemetry
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The hyperparameters the registry's optimizers take (their values go in the record).
-HYPERPARAMETERS = ("lr", "betas", "eps", "momentum")
+HYPERPARAMETERS = ("lr", "betas", "eps", "momentum", "weight_decay")
 #: Untimed steps allowed beyond ``warmup`` while fp16 loss scaling skips the optimizer's
 #: update. Each skip halves GradScaler's scale; from its default 2**16, 64 halvings reach
 #: 2**-48, where no finite float32 gradient can overflow float16 any more.
@@ -64,6 +65,7 @@ class RunContext:
     #: Builds a case's model, optimizer and trainer instead of ``build`` (same signature);
     #: data-parallel runs wrap the model for their strategy here.
     builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
+    peak_tflops: float | None = None  # --peak-tflops: the device's peak, over bench.peaks' table
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,15 +91,16 @@ def check_cases(cases: Sequence[Case], device: torch.device) -> None:
     problem = precision.check({case.precision for case in cases}, device)
     if problem is not None:
         raise SetupError(problem)
-    shapes = {(c.model, c.input_shape, c.num_classes, c.batch_size) for c in cases}
-    for model_name, input_shape, num_classes, batch_size in sorted(shapes):
+    shapes = {(c.model, c.input_shape, c.num_classes, c.batch_size, json.dumps(c.model_kwargs)) for c in cases}
+    for model_name, input_shape, num_classes, batch_size, kwargs_json in sorted(shapes):
+        kwargs = json.loads(kwargs_json)
         try:
             with torch.device("meta"):
-                model = models.build(model_name, in_channels=input_shape[0], num_classes=num_classes)
+                model = models.build(model_name, in_channels=input_shape[0], num_classes=num_classes, **kwargs)
                 output = model(torch.empty(batch_size, *input_shape))
         except NotImplementedError:
             continue  # an operator without a meta kernel: nothing learnt, the real run will tell
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError, TypeError) as error:
             raise SetupError(
                 f"model {model_name!r} cannot train on batches of {batch_size} x {tuple(input_shape)}: {error}"
             ) from None
@@ -177,7 +180,8 @@ class Trainer:
 
 
 def _hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
-    values = {k: optimizer.defaults[k] for k in HYPERPARAMETERS if k in optimizer.defaults}
+    # weight_decay only when set, so that records of undecayed cases keep their old identity.
+    values = {k: optimizer.defaults[k] for k in HYPERPARAMETERS if optimizer.defaults.get(k) not in (None, 0)}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
@@ -200,17 +204,20 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
         context.data_root,
         context.download,
     )
-    model = models.build(case.model, in_channels=case.input_shape[0], num_classes=case.num_classes).to(device)
+    model = models.build(
+        case.model, in_channels=case.input_shape[0], num_classes=case.num_classes, **case.model_kwargs
+    ).to(device)
     if case.channels_last:
         model = model.to(memory_format=torch.channels_last)
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
     out["params"] = sum(p.numel() for p in model.parameters())
     out["param_bytes"] = memory.param_bytes(model)
-    optimizer = optimizers.build(case.optimizer, model.parameters())
+    optimizer = optimizers.build(case.optimizer, model.parameters(), **case.hyperparameters)
     out["hyperparameters"] = _hyperparameters(optimizer)
     if case.compile:
         torch.compiler.reset()  # a fresh cache: Dynamo's recompile limit would fall back to eager
-    trainer = Trainer(torch.compile(model) if case.compile else model, optimizer, batches, case.precision, device)
+    compiled = torch.compile(model, mode=case.compile_mode) if case.compile else model
+    trainer = Trainer(compiled, optimizer, batches, case.precision, device)
     return model, optimizer, trainer
 
 
@@ -260,6 +267,7 @@ def _check_state_allocation(optimizer: torch.optim.Optimizer, device: torch.devi
 
 def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
     """Train ``case`` and put its measurements in ``out`` as they are made."""
+    out["flops_per_sample"] = flops.flops_per_sample(case.model, case.model_kwargs, case.input_shape, case.num_classes)
     model, optimizer, trainer = (context.builder or build)(case, context, out)
     if context.device.type == "cuda":
         out.update(precision.effective())
@@ -310,6 +318,12 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     if case.detailed:
         medians = [timing.summarize(samples).median for samples in per_phase]
         out["forward_ms"], out["backward_ms"], out["optimizer_ms"] = medians
+    out["peak_tflops"], out["peak_tflops_source"] = peaks.peak_for(
+        device_name(context.device, context.env), case.precision, context.peak_tflops
+    )
+    out["achieved_tflops"], out["mfu"] = flops.utilisation(
+        out["flops_per_sample"], out["throughput"], out["peak_tflops"]
+    )
 
 
 def run_case(case: Case, context: RunContext) -> Record:

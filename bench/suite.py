@@ -15,8 +15,11 @@ twice runs once). Several blocks let different models have different batch sizes
     detailed = false          # also time forward, backward and optimizer step apart   (default false)
     isolate = false           # each case in a process of its own (bench.isolation)   (default false)
 
+    input_size = [3, 64, 64]  # (C, H, W) of synthetic samples, for every model   (default: each model's own)
+    num_classes = 100         # classes of synthetic labels   (default: each model's own)
+
     [[grid]]
-    models = ["cnn", "resnet20"]   # registry names, or "all"
+    models = ["cnn", "resnet20"]   # registry names, model references, or "all"
     optimizers = ["adam", "sgdm"]  # registry names, or "all"
     batch_sizes = [32]
     precision = ["fp32"]           # fp32 | tf32 | bf16 | fp16   (default ["fp32"])
@@ -25,6 +28,17 @@ twice runs once). Several blocks let different models have different batch sizes
     strategy = ["ddp", "zero1"]    # data parallel: ddp | zero1 | fsdp   (default: none, one process)
     world_sizes = [1, 2]           # ranks per case   (default when launched: 1 and all)
     sync_batchnorm = [false]       # BatchNorm as torch.nn.SyncBatchNorm   (default [false])
+    compile_mode = ["default"]     # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    lr = [0.1, 0.01]               # hyperparameters, each given to the optimizers that take it:
+    momentum = [0.9]               #   lr, momentum, betas ([[0.9, 0.999]]), eps, weight_decay
+                                   #   (default: each optimizer's own)
+
+    [models."mypkg.nets:build"]    # keyword arguments for a model's builder
+    depth = 18
+
+A model reference is ``package.module:function``, ``torchvision:NAME`` or ``timm:NAME``
+(models.references); it is resolved, and its keyword arguments checked, when the suite is
+loaded.
 
 ``load_suite`` takes a shipped suite's name (``smoke``, ``nightly``, ``full``; see
 ``shipped()``) or the path of a TOML file. Every key, type and value is checked when the
@@ -38,6 +52,7 @@ Other top-level tables can be plugged in through ``SECTIONS``; any other key is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 import tomllib
@@ -54,6 +69,10 @@ from bench.record import case_id
 from bench.toml_writer import dumps
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: torch.compile's modes; "default" is what torch.compile does without one.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: Optimizer hyperparameters a grid can set, each given to the optimizers that take it.
+HYPERPARAMETERS = ("lr", "momentum", "betas", "eps", "weight_decay")
 
 
 #: Optional top-level tables besides [suite] and [[grid]]: name -> a function that checks
@@ -95,9 +114,13 @@ class Case:
     strategy: str | None = None  # ddp | zero1 | fsdp
     world_size: int | None = None
     sync_batchnorm: bool | None = None
+    model_kwargs: dict = field(default_factory=dict)  # for the model's builder
+    compile_mode: str | None = None  # None: the default mode (or not compiled)
+    hyperparameters: dict = field(default_factory=dict)  # those that differ from the optimizer's defaults
 
     def config(self) -> dict:
-        """The fields that identify the case (record.CASE_FIELDS)."""
+        """The fields that identify the case (record.CASE_FIELDS) bar ``hyperparameters``,
+        which the runner records in full from the optimizer it built."""
         return {
             "model": self.model,
             "optimizer": self.optimizer,
@@ -110,11 +133,13 @@ class Case:
             "strategy": self.strategy,
             "world_size": self.world_size,
             "sync_batchnorm": self.sync_batchnorm,
+            "model_kwargs": dict(self.model_kwargs) or None,
+            "compile_mode": self.compile_mode,
         }
 
     @property
     def case_id(self) -> str:
-        return case_id(self.config())
+        return case_id({**self.config(), "hyperparameter_overrides": self.hyperparameters})
 
 
 @dataclass(frozen=True)
@@ -141,6 +166,19 @@ class Grid:
             raise SuiteError(f"strategy {list(self.strategy)} needs world_sizes (filled in when launched)")
         return list(itertools.product(self.strategy, sorted(self.world_sizes), self.sync_batchnorm or (False,)))
 
+    compile_mode: tuple[str, ...] = ("default",)
+    # Hyperparameters: empty means each optimizer's own default.
+    lr: tuple[float, ...] = ()
+    momentum: tuple[float, ...] = ()
+    betas: tuple[tuple[float, float], ...] = ()
+    eps: tuple[float, ...] = ()
+    weight_decay: tuple[float, ...] = ()
+
+    def hyperparameter_grid(self) -> list[dict]:
+        """Every combination of the hyperparameters this block sets (one empty dict if none)."""
+        given = {key: getattr(self, key) for key in HYPERPARAMETERS if getattr(self, key)}
+        return [dict(zip(given, values, strict=True)) for values in itertools.product(*given.values())]
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -154,6 +192,9 @@ class Suite:
     repeats: int = 5
     detailed: bool = False
     isolate: bool = False  # each case in its own process
+    input_size: tuple[int, int, int] | None = None  # synthetic samples' (C, H, W) for every model
+    num_classes: int | None = None  # synthetic labels' class count for every model
+    model_kwargs: dict[str, dict] = field(default_factory=dict)  # model name -> builder keyword arguments
     sections: dict[str, object] = field(default_factory=dict)  # parsed, by SECTIONS
     section_tables: dict[str, dict] = field(default_factory=dict)  # as written, for to_toml
 
@@ -161,7 +202,7 @@ class Suite:
         """Every case of every grid block, in order, each once."""
         found: dict[str, Case] = {}
         for grid in self.grids:
-            for model, optimizer, batch_size, precision, channels_last, compile_, parallel in itertools.product(
+            combinations = itertools.product(
                 grid.models,
                 grid.optimizers,
                 grid.batch_sizes,
@@ -169,8 +210,22 @@ class Suite:
                 grid.channels_last,
                 grid.compile,
                 grid.parallel(),
-            ):
-                input_shape, num_classes = _input(self.dataset, model)
+                grid.compile_mode,
+                grid.hyperparameter_grid(),
+            )
+            for (
+                model,
+                optimizer,
+                batch_size,
+                precision,
+                channels_last,
+                compile_,
+                parallel,
+                mode,
+                settings,
+            ) in combinations:
+                kwargs = self.model_kwargs.get(model, {})
+                input_shape, num_classes = self._input(model, kwargs)
                 case = Case(
                     model,
                     optimizer,
@@ -186,9 +241,37 @@ class Suite:
                     self.repeats,
                     self.detailed,
                     *parallel,
+                    kwargs,
+                    mode if compile_ and mode != "default" else None,
+                    _overrides(optimizer, settings),
                 )
                 found.setdefault(case.case_id, case)
         return list(found.values())
+
+    def _input(self, model: str, kwargs: dict) -> tuple[tuple[int, int, int], int]:
+        """One sample's shape and the number of classes: the dataset's; for synthetic data
+        ``input_size`` / ``num_classes`` if set, else the model's own."""
+        if self.dataset != data.SYNTHETIC:
+            if self.input_size or self.num_classes:
+                raise SuiteError(f"input_size and num_classes apply to synthetic data, not to {self.dataset}")
+            source = data.DATASETS[self.dataset]
+            return tuple(source.input_shape), source.num_classes
+        entry = models.spec(model)
+        input_shape = self.input_size or entry.input_shape
+        if input_shape is None:
+            raise SuiteError(
+                f"model {model!r} does not say its input shape: give --input-size C,H,W (input_size in [suite]), "
+                "or set the function's input_shape attribute"
+            )
+        num_classes = self.num_classes or entry.num_classes or _output_width(model, kwargs, input_shape)
+        return tuple(input_shape), num_classes
+
+    def with_model_kwargs(self, kwargs: dict[str, object], where: str = "--model-kwargs") -> Suite:
+        """This suite with ``kwargs`` given to every model's builder (over its [models.NAME]
+        table); each model is checked to take them."""
+        names = dict.fromkeys(name for grid in self.grids for name in grid.models)
+        table = {name: {**self.model_kwargs.get(name, {}), **kwargs} for name in names}
+        return dataclasses.replace(self, model_kwargs=_models_table(table, where))
 
     def override(self, **changes: object) -> Suite:
         """This suite with [suite] keys or grid lists replaced (in every block), e.g. from
@@ -203,6 +286,8 @@ class Suite:
             else:
                 raise SuiteError(f"{where}: not a suite setting")
         grids = tuple(dataclasses.replace(grid, **grid_changes) for grid in self.grids)
+        for grid in grids:
+            _check_hyperparameters(grid, "", lambda key: f"--{key.replace('_', '-')}")
         return dataclasses.replace(self, grids=grids, **suite_changes)
 
     def to_toml(self) -> str:
@@ -217,15 +302,80 @@ class Suite:
             "detailed": self.detailed,
             "isolate": self.isolate,
         }
-        grids = [{k: list(v) for k, v in dataclasses.asdict(grid).items() if v} for grid in self.grids]
-        return dumps({"suite": table, "grid": grids, **self.section_tables})
+        if self.input_size is not None:
+            table["input_size"] = list(self.input_size)
+        if self.num_classes is not None:
+            table["num_classes"] = self.num_classes
+        grids = [
+            {k: [list(x) if isinstance(x, tuple) else x for x in v] for k, v in dataclasses.asdict(grid).items() if v}
+            for grid in self.grids
+        ]
+        document = {"suite": table, "grid": grids}
+        if self.model_kwargs:
+            document["models"] = self.model_kwargs
+        return dumps({**document, **self.section_tables})
 
 
-def _input(dataset: str, model: str) -> tuple[tuple[int, int, int], int]:
-    """One sample's shape and the number of classes: the dataset's, or the model's own for
-    synthetic data."""
-    source = models.spec(model) if dataset == data.SYNTHETIC else data.DATASETS[dataset]
-    return tuple(source.input_shape), source.num_classes
+def _output_width(model: str, kwargs: dict, input_shape: tuple[int, int, int]) -> int:
+    """The class count of a model that does not declare one: its output's width, from a
+    forward pass on the meta device (no memory, no arithmetic)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            output = models.build(model, in_channels=input_shape[0], **kwargs)(torch.empty(2, *input_shape))
+    except Exception as error:  # noqa: BLE001  (whatever the user's model raises, say which model)
+        raise SuiteError(
+            f"model {model!r} fails on input {tuple(input_shape)}: {type(error).__name__}: {error}"
+        ) from None
+    if output.dim() != 2:
+        raise SuiteError(f"model {model!r} gives outputs of shape {tuple(output.shape)}; expected (N, classes)")
+    return int(output.shape[1])
+
+
+@functools.cache
+def _defaults(optimizer: str) -> dict:
+    return _optimizer_defaults(optimizer, {})
+
+
+def _optimizer_defaults(optimizer: str, settings: dict) -> dict:
+    """The hyperparameters ``optimizer`` ends up with given ``settings``; ValueError names a
+    bad value, TypeError one it does not take."""
+    import torch
+
+    built = optimizers.build(optimizer, [torch.nn.Parameter(torch.zeros(1))], **settings)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in built.defaults.items()}
+
+
+def _overrides(optimizer: str, settings: dict) -> dict:
+    """Of ``settings``, those ``optimizer`` takes and that differ from its defaults."""
+    taken = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k in _takes(optimizer)}
+    defaults = _defaults(optimizer)
+    return {k: v for k, v in taken.items() if defaults.get(k) != v}
+
+
+def _check_hyperparameters(grid: Grid, where: str, key_name: Callable[[str], str]) -> None:
+    """Each hyperparameter the block sets is taken by one of its optimizers at least, and
+    every value is valid for each optimizer that takes it; errors name the block (``where``)
+    and the key as ``key_name`` writes it."""
+    for key in HYPERPARAMETERS:
+        if getattr(grid, key) and not any(key in _takes(name) for name in grid.optimizers):
+            takers = [name for name in optimizers.available() if key in _takes(name)]
+            raise SuiteError(
+                f"{key_name(key)}: none of the optimizers {', '.join(grid.optimizers)} takes {key}; "
+                f"optimizers that do: {', '.join(takers)}"
+            )
+    for settings in grid.hyperparameter_grid():
+        for name in grid.optimizers:
+            try:
+                _optimizer_defaults(name, {k: v for k, v in settings.items() if k in _takes(name)})
+            except ValueError as error:
+                raise SuiteError(f"{where + ': ' if where else ''}optimizer {name!r}: {error}") from None
+
+
+def _takes(optimizer: str) -> tuple[str, ...]:
+    """The HYPERPARAMETERS that ``optimizer`` accepts."""
+    return tuple(key for key in HYPERPARAMETERS if key in _defaults(optimizer))
 
 
 # Checks: each takes the raw value and where it came from, and returns the clean value.
@@ -277,6 +427,51 @@ def _list_of(check: Callable[[object, str], object]) -> Callable[[object, str], 
     return check_list
 
 
+def _model_names(value: object, where: str) -> tuple[str, ...]:
+    """Registry names or model references (resolved here, so a bad one fails now), or "all"."""
+    if value == "all":
+        return tuple(models.available())
+    names = _list_of(_text)(value, where)
+    for index, name in enumerate(names):
+        try:
+            models.spec(name)
+        except models.UnknownNameError as error:
+            raise SuiteError(f"{where}[{index}]: {error}") from None
+    return names
+
+
+def _real(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise SuiteError(f"{where}: expected a number, got {value!r} ({_type_name(value)})")
+    return float(value)
+
+
+def _pair(value: object, where: str) -> tuple[float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise SuiteError(f"{where}: expected a pair of numbers [beta1, beta2], got {value!r}")
+    return (_real(value[0], f"{where}[0]"), _real(value[1], f"{where}[1]"))
+
+
+def _input_size(value: object, where: str) -> tuple[int, int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise SuiteError(f"{where}: expected [C, H, W], three positive integers, got {value!r}")
+    return tuple(_positive_int(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _models_table(value: object, where: str) -> dict[str, dict]:
+    """``{model: {keyword: value}}``: each model resolved and checked to take its arguments."""
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where}: expected a table of model = {{keyword arguments}}, got {value!r}")
+    for name, kwargs in value.items():
+        if not isinstance(kwargs, dict):
+            raise SuiteError(f"{where}.{name}: expected a table of keyword arguments, got {kwargs!r}")
+        try:
+            models.check_kwargs(name, kwargs)
+        except ValueError as error:
+            raise SuiteError(f"{where}.{name}: {error}") from None
+    return {name: dict(kwargs) for name, kwargs in value.items() if kwargs}
+
+
 def _registry_names(kind: str, available: Callable[[], list[str]]) -> Callable[[object, str], tuple[str, ...]]:
     def check(value: object, where: str) -> tuple[str, ...]:
         if value == "all":
@@ -301,9 +496,11 @@ _SUITE_KEYS: dict[str, Callable[[object, str], object]] = {
     "repeats": _positive_int,
     "detailed": _bool,
     "isolate": _bool,
+    "input_size": _input_size,
+    "num_classes": _positive_int,
 }
 _GRID_KEYS: dict[str, Callable[[object, str], tuple]] = {
-    "models": _registry_names("model", models.available),
+    "models": _model_names,
     "optimizers": _registry_names("optimizer", optimizers.available),
     "batch_sizes": _list_of(_positive_int),
     "precision": _list_of(_one_of(PRECISIONS)),
@@ -312,6 +509,12 @@ _GRID_KEYS: dict[str, Callable[[object, str], tuple]] = {
     "strategy": _list_of(_one_of(STRATEGIES)),
     "world_sizes": _list_of(_positive_int),
     "sync_batchnorm": _list_of(_bool),
+    "compile_mode": _list_of(_one_of(COMPILE_MODES)),
+    "lr": _list_of(_real),
+    "momentum": _list_of(_real),
+    "betas": _list_of(_pair),
+    "eps": _list_of(_real),
+    "weight_decay": _list_of(_real),
 }
 _GRID_REQUIRED = ("models", "optimizers", "batch_sizes")
 
@@ -327,7 +530,7 @@ def _table(value: object, where: str, known: dict) -> dict:
 
 def parse_suite(document: dict, source: str, default_name: str) -> Suite:
     """Check a parsed TOML document and build the Suite; ``source`` names it in errors."""
-    top_level = ("suite", "grid", *SECTIONS)
+    top_level = ("suite", "grid", "models", *SECTIONS)
     for key in document:
         if key not in top_level:
             raise SuiteError(f"{source}: {key}: unknown top-level key; valid: {', '.join(top_level)}")
@@ -344,7 +547,10 @@ def parse_suite(document: dict, source: str, default_name: str) -> Suite:
         missing = [key for key in _GRID_REQUIRED if key not in checked]
         if missing:
             raise SuiteError(f"{where}: missing {', '.join(missing)}")
-        grids.append(Grid(**checked))
+        grid = Grid(**checked)
+        _check_hyperparameters(grid, where, lambda key, where=where: f"{where}.{key}")
+        grids.append(grid)
+    model_kwargs = _models_table(document.get("models", {}), f"{source}: [models]")
 
     sections, section_tables = {}, {}
     for name, parse in SECTIONS.items():
@@ -356,7 +562,9 @@ def parse_suite(document: dict, source: str, default_name: str) -> Suite:
             section_tables[name] = document[name]
     if not grids and not sections:
         raise SuiteError(f"{source}: nothing to run; add a [[grid]] block")
-    return Suite(grids=tuple(grids), sections=sections, section_tables=section_tables, **settings)
+    return Suite(
+        grids=tuple(grids), model_kwargs=model_kwargs, sections=sections, section_tables=section_tables, **settings
+    )
 
 
 def shipped() -> list[str]:
@@ -365,8 +573,11 @@ def shipped() -> list[str]:
     return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
-def load_suite(name_or_path: str | Path) -> Suite:
-    """A shipped suite by name, or a suite file by path."""
+def load_suite(name_or_path: str | Path | dict) -> Suite:
+    """A shipped suite by name, a suite file by path, or a suite as a dict shaped like the
+    TOML (``{"suite": {...}, "grid": [{...}]}``, as from Python)."""
+    if isinstance(name_or_path, dict):
+        return parse_suite(name_or_path, "suite", str(name_or_path.get("suite", {}).get("name", "python")))
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():

@@ -1,10 +1,21 @@
 """The model zoo: ``build(name, **kwargs)`` and ``available()`` over one registry.
 
 Importing the package registers every model: the lab networks, the CIFAR ResNets and
-plain nets, and torchvision's ImageNet models.
+plain nets, and torchvision's ImageNet models. Models outside the registry are named by
+reference: ``package.module:function``, ``torchvision:NAME``, ``timm:NAME`` (models.references).
 """
 
 from models import cifar, lab, zoo  # noqa: F401  (registration happens on import)
-from models.registry import ModelSpec, UnknownNameError, available, build, register, spec
+from models.references import ModelReferenceError
+from models.registry import ModelSpec, UnknownNameError, available, build, check_kwargs, register, spec
 
-__all__ = ["ModelSpec", "UnknownNameError", "available", "build", "register", "spec"]
+__all__ = [
+    "ModelReferenceError",
+    "ModelSpec",
+    "UnknownNameError",
+    "available",
+    "build",
+    "check_kwargs",
+    "register",
+    "spec",
+]

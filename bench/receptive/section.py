@@ -68,7 +68,10 @@ def _names(value: object, key: str) -> tuple[str, ...]:
 def _input_shape(name: str, input_size: int | None) -> tuple[int, int, int]:
     import models
 
-    channels, height, width = models.spec(name).input_shape
+    shape = models.spec(name).input_shape
+    if shape is None:
+        raise ValueError(f"rf.models: model {name!r} does not say its input shape; set the function's input_shape")
+    channels, height, width = shape
     return (channels, height, width) if input_size is None else (channels, input_size, input_size)
 
 

@@ -31,7 +31,7 @@ def test_python_dash_m_bench_answers_help():
 
 
 def test_models_table_shows_every_model_with_its_parameters(capsys):
-    code, out, _ = run_cli(capsys, "models", "--json")
+    code, out, _ = run_cli(capsys, "models", "--format", "json")
     assert code == 0
     rows = {row["model"]: row for row in json.loads(out)}
     assert list(rows) == models.available()
@@ -43,7 +43,7 @@ def test_models_table_shows_every_model_with_its_parameters(capsys):
 
 
 def test_optimizers_table(capsys):
-    rows = json.loads(run_cli(capsys, "optimizers", "--json")[1])
+    rows = json.loads(run_cli(capsys, "optimizers", "--format", "json")[1])
     assert {row["optimizer"]: row["state buffers / param"] for row in rows} == {
         name: 2 if optimizers.spec(name).algorithm == "adam" else 1 for name in optimizers.available()
     }

@@ -191,7 +191,6 @@ def test_failures_new_and_missing_cases():
     [
         ("steps", 20),
         ("repeats", 5),
-        ("hyperparameters", {"lr": 0.01}),
         ("device", "cuda:0"),
         ("device_name", "NVIDIA H100 80GB HBM3"),
     ],
@@ -206,6 +205,14 @@ def test_cases_measured_differently_are_refused_naming_the_field(field, value):
         ("resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32", kind)
     ]
     assert f"resnet20/adam/b32/fp32/cl0/eager/synthetic/3x32x32: {kind} differs" in str(raised.value)
+
+
+def test_cases_trained_with_other_hyperparameters_are_other_cases():
+    baseline = frame(record("b"), record("b", "resnet20"))
+    candidate = frame(record("c"), record("c", "resnet20", hyperparameters={"lr": 0.01}))
+    verdicts = compare_runs(baseline, candidate)
+    resnet20 = verdicts[verdicts["case"].str.startswith("resnet20")]
+    assert sorted(resnet20["time"]) == ["missing", "new"]
 
 
 def test_another_cuda_index_of_the_same_gpu_is_comparable():

@@ -54,9 +54,7 @@ def test_resnet18_last_convolution_through_the_command(capsys):
 
 
 def test_csv_and_table_formats(capsys):
-    code, out, _ = rf(
-        capsys, "resnet20", "--layers", "conv1", "layer3.2.conv2", "--format", "csv", "--erf-samples", "0"
-    )
+    code, out, _ = rf(capsys, "resnet20", "--layers", "conv1,layer3.2.conv2", "--format", "csv", "--erf-samples", "0")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == COLUMNS

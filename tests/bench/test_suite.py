@@ -186,6 +186,7 @@ def test_the_resolved_suite_written_back_reads_as_the_same_suite(tmp_path):
             "precision": ["fp32"],
             "channels_last": [False],
             "compile": [False],
+            "compile_mode": ["default"],
         }
     ]
     again = load_suite(write(tmp_path, text, "again.toml"))

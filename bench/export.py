@@ -1,0 +1,177 @@
+"""Runs in the JSON that other benchmark tools read, so their dashboards take convbench
+results unchanged.
+
+- github-action-benchmark (github.com/benchmark-action/github-action-benchmark), its
+  ``customBiggerIsBetter`` / ``customSmallerIsBetter`` input: a list of
+  ``{"name", "unit", "value", "range", "extra"}``, one per case. Throughput (samples/s) is
+  bigger-is-better, step time (ms) smaller-is-better; ``range`` is half the interquartile
+  range of the step-time samples, ``±`` as the tool prints it.
+- pytest-benchmark's saved-session JSON (``--benchmark-save``), one benchmark per case, its
+  statistics computed by pytest-benchmark's own ``Stats`` from every timed step (seconds), so
+  ``pytest-benchmark compare`` and ``--benchmark-compare`` read it like their own files. A
+  whole history becomes a pytest-benchmark storage folder: ``<host>/NNNN_<commit>_<time>.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+#: Export formats and, for github-action-benchmark, the ``tool`` input each needs.
+GITHUB_TOOLS = {"throughput": "customBiggerIsBetter", "step_time": "customSmallerIsBetter"}
+FORMATS = ("github-action-benchmark", "pytest-benchmark")
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "ok"] if not frame.empty else frame
+
+
+def _name(row: pd.Series) -> str:
+    # Nightly jobs on several machines feed one dashboard: the device keeps their series apart.
+    return f"{row['case_id']} ({row['device_name'] or row['device']})"
+
+
+def github_action_benchmark(frame: pd.DataFrame, metric: str = "throughput") -> list[dict]:
+    """One entry per ``ok`` case of ``frame`` (a run's records): ``metric`` is
+    ``throughput`` (samples/s) or ``step_time`` (median, ms)."""
+    entries = []
+    for _, row in _ok(frame).iterrows():
+        iqr_ms = _number(row.get("step_time_iqr_ms"))
+        if metric == "throughput":
+            # the IQR of step time, carried to samples/s at the median (first-order)
+            spread = row["throughput"] * iqr_ms / float(row["step_time_ms"]) / 2 if iqr_ms is not None else None
+            value, unit = float(row["throughput"]), "samples/s"
+        else:
+            spread = iqr_ms / 2 if iqr_ms is not None else None
+            value, unit = float(row["step_time_ms"]), "ms"
+        entries.append(
+            {
+                "name": _name(row),
+                "unit": unit,
+                "value": value,
+                **({"range": f"± {spread:.4g}"} if spread is not None else {}),
+                "extra": f"run {row['run_id']}; {row['device_name']}; torch {row['torch_version']}; "
+                f"commit {row['git_commit']}; {row['repeats']} repeats x {row['steps']} steps",
+            }
+        )
+    return entries
+
+
+def _stats(samples_ms: Iterable[float]) -> dict:
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for sample in samples_ms:
+        stats.update(sample / 1e3)
+    return {**stats.as_dict(), "iterations": 1}
+
+
+def pytest_benchmark(frame: pd.DataFrame, manifest: dict, env: dict) -> dict:
+    """A pytest-benchmark session of one run: ``frame`` its records, ``manifest`` and ``env``
+    its manifest.json and env.json."""
+    import pytest_benchmark as pb
+
+    benchmarks = []
+    for _, row in _ok(frame).iterrows():
+        samples = list(row["step_time_samples_ms"])
+        if len(samples) < 1:
+            continue
+        benchmarks.append(
+            {
+                "group": f"{row['suite']} on {row['device_name'] or row['device']}",
+                "name": row["case_id"],
+                "fullname": f"convbench::{row['suite']}::{row['case_id']}",
+                "params": {"model": row["model"], "optimizer": row["optimizer"], "batch_size": int(row["batch_size"])},
+                "param": row["case_id"],
+                "extra_info": {
+                    "throughput_samples_per_s": float(row["throughput"]),
+                    "device_name": row["device_name"],
+                    "peak_memory_bytes": _number(row.get("peak_memory_bytes")),
+                    "optimizer_state_bytes": _number(row.get("optimizer_state_bytes")),
+                    "mfu": _number(row.get("mfu")),
+                },
+                "options": {
+                    "disable_gc": False,
+                    "timer": "cuda events" if str(row["device"]).startswith("cuda") else "time.perf_counter",
+                    "min_rounds": int(row["repeats"]) * int(row["steps"]),
+                    "max_time": 0,
+                    "min_time": 0,
+                    "warmup": int(row["warmup"]),
+                },
+                "stats": _stats(samples),
+            }
+        )
+    cpu = env.get("cpu", {})
+    return {
+        "machine_info": {
+            "node": env.get("hostname", ""),
+            "processor": cpu.get("model", ""),
+            "python_implementation": "CPython",
+            "python_version": env.get("python", ""),
+            "system": env.get("platform", ""),
+            "cpu": {"brand_raw": cpu.get("model", "")},
+            "device": ", ".join(sorted(set(frame["device_name"].dropna()))) if not frame.empty else "",
+        },
+        "commit_info": {
+            "id": env.get("git_commit"),
+            "dirty": bool(env.get("git_dirty")),
+            "project": "convbench",
+        },
+        "benchmarks": benchmarks,
+        "datetime": manifest.get("started"),
+        "version": pb.__version__,
+    }
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number
+
+
+def storage_path(root: Path, index: int, manifest: dict, env: dict) -> Path:
+    """Where pytest-benchmark's file storage keeps run ``index`` (1-based): a folder per
+    machine, files ``NNNN_<commit>_<YYYYmmdd_HHMMSS>.json`` that its ``compare NNNN`` finds."""
+    commit = (env.get("git_commit") or "unversioned")[:8]
+    started = (manifest.get("started") or "").replace("-", "").replace(":", "").replace("T", "_")[:15]
+    return root / (env.get("hostname") or "machine") / f"{index:04d}_{commit}_{started}.json"
+
+
+def run_documents(reference: str, history_path: Path | str) -> tuple[pd.DataFrame, dict, dict]:
+    """(records, manifest, env) of a run folder, a run id in the history, or ``latest``."""
+    import json
+
+    from bench import history
+    from bench.store import MANIFEST, load_run
+
+    folder = Path(reference)
+    if (folder / MANIFEST).is_file():
+        run = load_run(folder)
+        return run.frame(), run.manifest, run.env
+    resolved = history.resolve(reference, history_path)
+    with history.connect(history_path) as connection:
+        manifest, env = connection.execute(
+            "SELECT manifest, env FROM runs WHERE run_id = ?", (resolved.run_id,)
+        ).fetchone()
+    return resolved.frame, json.loads(manifest), json.loads(env)
+
+
+def history_storage(history_path: Path | str, root: Path) -> list[Path]:
+    """Write every run of the history, oldest first, as a pytest-benchmark storage folder
+    under ``root``; returns the files written."""
+    import json
+
+    from bench import history
+    from bench.store import write_atomic
+
+    written = []
+    for index, run_id in enumerate(history.runs(history_path)["run_id"], start=1):
+        frame, manifest, env = run_documents(run_id, history_path)
+        path = storage_path(root, index, manifest, env)
+        write_atomic(path, json.dumps(pytest_benchmark(frame, manifest, env), indent=2) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,79 @@
+"""One output convention for every command that prints results: ``--format`` and ``--output``.
+
+``text`` is an aligned table for people, ``markdown`` a GitHub-flavoured table for reports,
+``json`` and ``csv`` are for programs. A command's table goes to standard output, or to
+``--output FILE`` (written whole, through a temporary file). Lines around the table (which
+runs were compared, notes, a summary) go with it in text and Markdown, into the JSON object
+as fields, and to standard error with CSV, which holds the table alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bench.tables import markdown_table, text_table
+
+FORMATS = ("text", "markdown", "json", "csv")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--format`` and ``--output FILE`` to a command."""
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write the output to FILE instead of stdout")
+
+
+def rows(frame: pd.DataFrame) -> list[dict]:
+    """The frame as JSON-ready records (NaN becomes null)."""
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def render(
+    frame: pd.DataFrame,
+    fmt: str,
+    *,
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+    fields: dict | None = None,
+    number: Callable[[object], str] = str,
+) -> tuple[str, list[str]]:
+    """(the output, lines for standard error) of ``frame`` in ``fmt``.
+
+    ``before`` / ``after`` are lines printed around the table in text and Markdown. JSON is
+    the list of rows, or, when ``fields`` is given, an object holding ``fields`` and the rows
+    under ``"rows"``. CSV is the table alone; the other lines go to standard error.
+    """
+    if fmt == "json":
+        data: object = rows(frame) if fields is None else {**fields, "rows": rows(frame)}
+        return json.dumps(data, indent=2) + "\n", []
+    if fmt == "csv":
+        return frame.to_csv(index=False), [*before, *after]
+    table = markdown_table(frame, number) if fmt == "markdown" else text_table(frame, number)
+    return "\n".join([*before, table, *after]) + "\n", []
+
+
+def emit(text: str, output: Path | None, stderr_lines: Sequence[str] = ()) -> None:
+    """Write ``text`` to ``output`` (atomically) or to standard output."""
+    from bench.store import write_atomic
+
+    for line in stderr_lines:
+        print(line, file=sys.stderr)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(Path(output), text)
+
+
+def stdout_gone() -> None:
+    """The reader of standard output went away (``convbench history | head``): send what is
+    left to /dev/null, so that neither later prints nor the interpreter's last flush raise
+    BrokenPipeError (the recipe of Python's signal module documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
