@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, memory, timing
+from bench import data, max_batch, memory, memory_pass, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
@@ -53,6 +53,8 @@ class RunContext:
     env: dict = field(default_factory=dict)  # bench.env.collect_env()
     data_root: Path | str = data.DEFAULT_ROOT
     download: bool = False
+    find_max_batch: bool = False  # search each case's largest batch (bench.max_batch)
+    memory_cap_bytes: int | None = None  # the memory that search fits in (None: the device's)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -209,6 +211,10 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
     return model, optimizer, trainer
 
 
+def _build_for(context: RunContext, case: Case, out: dict) -> tuple[nn.Module, torch.optim.Optimizer, Trainer]:
+    return build(case, context, out)
+
+
 def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
     """Train ``case`` and put its measurements in ``out`` as they are made."""
     model, optimizer, trainer = build(case, context, out)
@@ -273,6 +279,12 @@ def run_case(case: Case, context: RunContext) -> Record:
     finally:
         # Past the except clauses the exception and its frames are gone, so nothing holds
         # the case's tensors any more and their memory can go back.
+        meter.release()
+    if status == "ok":
+        build_case = functools.partial(_build_for, context)
+        out.update(memory_pass.record_fields(case, device, build_case, out.get("activation_bytes")))
+        if context.find_max_batch:
+            out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
         meter.release()
     return Record(
         run_id=context.run_id,
