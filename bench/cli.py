@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -134,6 +135,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _bytes(text: str) -> int:
+    from bench.max_batch import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def max_batch_gpus() -> list[str]:
+    from bench.max_batch import GPU_MEMORY_BYTES
+
+    return list(GPU_MEMORY_BYTES)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -204,6 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id()
     writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
+    context = dataclasses.replace(context, find_max_batch=args.find_max_batch, memory_cap_bytes=args.memory_cap)
     progress = ProgressBar(len(cases) + (rf is not None))
     code = EXIT_OK
     try:
@@ -280,6 +297,43 @@ def _print_table(frame: object, args: argparse.Namespace) -> None:
     print(markdown_table(frame) if args.format == "markdown" else text_table(frame))
     if args.markdown:
         write_atomic(Path(args.markdown), markdown_table(frame) + "\n")
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    """Predict one training step's memory on fake tensors: the breakdown by category, the
+    peak, and the largest batch that fits the given memory."""
+    import pandas as pd
+    import torch
+
+    import models
+    import optimizers
+    from bench import max_batch, memory_pass
+    from bench.memory_breakdown import CATEGORIES
+    from bench.suite import Case
+
+    spec = models.spec(args.model)
+    optimizers.spec(args.optimizer)
+    device = torch.device(args.device or ("cuda" if args.gpu or torch.cuda.is_available() else "cpu"))
+    memory = args.device_memory or max_batch.GPU_MEMORY_BYTES.get(args.gpu)
+    if memory is None and device.type == "cuda" and torch.cuda.is_available():
+        memory = max_batch.memory_for(device, None)
+    case = Case(
+        args.model, args.optimizer, args.batch_size, args.precision, args.channels_last, False, "synthetic",
+        spec.input_shape, spec.num_classes, steps=1, warmup=1, repeats=1, detailed=False,
+    )  # fmt: skip
+    prediction = memory_pass.predict(case, device)
+    breakdown = prediction.breakdown
+    rows = [{"": name.replace("_", " "), "bytes": getattr(breakdown, name)} for name in (*CATEGORIES, "peak")]
+    table = pd.DataFrame(rows).assign(MiB=lambda frame: (frame["bytes"] / 2**20).round(2))
+    print(text_table(table))
+    print(
+        f"{args.model} / {args.optimizer} / batch {args.batch_size} / {args.precision}: the peak falls in the "
+        f"{breakdown.phase} pass; predicted on fake tensors as {prediction.device} in {prediction.seconds:.2f} s"
+    )
+    if memory is not None:
+        largest = max_batch.predicted_largest_batch(case, device, memory)
+        print(f"largest batch that fits {memory / 2**30:.2f} GiB: {largest if largest is not None else 'none'}")
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -457,7 +511,39 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
+    run_parser.add_argument(
+        "--find-max-batch",
+        action="store_true",
+        help="also search each case's largest batch that trains without running out of memory",
+    )
+    run_parser.add_argument(
+        "--memory-cap",
+        type=_bytes,
+        metavar="SIZE",
+        help="the memory that search fits in, e.g. 2GiB (default: the CUDA device's; 1GiB on the CPU)",
+    )
     run_parser.set_defaults(handler=cmd_run)
+
+    memory_parser = commands.add_parser(
+        "memory",
+        help="predict a training step's memory on fake tensors, and the largest batch that fits",
+        description="Predict the memory of one training step (parameters, buffers, gradients, optimizer state, "
+        "inputs, activations, temporaries, peak) without allocating it, on fake tensors.",
+    )
+    memory_parser.add_argument("model", metavar="MODEL", help="a registry model")
+    memory_parser.add_argument("--optimizer", required=True, metavar="O", help="a registry optimizer")
+    memory_parser.add_argument("--batch-size", type=_positive, required=True, metavar="B")
+    memory_parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32")
+    memory_parser.add_argument("--channels-last", action="store_true", help="channels-last model and inputs")
+    memory_parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="the device predicted for (default: cuda with --gpu or CUDA present)"
+    )
+    fits = memory_parser.add_mutually_exclusive_group()
+    fits.add_argument("--device-memory", type=_bytes, metavar="SIZE", help="print the largest batch that fits SIZE")
+    fits.add_argument(
+        "--gpu", choices=sorted(max_batch_gpus()), help="print the largest batch that fits this GPU's memory"
+    )
+    memory_parser.set_defaults(handler=cmd_memory)
 
     history_help = "the history database (default: results/history.sqlite)"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import re
 from collections.abc import Callable
 
 import torch
@@ -30,16 +31,46 @@ import torch
 from bench import memory_breakdown, memory_pass
 from bench.suite import Case
 
+#: Memory of common NVIDIA GPUs, bytes: ``memory.total`` as ``nvidia-smi`` reports it, in MiB.
+#: What tensors can use is less: the CUDA context and the driver's reserve take some 0.3 to
+#: 1 GiB, and the caching allocator's fragmentation some more.
+GPU_MEMORY_BYTES = {
+    "T4": 15_360 * 2**20,
+    "A10G": 23_028 * 2**20,
+    "L4": 23_034 * 2**20,
+    "RTX4090": 24_564 * 2**20,
+    "A100-40GB": 40_960 * 2**20,
+    "A100-80GB": 81_920 * 2**20,
+    "H100-80GB": 81_559 * 2**20,
+    "H200": 143_771 * 2**20,
+}
+_SIZE = re.compile(r"(?P<number>\d+(\.\d*)?([eE]\d+)?)\s*(?P<unit>[kKmMgGtT]i?)?[bB]?")
+_UNITS = {
+    "B": 1,
+    "TB": 10**12,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
 #: The memory a CPU search fits in when no cap is given (1 GiB).
 DEFAULT_CPU_CAP_BYTES = 2**30
 #: Batches the search never goes past: a case that fits 2**20 samples is not memory-bound.
 BATCH_LIMIT = 2**20
 
 
-def largest_batch(fits: Callable[[int], bool], limit: int = BATCH_LIMIT) -> tuple[int | None, list[list]]:
-    """The largest batch in [1, ``limit``] for which ``fits(batch)`` holds, by doubling then
-    bisection, and every ``[batch, fitted]`` tried, in order. None when batch 1 does not fit.
-    ``fits`` must be monotone (true up to some batch, false beyond)."""
+def largest_batch(
+    fits: Callable[[int], bool], limit: int = BATCH_LIMIT, guess: int = 1
+) -> tuple[int | None, list[list]]:
+    """The largest batch in [1, ``limit``] for which ``fits(batch)`` holds, and every
+    ``[batch, fitted]`` tried, in order; None when batch 1 does not fit. From ``guess`` (1:
+    plain doubling) the step doubles away from it until the answer is bracketed, then the
+    bracket is bisected down to one batch size. ``fits`` must be monotone (true up to some
+    batch, false beyond)."""
     attempts: list[list] = []
 
     def attempt(batch: int) -> bool:
@@ -47,17 +78,25 @@ def largest_batch(fits: Callable[[int], bool], limit: int = BATCH_LIMIT) -> tupl
         attempts.append([batch, fitted])
         return fitted
 
-    if not attempt(1):
-        return None, attempts
-    good = 1
-    while good < limit:
-        bigger = min(2 * good, limit)
-        if not attempt(bigger):
-            bad = bigger
-            break
-        good = bigger
+    guess, step = min(max(guess, 1), limit), 1
+    if attempt(guess):
+        good = guess
+        while True:
+            if good == limit:
+                return good, attempts
+            bad = min(good + step, limit)
+            if not attempt(bad):
+                break
+            good, step = bad, 2 * step
     else:
-        return good, attempts
+        bad = guess
+        while True:
+            if bad == 1:
+                return None, attempts
+            good = max(bad - step, 1)
+            if attempt(good):
+                break
+            bad, step = good, 2 * step
     while bad - good > 1:
         middle = (good + bad) // 2
         if attempt(middle):
@@ -65,6 +104,17 @@ def largest_batch(fits: Callable[[int], bool], limit: int = BATCH_LIMIT) -> tupl
         else:
             bad = middle
     return good, attempts
+
+
+def parse_bytes(text: str) -> int:
+    """``80GiB``, ``512MiB``, ``16GB``, ``1e9``: bytes. Binary units (KiB, MiB, GiB, TiB) are
+    powers of 1024, decimal ones (KB, MB, GB, TB) of 1000; a bare number is bytes. Raises
+    ValueError naming the text unless it is a size of at least one byte."""
+    match = _SIZE.fullmatch(text.strip())
+    value = float(match["number"]) * _UNITS[(match["unit"] or "").upper() + "B"] if match else 0.0
+    if not value >= 1:
+        raise ValueError(f"{text!r} is not a memory size; use e.g. 80GiB, 512MiB, 16GB or a number of bytes")
+    return int(value)
 
 
 def memory_for(device: torch.device, cap_bytes: int | None, cuda: object = torch.cuda) -> int:
@@ -107,7 +157,22 @@ def measured_fits(
 
 def predicted_fits(case: Case, device: torch.device, memory: int) -> Callable[[int], bool]:
     """``fits(batch)`` on the peak predicted on fake tensors."""
-    return lambda batch: memory_pass.predict(_with_batch(case, batch), device).breakdown.peak <= memory
+    return lambda batch: predicted_peak(case, device, batch) <= memory
+
+
+def predicted_peak(case: Case, device: torch.device, batch: int) -> int:
+    return memory_pass.predict(_with_batch(case, batch), device).breakdown.peak
+
+
+def predicted_largest_batch(case: Case, device: torch.device, memory: int) -> int | None:
+    """The largest batch whose predicted peak fits ``memory``. The peak grows by the same
+    bytes per sample wherever it falls, so the line through the peaks at batch 1 and 2
+    lands on or next to the answer; the search starts there and needs a few predictions
+    where plain doubling would need some 2 log2(batch)."""
+    first, second = predicted_peak(case, device, 1), predicted_peak(case, device, 2)
+    per_sample = second - first
+    guess = 2 + (memory - second) // per_sample if per_sample > 0 else 1
+    return largest_batch(predicted_fits(case, device, memory), guess=max(1, min(guess, BATCH_LIMIT)))[0]
 
 
 def search_case(
@@ -130,5 +195,5 @@ def search_case(
     finally:
         if limited:
             cuda.set_per_process_memory_fraction(1.0, device)
-    out["max_batch_predicted"], _ = largest_batch(predicted_fits(case, device, memory))
+    out["max_batch_predicted"] = predicted_largest_batch(case, device, memory)
     return out

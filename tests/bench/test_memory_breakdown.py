@@ -194,6 +194,11 @@ def test_largest_batch_doubles_then_bisects_to_the_exact_threshold():
     assert [batch for batch, _ in attempts] == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
     assert max_batch.largest_batch(lambda batch: False) == (None, [[1, False]])
     assert max_batch.largest_batch(lambda batch: True, limit=8)[0] == 8
+    # from a guess: two tries when it is right, a few more when it is off either way
+    assert max_batch.largest_batch(lambda batch: batch <= 37, guess=37)[1] == [[37, True], [38, False]]
+    assert max_batch.largest_batch(lambda batch: batch <= 37, guess=40)[0] == 37
+    assert max_batch.largest_batch(lambda batch: batch <= 37, guess=30)[0] == 37
+    assert max_batch.largest_batch(lambda batch: False, guess=5)[0] is None
 
 
 @pytest.mark.slow
