@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import figures
+from bench import figures, memory_figures
 from bench.store import Run, load_run, write_atomic
 from bench.tables import format_number, html_table, latex_table, markdown_table
 
@@ -96,6 +96,16 @@ def _rf_maps(run: Run) -> pd.DataFrame | None:
     return rf_maps_frame(path) if path.is_file() else None
 
 
+def _predicted_sweep(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return frame if frame is not None and memory_figures.has_predicted_sweep(frame) else None
+
+
+def _max_batch(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return frame if frame is not None and memory_figures.has_max_batch(frame) else None
+
+
 FIGURES = [
     FigureSpec(
         "throughput",
@@ -108,10 +118,31 @@ FIGURES = [
     FigureSpec(
         "memory",
         "Memory breakdown",
-        "Memory per case: parameters, gradients, optimizer state and activations (peak minus the "
-        "static parts). The title gives Adam's optimizer state as a multiple of SGDM's.",
+        "Memory per case at the peak of one tracked training step: every live tensor by what it is "
+        "(parameters, buffers, gradients, optimizer state, the batch, activations autograd saved, "
+        "temporaries), adding up to the peak; runs without that pass show parameters, gradients, optimizer "
+        "state and activations (peak minus the static parts). The title gives Adam's optimizer state as a "
+        "multiple of SGDM's.",
         figures.memory_breakdown_figure,
         _records,
+    ),
+    FigureSpec(
+        "predicted_peak",
+        "Predicted against measured peak",
+        "Peak memory of one training step over the batch sweep: measured by the tensor tracker (solid), "
+        "predicted on fake tensors before anything was allocated (dashed) and, on CUDA, the allocator's "
+        "max_memory_allocated over the same step (dotted).",
+        memory_figures.predicted_peak_figure,
+        _predicted_sweep,
+    ),
+    FigureSpec(
+        "max_batch",
+        "Largest batch that fits",
+        "The largest batch that trained without running out of memory (--find-max-batch: doubling, then "
+        "bisection), Adam beside SGDM: the optimizer-state difference in batch terms. Ticks: the same search "
+        "on predicted peaks.",
+        memory_figures.max_batch_figure,
+        _max_batch,
     ),
     FigureSpec(
         "state_bytes",
@@ -235,9 +266,18 @@ SUMMARY_COLUMNS = [
     ("optimizer_state_bytes", "optimizer state (MiB)", 1 / MIB),
     ("peak_memory_bytes", "peak memory (MiB)", 1 / MIB),
     ("activation_bytes", "activations (MiB)", 1 / MIB),
+    ("tracked_peak_bytes", "tracked peak (MiB)", 1 / MIB),
+    ("predicted_peak_bytes", "predicted peak (MiB)", 1 / MIB),
+    ("tracked_allocator_peak_bytes", "allocator peak (MiB)", 1 / MIB),
+    ("max_batch_size", "largest batch", 1),
+    ("max_batch_predicted", "largest batch predicted", 1),
 ]
 #: Configuration switches left out of the tables people read when no case of the run sets them.
 OPTIONAL_COLUMNS = ("channels-last", "compile")
+#: Figures left out of the tables people read when no case has them (runs from before the
+#: memory pass, CUDA only, --find-max-batch only).
+OPTIONAL_FIGURES = ("tracked peak (MiB)", "predicted peak (MiB)", "allocator peak (MiB)")
+OPTIONAL_FIGURES += ("largest batch", "largest batch predicted")
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -254,6 +294,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary for people: channels-last and compile only when some case turned them on."""
     unused = [c for c in OPTIONAL_COLUMNS if not summary[c].fillna(False).astype(bool).any()]
+    unused += [c for c in OPTIONAL_FIGURES if summary[c].isna().all()]
     return summary.drop(columns=unused)
 
 
