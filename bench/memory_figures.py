@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from bench.figures import COLUMN, MIB, PALETTE, algorithm
@@ -45,6 +46,7 @@ def predicted_peak_figure(frame: pd.DataFrame) -> Figure:
         if allocator is not None and allocator.notna().any():
             axes.plot(series["batch_size"], allocator / MIB, ":", color=colour)
     axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_formatter(ticker.ScalarFormatter())
     axes.set_xlabel("batch size")
     axes.set_ylabel("peak memory (MiB)")
     axes.set_title("measured (solid) and predicted (dashed) peak", fontsize="small")

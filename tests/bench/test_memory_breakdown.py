@@ -11,6 +11,7 @@ from bench import max_batch, memory_breakdown, memory_pass
 from bench.memory_breakdown import CATEGORIES, track_step
 from bench.runner import RunContext, build, run_case
 from bench.suite import Case
+from tests.bench.test_runner import case
 
 CPU = torch.device("cpu")
 CONTEXT = RunContext(run_id="r", suite="test", device=CPU)
@@ -19,23 +20,8 @@ I64 = 8
 
 
 def make_case(model="cnn", optimizer="sgdm", batch_size=2, **changes) -> Case:
-    spec = models.spec(model)
-    fields = dict(
-        model=model,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        precision="fp32",
-        channels_last=False,
-        compile=False,
-        dataset="synthetic",
-        input_shape=spec.input_shape,
-        num_classes=spec.num_classes,
-        steps=1,
-        warmup=1,
-        repeats=1,
-        detailed=False,
-    )
-    return Case(**{**fields, **changes})
+    """A one-step case of ``model`` at its natural input (test_runner's, smaller)."""
+    return case(model, optimizer, batch_size=batch_size, steps=1, repeats=1, **changes)
 
 
 def runner_build(case: Case, out: dict):
@@ -234,10 +220,14 @@ class _FakeCuda:
 def test_cuda_search_caps_the_allocator_and_counts_out_of_memory_as_not_fitting():
     cuda = _FakeCuda()
 
+    class Stepper:  # a training step that costs nothing: only the search's logic is under test
+        def step(self):
+            pass
+
     def build_or_oom(case, out):
         if case.batch_size > 5:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return runner_build(case, out)
+        return None, None, Stepper()
 
     fits = max_batch.measured_fits(make_case("mlp"), torch.device("cuda"), build_or_oom, 250, cuda)
     assert max_batch.largest_batch(fits)[0] == 5

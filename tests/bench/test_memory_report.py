@@ -1,6 +1,5 @@
 """`convbench memory`, the memory figures and the report's memory columns, on hand-made records."""
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
@@ -9,15 +8,9 @@ from bench.cli import main
 from bench.max_batch import parse_bytes
 from bench.memory_breakdown import CATEGORIES
 from tests.bench import synthetic
+from tests.bench.test_figures import close_figures  # noqa: F401  (autouse: the theme, and no figure left open)
 
 MIB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    figures.use_theme()
-    yield
-    plt.close("all")
 
 
 def test_parse_bytes_reads_binary_and_decimal_units():
