@@ -47,16 +47,24 @@ class Prediction:
 
 
 def tracked_step(
-    case: Case, device: torch.device, build: Build, bytes_on: str | None = None, cap_bytes: int | None = None
+    case: Case,
+    device: torch.device,
+    build: Build,
+    bytes_on: str | None = None,
+    cap_bytes: int | None = None,
+    before: Callable[[], None] | None = None,
 ) -> Breakdown:
-    """Build ``case``, train one step, and break down the next (``memory_breakdown.track_step``).
-    With ``cap_bytes`` both steps are tracked, and either raises
-    ``memory_breakdown.MemoryCapExceeded`` as soon as its tensors exceed the cap."""
+    """Build ``case``, train one step, and break down the next (``memory_breakdown.track_step``);
+    ``before()`` is called just before that second step. With ``cap_bytes`` both steps are
+    tracked, and either raises ``memory_breakdown.MemoryCapExceeded`` as soon as its tensors
+    exceed the cap."""
     model, optimizer, trainer = build(case, {})
     if cap_bytes is None:
         trainer.step()
     else:
         memory_breakdown.track_step(model, optimizer, trainer.step, device, bytes_on, cap_bytes)
+    if before is not None:
+        before()
     return memory_breakdown.track_step(model, optimizer, trainer.step, device, bytes_on, cap_bytes)
 
 
@@ -79,22 +87,34 @@ def predict(case: Case, device: torch.device) -> Prediction:
 
 
 def _fake_build(case: Case, device: torch.device, mode: FakeTensorMode) -> tuple:
-    """``bench.runner.build`` on fake tensors, made on ``device`` directly: moving a fake
-    module inside its mode fails (fake tensors are weakly referenced and cannot be swapped),
-    so channels-last conversion happens outside it."""
+    """``bench.runner.build`` on fake tensors, made on ``device`` directly: ``Module.to``
+    cannot convert a fake module (it swaps tensors, and fake ones are weakly referenced),
+    so channels-last conversion replaces the parameters and buffers instead, as ``to``
+    would convert them (the 4-D and 5-D ones), before the optimizer sees them."""
     from bench.runner import Trainer  # the runner imports this module
 
     with mode, torch.device(device):
         model = models.build(case.model, in_channels=case.input_shape[0], num_classes=case.num_classes)
-    if case.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    with mode, torch.device(device):
+        if case.channels_last:
+            _to_channels_last(model)
         images = torch.randn(case.batch_size, *case.input_shape)
         labels = torch.randint(0, case.num_classes, (case.batch_size,))
         if case.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         optimizer = optimizers.build(case.optimizer, model.parameters())
         return model, optimizer, Trainer(model, optimizer, [(images, labels)], case.precision, device)
+
+
+def _to_channels_last(model: nn.Module) -> None:
+    for module in model.modules():
+        for tensors in (module._parameters, module._buffers):
+            for name, tensor in tensors.items():
+                if tensor is not None and tensor.dim() in (4, 5):
+                    layout = torch.channels_last if tensor.dim() == 4 else torch.channels_last_3d
+                    converted = tensor.detach().contiguous(memory_format=layout)
+                    tensors[name] = (
+                        nn.Parameter(converted, tensor.requires_grad) if name in module._parameters else converted
+                    )
 
 
 def stand_in_device(device: torch.device) -> torch.device:
@@ -119,10 +139,10 @@ def record_fields(
     if case.compile:
         return {"memory_pass_error": "compiled case: the tracker and the prediction see eager steps only"}
     try:
-        if device.type == "cuda":
-            cuda.reset_peak_memory_stats(device)
-        tracked = tracked_step(case, device, build)
-        if device.type == "cuda":
+        on_cuda = device.type == "cuda"
+        reset_peak = (lambda: cuda.reset_peak_memory_stats(device)) if on_cuda else None
+        tracked = tracked_step(case, device, build, before=reset_peak)
+        if on_cuda:
             out["tracked_allocator_peak_bytes"] = cuda.max_memory_allocated(device)
         out.update(tracked.fields("tracked"))
         if device.type == "cpu":

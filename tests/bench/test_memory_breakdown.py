@@ -244,3 +244,31 @@ def test_run_case_records_the_breakdown_beside_the_prediction_and_keeps_rss():
     assert record["activation_bytes"] == record["tracked_activations_bytes"] + record["tracked_temporaries_bytes"]
     assert record["rss_activation_bytes"] is not None
     assert record["max_batch_size"] is None  # only with --find-max-batch
+
+
+class _AllocatorStatistics:
+    """torch.cuda's peak statistics for a device that peaked at 12345 bytes."""
+
+    def __init__(self):
+        self.resets = 0
+
+    def reset_peak_memory_stats(self, device):
+        self.resets += 1
+
+    def max_memory_allocated(self, device):
+        return 12345
+
+
+def test_on_cuda_the_allocator_peak_of_the_tracked_step_is_recorded_beside_the_tracker(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cuda = _AllocatorStatistics()
+    fields = memory_pass.record_fields(make_case("mlp"), torch.device("cuda"), runner_build, 999, cuda)
+    assert cuda.resets == 1  # once, just before the tracked step
+    assert fields["tracked_allocator_peak_bytes"] == 12345
+    assert "rss_activation_bytes" not in fields and "activation_bytes" not in fields  # CPU only
+    assert fields["predicted_device"] == "cpu for cuda"
+
+
+def test_a_channels_last_case_is_predicted_like_it_is_measured():
+    case = make_case("cnn", "sgdm", channels_last=True)
+    assert memory_pass.predict(case, CPU).breakdown.peak == memory_pass.tracked_step(case, CPU, runner_build).peak
