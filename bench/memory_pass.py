@@ -102,7 +102,12 @@ def _fake_build(case: Case, device: torch.device, mode: FakeTensorMode) -> tuple
         if case.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         optimizer = optimizers.build(case.optimizer, model.parameters())
-        return model, optimizer, Trainer(model, optimizer, [(images, labels)], case.precision, device)
+        trainer = Trainer(model, optimizer, [(images, labels)], case.precision, device)
+    # fp16's loss scaler decides whether to step by reading its overflow flag, a value fake
+    # tensors do not have. Without it the step differs by a few 0-d tensors (the scale, the
+    # flag, the scaled loss): it unscales the gradients in place.
+    trainer.scaler = torch.amp.GradScaler(device.type, enabled=False)
+    return model, optimizer, trainer
 
 
 def _to_channels_last(model: nn.Module) -> None:

@@ -272,3 +272,11 @@ def test_on_cuda_the_allocator_peak_of_the_tracked_step_is_recorded_beside_the_t
 def test_a_channels_last_case_is_predicted_like_it_is_measured():
     case = make_case("cnn", "sgdm", channels_last=True)
     assert memory_pass.predict(case, CPU).breakdown.peak == memory_pass.tracked_step(case, CPU, runner_build).peak
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_is_predicted_within_a_few_scalars(precision):
+    # fp16's loss scaler is left out of the prediction (it reads a value): a few 0-d tensors
+    case = make_case("mlp", "adam", precision=precision)
+    measured = memory_pass.tracked_step(case, CPU, runner_build).peak
+    assert abs(memory_pass.predict(case, CPU).breakdown.peak - measured) <= 16 * F32
