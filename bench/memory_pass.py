@@ -129,14 +129,13 @@ def stand_in_device(device: torch.device) -> torch.device:
     return device
 
 
-def record_fields(
-    case: Case, device: torch.device, build: Build, activation_bytes: int | None, cuda: object = torch.cuda
-) -> dict:
+def record_fields(case: Case, device: torch.device, build: Build, measured: dict, cuda: object = torch.cuda) -> dict:
     """The Record fields of the memory pass: the tracked breakdown (``tracked_*``), the
     prediction (``predicted_*``) and, on CUDA, the allocator's peak over the tracked step
-    (``tracked_allocator_peak_bytes``). On the CPU the tracked figure becomes
-    ``activation_bytes`` (tracked peak minus everything but activations and temporaries)
-    and the resident-set figure moves to ``rss_activation_bytes``. A part that cannot run
+    (``tracked_allocator_peak_bytes``). Where the timed pass's peak was the process's
+    resident set (the CPU; ``measured`` holds the timed pass's fields), the tracked figure
+    becomes ``activation_bytes`` (activations plus temporaries) and the resident-set one
+    moves to ``rss_activation_bytes``. A part that cannot run
     leaves its fields out and says why in ``memory_pass_error``; ``cuda`` is the module
     whose allocator statistics are read (a fake in tests)."""
     out: dict = {}
@@ -150,8 +149,8 @@ def record_fields(
         if on_cuda:
             out["tracked_allocator_peak_bytes"] = cuda.max_memory_allocated(device)
         out.update(tracked.fields("tracked"))
-        if device.type == "cpu":
-            out["rss_activation_bytes"] = activation_bytes
+        if str(measured.get("peak_memory_source")).startswith("process_rss"):
+            out["rss_activation_bytes"] = measured.get("activation_bytes")
             out["activation_bytes"] = tracked.activations + tracked.temporaries
     except Exception as error:  # noqa: BLE001  (the timed figures stand; say why these are missing)
         errors.append(f"tracked step: {type(error).__name__}: {error}")

@@ -282,10 +282,9 @@ def run_case(case: Case, context: RunContext) -> Record:
         meter.release()
     if status == "ok":
         build_case = functools.partial(_build_for, context)
-        out.update(memory_pass.record_fields(case, device, build_case, out.get("activation_bytes")))
+        out.update(memory_pass.record_fields(case, device, build_case, out))
         if context.find_max_batch:
             out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
-        meter.release()
     return Record(
         run_id=context.run_id,
         case_id=case.case_id,

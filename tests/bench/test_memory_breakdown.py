@@ -262,7 +262,8 @@ class _AllocatorStatistics:
 def test_on_cuda_the_allocator_peak_of_the_tracked_step_is_recorded_beside_the_tracker(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cuda = _AllocatorStatistics()
-    fields = memory_pass.record_fields(make_case("mlp"), torch.device("cuda"), runner_build, 999, cuda)
+    timed = {"peak_memory_source": "cuda_max_allocated", "activation_bytes": 999}
+    fields = memory_pass.record_fields(make_case("mlp"), torch.device("cuda"), runner_build, timed, cuda)
     assert cuda.resets == 1  # once, just before the tracked step
     assert fields["tracked_allocator_peak_bytes"] == 12345
     assert "rss_activation_bytes" not in fields and "activation_bytes" not in fields  # CPU only
