@@ -332,7 +332,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
     )
     if memory is not None:
         largest = max_batch.predicted_largest_batch(case, device, memory)
-        print(f"largest batch that fits {memory / 2**30:.2f} GiB: {largest if largest is not None else 'none'}")
+        size = f"{memory / 2**30:.2f} GiB" if memory >= 2**30 else f"{memory / 2**20:.2f} MiB"
+        print(f"largest batch that fits {size}: {largest if largest is not None else 'none'}")
     return 0
 
 

@@ -30,7 +30,7 @@ def test_memory_command_prints_the_breakdown_and_the_largest_batch(capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     # mlp: 400,906 float32 parameters, once as weights, once as gradients, once as SGDM's m
     assert int(rows["parameters"][1]) == int(rows["gradients"][1]) == 400_906 * 4
-    assert "largest batch that fits 0.01 GiB:" in out
+    assert "largest batch that fits 6.00 MiB:" in out
     # 6 MiB minus three copies of the model (4.59 MiB) leaves room for some samples, not thousands
     largest = int(out.rsplit(":", 1)[1])
     assert 1 <= largest < 5000
