@@ -277,7 +277,9 @@ def memory_breakdown_figure(frame: pd.DataFrame) -> Figure:
     their row, with their status written instead of a bar."""
     cases = frame.assign(label=_labels(frame, list(_LABEL_FIELDS)))
     parts = memory_parts(frame)
-    figure, axes = plt.subplots(figsize=(COLUMN, 1.1 + 0.22 * len(cases)), layout="constrained")
+    legend_rows = -(-len(parts) // 2)  # two columns; the height had room for two rows
+    height = 1.1 + 0.22 * len(cases) + 0.2 * (legend_rows - 2)
+    figure, axes = plt.subplots(figsize=(COLUMN, height), layout="constrained")
     colours = sns.color_palette(PALETTE, len(parts))
     positions = np.arange(len(cases))
     left = np.zeros(len(cases))
