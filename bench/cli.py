@@ -157,6 +157,21 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _bytes(text: str) -> int:
+    from bench.max_batch import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def max_batch_gpus() -> list[str]:
+    from bench.max_batch import GPU_MEMORY_BYTES
+
+    return list(GPU_MEMORY_BYTES)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -230,7 +245,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bench.distributed.cases import DistributedRunner
 
         run_case = DistributedRunner(joined)
-    context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download, args.peak_tflops)
+    context = runner.RunContext(
+        run_id,
+        suite.name,
+        device,
+        env,
+        data_root,
+        args.download,
+        peak_tflops=args.peak_tflops,
+        find_max_batch=args.find_max_batch,
+        memory_cap_bytes=args.memory_cap,
+    )
     if ranks is not None and joined.rank != 0:
         return launch.follow(cases, context, run_case)  # rank 0 alone writes the run
     if ranks is None:  # data-parallel ranks run each case in processes of their own already
@@ -522,6 +547,44 @@ def _print_output(frame: object, args: argparse.Namespace, **around: object) -> 
     emit(text, args.output, to_stderr)
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    """Predict one training step's memory on fake tensors: the breakdown by category, the
+    peak, and the largest batch that fits the given memory."""
+    import pandas as pd
+    import torch
+
+    import models
+    import optimizers
+    from bench import max_batch, memory_pass
+    from bench.memory_breakdown import CATEGORIES
+    from bench.suite import Case
+
+    spec = models.spec(args.model)
+    optimizers.spec(args.optimizer)
+    device = torch.device(args.device or ("cuda" if args.gpu or torch.cuda.is_available() else "cpu"))
+    memory = args.device_memory or max_batch.GPU_MEMORY_BYTES.get(args.gpu)
+    if memory is None and device.type == "cuda" and torch.cuda.is_available():
+        memory = max_batch.memory_for(device, None)
+    case = Case(
+        args.model, args.optimizer, args.batch_size, args.precision, args.channels_last, False, "synthetic",
+        spec.input_shape, spec.num_classes, steps=1, warmup=1, repeats=1, detailed=False,
+    )  # fmt: skip
+    prediction = memory_pass.predict(case, device)
+    breakdown = prediction.breakdown
+    rows = [{"": name.replace("_", " "), "bytes": getattr(breakdown, name)} for name in (*CATEGORIES, "peak")]
+    table = pd.DataFrame(rows).assign(MiB=lambda frame: (frame["bytes"] / 2**20).round(2))
+    print(text_table(table))
+    print(
+        f"{args.model} / {args.optimizer} / batch {args.batch_size} / {args.precision}: the peak falls in the "
+        f"{breakdown.phase} pass; predicted on fake tensors as {prediction.device} in {prediction.seconds:.2f} s"
+    )
+    if memory is not None:
+        largest = max_batch.predicted_largest_batch(case, device, memory)
+        size = f"{memory / 2**30:.2f} GiB" if memory >= 2**30 else f"{memory / 2**20:.2f} MiB"
+        print(f"largest batch that fits {size}: {largest if largest is not None else 'none'}")
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """List the runs in the history, oldest first."""
     from bench import history
@@ -769,7 +832,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_flags(run_parser, _items, _integers, _positive)
     add_run_switches(run_parser)
+    run_parser.add_argument(
+        "--find-max-batch",
+        action="store_true",
+        help="also search each case's largest batch that trains without running out of memory",
+    )
+    run_parser.add_argument(
+        "--memory-cap",
+        type=_bytes,
+        metavar="SIZE",
+        help="the memory that search fits in, e.g. 2GiB (default: the CUDA device's; 1GiB on the CPU)",
+    )
     run_parser.set_defaults(handler=cmd_run)
+
+    memory_parser = commands.add_parser(
+        "memory",
+        help="predict a training step's memory on fake tensors, and the largest batch that fits",
+        description="Predict the memory of one training step (parameters, buffers, gradients, optimizer state, "
+        "inputs, activations, temporaries, peak) without allocating it, on fake tensors.",
+    )
+    memory_parser.add_argument("model", metavar="MODEL", help="a registry model")
+    memory_parser.add_argument("--optimizer", required=True, metavar="O", help="a registry optimizer")
+    memory_parser.add_argument("--batch-size", type=_positive, required=True, metavar="B")
+    memory_parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32")
+    memory_parser.add_argument("--channels-last", action="store_true", help="channels-last model and inputs")
+    memory_parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="the device predicted for (default: cuda with --gpu or CUDA present)"
+    )
+    fits = memory_parser.add_mutually_exclusive_group()
+    fits.add_argument("--device-memory", type=_bytes, metavar="SIZE", help="print the largest batch that fits SIZE")
+    fits.add_argument(
+        "--gpu", choices=sorted(max_batch_gpus()), help="print the largest batch that fits this GPU's memory"
+    )
+    memory_parser.set_defaults(handler=cmd_memory)
 
     history_help = "the history database (default: results/history.sqlite)"
 

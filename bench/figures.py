@@ -238,6 +238,24 @@ MEMORY_PARTS = {
 }
 
 
+#: The same, exact: the memory pass's categories at the tracked peak, which they add up to.
+EXACT_MEMORY_PARTS = {
+    "tracked_parameters_bytes": "parameters",
+    "tracked_buffers_bytes": "buffers",
+    "tracked_gradients_bytes": "gradients",
+    "tracked_optimizer_state_bytes": "optimizer state",
+    "tracked_inputs_bytes": "inputs",
+    "tracked_activations_bytes": "activations (saved)",
+    "tracked_temporaries_bytes": "temporaries",
+}
+
+
+def memory_parts(frame: pd.DataFrame) -> dict[str, str]:
+    """EXACT_MEMORY_PARTS where the run has the memory pass's breakdown, else MEMORY_PARTS."""
+    exact = "tracked_peak_bytes" in frame and frame["tracked_peak_bytes"].notna().any()
+    return EXACT_MEMORY_PARTS if exact else MEMORY_PARTS
+
+
 def state_ratio_text(frame: pd.DataFrame) -> str | None:
     """'Adam / SGDM optimizer state: 2.00×' per model (once when every model agrees), from
     the successful cases; None when the run lacks either algorithm."""
@@ -256,16 +274,20 @@ def state_ratio_text(frame: pd.DataFrame) -> str | None:
 
 
 def memory_breakdown_figure(frame: pd.DataFrame) -> Figure:
-    """One horizontal stacked bar per case: parameters, gradients, optimizer state and
-    activations in MiB, with the Adam / SGDM optimizer-state ratio above. Failed cases keep
+    """One horizontal stacked bar per case in MiB, of the exact categories at the tracked
+    peak where the run has them (``memory_parts``), else of parameters, gradients, optimizer
+    state and activations; the Adam / SGDM optimizer-state ratio above. Failed cases keep
     their row, with their status written instead of a bar."""
     cases = frame.assign(label=_labels(frame, list(_LABEL_FIELDS)))
-    figure, axes = plt.subplots(figsize=(COLUMN, 1.1 + 0.22 * len(cases)), layout="constrained")
-    colours = sns.color_palette(PALETTE, len(MEMORY_PARTS))
+    parts = memory_parts(frame)
+    legend_rows = -(-len(parts) // 2)  # two columns; the height had room for two rows
+    height = 1.1 + 0.22 * len(cases) + 0.2 * (legend_rows - 2)
+    figure, axes = plt.subplots(figsize=(COLUMN, height), layout="constrained")
+    colours = sns.color_palette(PALETTE, len(parts))
     positions = np.arange(len(cases))
     left = np.zeros(len(cases))
     ok = (cases["status"] == "ok").to_numpy()
-    for (column, label), colour in zip(MEMORY_PARTS.items(), colours, strict=True):
+    for (column, label), colour in zip(parts.items(), colours, strict=True):
         mib = np.nan_to_num(_values(cases[column]).clip(min=0)) / MIB
         axes.barh(positions[ok], mib[ok], left=left[ok], color=colour, label=label, height=0.7)
         left += mib

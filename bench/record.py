@@ -158,6 +158,39 @@ class Record:
     peak_tflops: float | None = None  # the device's dense peak for the case's precision, TFLOP/s
     peak_tflops_source: str | None = None  # where peak_tflops comes from (bench.peaks table entry or --peak-tflops)
     mfu: float | None = None  # model FLOP utilisation, achieved_tflops / peak_tflops (a fraction)
+    # memory pass (bench.memory_pass): one untimed steady-state step after the timed ones,
+    # every live tensor storage sorted by what it is at the step's peak (bench.memory_breakdown),
+    # bytes; the categories add up to the peak. tracked_*: real tensors; predicted_*: the same
+    # step on fake tensors, before anything is allocated.
+    tracked_parameters_bytes: int | None = None
+    tracked_buffers_bytes: int | None = None
+    tracked_gradients_bytes: int | None = None
+    tracked_optimizer_state_bytes: int | None = None
+    tracked_inputs_bytes: int | None = None  # the batch the step reads (images, labels)
+    tracked_activations_bytes: int | None = None  # saved by autograd for backward, alive at the peak
+    tracked_temporaries_bytes: int | None = None  # everything else alive at the peak
+    tracked_peak_bytes: int | None = None
+    tracked_peak_phase: str | None = None  # forward | backward | optimizer
+    tracked_allocator_peak_bytes: int | None = None  # CUDA: max_memory_allocated over the tracked step
+    rss_activation_bytes: int | None = None  # CPU: the resident-set activation figure, before the tracker's replaced it
+    predicted_parameters_bytes: int | None = None
+    predicted_buffers_bytes: int | None = None
+    predicted_gradients_bytes: int | None = None
+    predicted_optimizer_state_bytes: int | None = None
+    predicted_inputs_bytes: int | None = None
+    predicted_activations_bytes: int | None = None
+    predicted_temporaries_bytes: int | None = None
+    predicted_peak_bytes: int | None = None
+    predicted_peak_phase: str | None = None
+    predicted_device: str | None = None  # what the fake step ran as: cpu | cuda | "cpu for cuda"
+    prediction_s: float | None = None  # wall time of the prediction, s
+    memory_pass_error: str | None = None  # why tracked_* or predicted_* are missing
+    # --find-max-batch (bench.max_batch): the largest batch whose step fits, by doubling then bisection
+    max_batch_size: int | None = None  # measured: the largest batch that trained without running out
+    max_batch_predicted: int | None = None  # the same search on predicted peaks
+    max_batch_memory_bytes: int | None = None  # the memory it had to fit in
+    max_batch_source: str | None = None  # what ran out: cuda_allocator | tracker_cap
+    max_batch_attempts: list = field(default_factory=list)  # [batch, fitted] in the order tried
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import figures
+from bench import figures, memory_figures
 from bench.distributed import figures as parallel_figures
 from bench.store import Run, load_run, write_atomic
 from bench.tables import format_number, html_table, latex_table, markdown_table
@@ -98,6 +98,16 @@ def _rf_maps(run: Run) -> pd.DataFrame | None:
     return rf_maps_frame(path) if path.is_file() else None
 
 
+def _predicted_sweep(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return frame if frame is not None and memory_figures.has_predicted_sweep(frame) else None
+
+
+def _max_batch(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return frame if frame is not None and memory_figures.has_max_batch(frame) else None
+
+
 FIGURES = [
     FigureSpec(
         "throughput",
@@ -110,10 +120,31 @@ FIGURES = [
     FigureSpec(
         "memory",
         "Memory breakdown",
-        "Memory per case: parameters, gradients, optimizer state and activations (peak minus the "
-        "static parts). The title gives Adam's optimizer state as a multiple of SGDM's.",
+        "Memory per case at the peak of one tracked training step: every live tensor by what it is "
+        "(parameters, buffers, gradients, optimizer state, the batch, activations autograd saved, "
+        "temporaries), adding up to the peak; runs without that pass show parameters, gradients, optimizer "
+        "state and activations (peak minus the static parts). The title gives Adam's optimizer state as a "
+        "multiple of SGDM's.",
         figures.memory_breakdown_figure,
         _records,
+    ),
+    FigureSpec(
+        "predicted_peak",
+        "Predicted against measured peak",
+        "Peak memory of one training step over the batch sweep: measured by the tensor tracker (solid), "
+        "predicted on fake tensors before anything was allocated (dashed) and, on CUDA, the allocator's "
+        "max_memory_allocated over the same step (dotted).",
+        memory_figures.predicted_peak_figure,
+        _predicted_sweep,
+    ),
+    FigureSpec(
+        "max_batch",
+        "Largest batch that fits",
+        "The largest batch that trained without running out of memory (--find-max-batch: doubling, then "
+        "bisection), Adam beside SGDM: the optimizer-state difference in batch terms. Ticks: the same search "
+        "on predicted peaks.",
+        memory_figures.max_batch_figure,
+        _max_batch,
     ),
     FigureSpec(
         "state_bytes",
@@ -315,6 +346,11 @@ SUMMARY_COLUMNS = [
     ("flops_per_sample", "GFLOP/sample (fwd+bwd)", 1e-9),
     ("achieved_tflops", "TFLOP/s", 1),
     ("mfu", "MFU (%)", 100),
+    ("tracked_peak_bytes", "tracked peak (MiB)", 1 / MIB),
+    ("predicted_peak_bytes", "predicted peak (MiB)", 1 / MIB),
+    ("tracked_allocator_peak_bytes", "allocator peak (MiB)", 1 / MIB),
+    ("max_batch_size", "largest batch", 1),
+    ("max_batch_predicted", "largest batch predicted", 1),
 ]
 #: Energy per sample: the record's energy per step over its batch size.
 ENERGY_PER_SAMPLE = "energy (J/sample)"
@@ -323,6 +359,10 @@ ENERGY_PER_SAMPLE = "energy (J/sample)"
 #: peak: a GPU in bench.peaks or --peak-tflops).
 OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE, "MFU (%)")
 OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
+#: Figures left out of the tables people read when no case has them (runs from before the
+#: memory pass, CUDA only, --find-max-batch only).
+OPTIONAL_FIGURES = ("tracked peak (MiB)", "predicted peak (MiB)", "allocator peak (MiB)")
+OPTIONAL_FIGURES += ("largest batch", "largest batch predicted")
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -343,6 +383,7 @@ def readable(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary for people: channels-last, compile, the host, energy and
     data-parallel columns only when some case has them."""
     unused = [c for c in OPTIONAL_COLUMNS if not (summary[c].notna() & summary[c].astype(bool)).any()]
+    unused += [c for c in OPTIONAL_FIGURES if summary[c].isna().all()]
     return summary.drop(columns=unused)
 
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, faults, flops, host, memory, peaks, precision, timing
+from bench import data, faults, flops, host, max_batch, memory, memory_pass, peaks, precision, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
@@ -66,6 +66,8 @@ class RunContext:
     #: data-parallel runs wrap the model for their strategy here.
     builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
     peak_tflops: float | None = None  # --peak-tflops: the device's peak, over bench.peaks' table
+    find_max_batch: bool = False  # search each case's largest batch (bench.max_batch)
+    memory_cap_bytes: int | None = None  # the memory that search fits in (None: the device's)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -265,6 +267,10 @@ def _check_state_allocation(optimizer: torch.optim.Optimizer, device: torch.devi
     out["optimizer_state_mismatch"] = not least <= allocated <= most
 
 
+def _build_for(context: RunContext, case: Case, out: dict) -> tuple[nn.Module, torch.optim.Optimizer, Trainer]:
+    return build(case, context, out)
+
+
 def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
     """Train ``case`` and put its measurements in ``out`` as they are made."""
     out["flops_per_sample"] = flops.flops_per_sample(case.model, case.model_kwargs, case.input_shape, case.num_classes)
@@ -349,6 +355,11 @@ def run_case(case: Case, context: RunContext) -> Record:
         release_error = _release(meter)
     if release_error is not None and status == "ok":
         status, error = "error", release_error
+    if status == "ok":
+        build_case = functools.partial(_build_for, context)
+        out.update(memory_pass.record_fields(case, device, build_case, out))
+        if context.find_max_batch:
+            out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
     return case_record(case, context, status, error, out)
 
 

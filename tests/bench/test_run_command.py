@@ -186,7 +186,7 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys, fault_models):
     assert code == 2 and "already exists" in err
 
 
-FIGURES = ["throughput", "memory", "state_bytes", "batch_scaling", "constant_gradient"]
+FIGURES = ["throughput", "memory", "predicted_peak", "state_bytes", "batch_scaling", "constant_gradient"]
 RF_FIGURES = ["receptive_field", "receptive_field_maps"]
 
 

@@ -1,0 +1,122 @@
+"""`convbench memory`, the memory figures and the report's memory columns, on hand-made records."""
+
+import pandas as pd
+import pytest
+
+from bench import figures, memory_figures, report
+from bench.cli import main
+from bench.max_batch import parse_bytes
+from bench.memory_breakdown import CATEGORIES
+from tests.bench import synthetic
+from tests.bench.test_figures import close_figures  # noqa: F401  (autouse: the theme, and no figure left open)
+
+MIB = 2**20
+
+
+def test_parse_bytes_reads_binary_and_decimal_units():
+    assert parse_bytes("80GiB") == 80 * 2**30
+    assert parse_bytes("512 MiB") == 512 * 2**20
+    assert parse_bytes("16GB") == 16 * 10**9
+    assert parse_bytes("1e3") == 1000
+    for bad in ("x", "0", "GiB", "-5MiB"):
+        with pytest.raises(ValueError, match="not a memory size"):
+            parse_bytes(bad)
+
+
+def test_memory_command_prints_the_breakdown_and_the_largest_batch(capsys):
+    assert main(["memory", "mlp", "--optimizer", "sgdm", "--batch-size", "2", "--device", "cpu",
+                 "--device-memory", "6MiB"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    # mlp: 400,906 float32 parameters, once as weights, once as gradients, once as SGDM's m
+    assert int(rows["parameters"][1]) == int(rows["gradients"][1]) == 400_906 * 4
+    assert "largest batch that fits 6.00 MiB:" in out
+    # 6 MiB minus three copies of the model (4.59 MiB) leaves room for some samples, not thousands
+    largest = int(out.rsplit(":", 1)[1])
+    assert 1 <= largest < 5000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["memory", "mlp", "--optimizer", "nope", "--batch-size", "2"],
+        ["memory", "nope", "--optimizer", "adam", "--batch-size", "2"],
+        ["memory", "mlp", "--optimizer", "adam", "--batch-size", "0"],
+        ["memory", "mlp", "--optimizer", "adam", "--batch-size", "2", "--device-memory", "lots"],
+        ["memory", "mlp", "--optimizer", "adam", "--batch-size", "2", "--gpu", "H900"],
+    ],
+)
+def test_memory_command_rejects_bad_input_with_status_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def _with_memory(rows: list[dict]) -> pd.DataFrame:
+    """Synthetic records given a memory pass: categories of hand-picked sizes (MiB)."""
+    frame = pd.DataFrame(rows)
+    sizes = {"parameters": 1, "buffers": 0, "gradients": 1, "inputs": 0.5, "activations": 4, "temporaries": 0.5}
+    for name, mib in sizes.items():
+        frame[f"tracked_{name}_bytes"] = mib * MIB
+    frame["tracked_optimizer_state_bytes"] = frame["optimizer"].map({"adam": 2, "sgdm": 1}) * MIB
+    per_sample = frame["batch_size"] * MIB / 32
+    frame["tracked_activations_bytes"] = per_sample
+    frame["tracked_peak_bytes"] = frame[[f"tracked_{name}_bytes" for name in CATEGORIES]].sum(axis=1)
+    frame["predicted_peak_bytes"] = frame["tracked_peak_bytes"] * 1.01
+    return frame
+
+
+def test_memory_figure_stacks_the_exact_categories_up_to_the_tracked_peak():
+    frame = _with_memory(synthetic.records())
+    ok = frame[frame["status"] == "ok"]
+    figure = figures.memory_breakdown_figure(ok)
+    axes = figure.axes[0]
+    labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert labels == list(figures.EXACT_MEMORY_PARTS.values())
+    # each case's bars end exactly at its tracked peak
+    ends = {}
+    for patch in axes.patches:
+        y = round(patch.get_y() + patch.get_height() / 2)
+        ends[y] = max(ends.get(y, 0), patch.get_x() + patch.get_width())
+    assert sorted(ends.values()) == pytest.approx(sorted(ok["tracked_peak_bytes"] / MIB))
+
+
+def test_predicted_peak_figure_draws_measured_and_predicted_lines_per_series():
+    frame = _with_memory(synthetic.records())
+    assert memory_figures.has_predicted_sweep(frame)
+    figure = memory_figures.predicted_peak_figure(frame)
+    lines = figure.axes[0].get_lines()
+    solid = [line for line in lines if line.get_linestyle() == "-"]
+    dashed = [line for line in lines if line.get_linestyle() == "--"]
+    assert len(solid) == len(dashed) >= 1
+    for measured, predicted in zip(solid, dashed, strict=True):
+        assert list(predicted.get_ydata()) == pytest.approx([1.01 * y for y in measured.get_ydata()])
+
+
+def test_max_batch_figure_puts_adam_beside_sgdm_with_predicted_ticks():
+    frame = pd.DataFrame(
+        {
+            "model": ["cnn", "cnn", "resnet20", "resnet20"],
+            "optimizer": ["adam", "sgdm", "adam", "sgdm"],
+            "status": "ok",
+            "max_batch_size": [100, 120, 40, 44],
+            "max_batch_predicted": [101, 120, 40, 45],
+            "max_batch_memory_bytes": 64 * MIB,
+        }
+    )
+    assert memory_figures.has_max_batch(frame)
+    axes = memory_figures.max_batch_figure(frame).axes[0]
+    heights = sorted(p.get_height() for p in axes.patches)
+    assert heights == [40, 44, 100, 120]
+    assert "64 MiB" in axes.get_title()
+
+
+def test_summary_shows_tracked_and_predicted_peaks_and_hides_absent_figures():
+    frame = _with_memory(synthetic.records())
+    summary = report.readable(report.summary_frame(frame))
+    assert list(summary["tracked peak (MiB)"]) == pytest.approx(list(frame["tracked_peak_bytes"] / MIB))
+    assert "predicted peak (MiB)" in summary
+    assert "largest batch" not in summary and "allocator peak (MiB)" not in summary
