@@ -368,14 +368,15 @@ OPTIONAL_FIGURES += ("largest batch", "largest batch predicted")
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per case: its configuration, status and main measurements, units in headers,
     unrounded (summary.csv keeps every digit; the other tables round when they write)."""
+    energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
+    batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
     columns = {}
     for field, header, scale in SUMMARY_COLUMNS:
         values = frame[field] if field in frame else pd.Series([None] * len(frame), dtype=object)
         values = values.reset_index(drop=True)
         columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
-    energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
-    batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
-    columns[ENERGY_PER_SAMPLE] = (pd.to_numeric(energy, errors="coerce") / batch).reset_index(drop=True)
+        if field == "host_bound":  # the host's and the device's cost of a step side by side
+            columns[ENERGY_PER_SAMPLE] = (pd.to_numeric(energy, errors="coerce") / batch).reset_index(drop=True)
     return pd.DataFrame(columns)
 
 
