@@ -360,8 +360,9 @@ ENERGY_PER_SAMPLE = "energy (J/sample)"
 OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE, "MFU (%)")
 OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
 #: Figures left out of the tables people read when no case has them (runs from before the
-#: memory pass, CUDA only, --find-max-batch only).
-OPTIONAL_FIGURES = ("tracked peak (MiB)", "predicted peak (MiB)", "allocator peak (MiB)")
+#: memory pass or the FLOP count, CUDA only, --find-max-batch only).
+OPTIONAL_FIGURES = ("GFLOP/sample (fwd+bwd)", "TFLOP/s")
+OPTIONAL_FIGURES += ("tracked peak (MiB)", "predicted peak (MiB)", "allocator peak (MiB)")
 OPTIONAL_FIGURES += ("largest batch", "largest batch predicted")
 
 

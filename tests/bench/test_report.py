@@ -94,10 +94,9 @@ def test_summary_markdown_and_latex_are_rounded(run_dir):
     assert row in markdown[header + 2]
     tex = (run_dir / "summary.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    # the records here carry no FLOPs: GFLOP/sample and TFLOP/s are empty (MFU, never set, is left out)
-    cnn_adam = r"cnn & adam & 32 & fp32 & ok & 2,286 & 14.0 & 4.00 & 360,778 & 2.00 & 8.00 & 2.75 & 7.03 & 1.53"
-    assert cnn_adam + r" &  &  \\" in tex
-    assert r"resnet20 & adam & 128 & fp32 & oom" + " & " * 11 + r" \\" in tex
+    # the records here carry no FLOPs: GFLOP/sample, TFLOP/s and MFU are left out
+    assert r"cnn & adam & 32 & fp32 & ok & 2,286 & 14.0 & 4.00 & 360,778 & 2.00 & 8.00 & 2.75 & 7.03 & 1.53 \\" in tex
+    assert r"resnet20 & adam & 128 & fp32 & oom" + " & " * 9 + r" \\" in tex
 
 
 def test_html_report_is_one_page_with_every_part(run_dir):
