@@ -27,3 +27,9 @@ def check_eps(eps: float) -> None:
     """Adam's epsilon must be >= 0."""
     if _real("eps", eps) < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def check_weight_decay(weight_decay: float) -> None:
+    """The L2 weight-decay coefficient lambda must be >= 0."""
+    if _real("weight_decay", weight_decay) < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")

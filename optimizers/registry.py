@@ -9,7 +9,7 @@ import torch
 from torch.optim import Optimizer
 
 from models.registry import UnknownNameError
-from optimizers.hyperparameters import check_beta, check_eps, check_lr
+from optimizers.hyperparameters import check_beta, check_eps, check_lr, check_weight_decay
 from optimizers.textbook import SGDM, Adam
 
 #: Tensors shaped like the parameter that each algorithm keeps per parameter.
@@ -61,8 +61,9 @@ def spec(name: str) -> OptimizerSpec:
 def build(name: str, params: Iterable, **hyperparameters: object) -> Optimizer:
     """Build the optimizer ``name`` over ``params``.
 
-    Adam-family optimizers take ``lr``, ``betas`` and ``eps``; SGDM-family ones ``lr`` and
-    ``momentum``. Invalid values raise ValueError naming the hyperparameter.
+    Adam-family optimizers take ``lr``, ``betas``, ``eps`` and ``weight_decay``; SGDM-family
+    ones ``lr``, ``momentum`` and ``weight_decay`` (L2 added to the gradient, as torch.optim does).
+    Invalid values raise ValueError naming the hyperparameter.
     """
     return spec(name).builder(params, **hyperparameters)
 
@@ -74,22 +75,38 @@ def state_buffers(name: str) -> int:
 
 def _torch_adam(implementation: str) -> Callable[..., Optimizer]:
     def builder(
-        params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
     ) -> Optimizer:
         check_lr(lr)
         check_beta("betas[0]", betas[0])
         check_beta("betas[1]", betas[1])
         check_eps(eps)
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, **_FORCE[implementation])
+        check_weight_decay(weight_decay)
+        return torch.optim.Adam(
+            params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **_FORCE[implementation]
+        )
 
     return builder
 
 
 def _torch_sgdm(implementation: str) -> Callable[..., Optimizer]:
-    def builder(params: Iterable, lr: float = 1e-2, momentum: float = 0.9) -> Optimizer:
+    def builder(params: Iterable, lr: float = 1e-2, momentum: float = 0.9, weight_decay: float = 0.0) -> Optimizer:
         check_lr(lr)
         check_beta("momentum", momentum)
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=0, nesterov=False, **_FORCE[implementation])
+        check_weight_decay(weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=momentum,
+            dampening=0,
+            nesterov=False,
+            weight_decay=weight_decay,
+            **_FORCE[implementation],
+        )
 
     return builder
 
