@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import models
@@ -25,6 +24,7 @@ from bench.store import Run, write_atomic
 from bench.tables import format_number, latex_table, markdown_table
 from bench.train import figures as train_figures
 from bench.train.command import CURVES
+from bench.train.compare import time_spread
 
 GROUP_FIELDS = ["model", "recipe", "optimizer", "batch_size", "dataset", "target_accuracy"]
 
@@ -43,15 +43,6 @@ def _spread(values: pd.Series) -> tuple[float | None, float | None, float | None
     return float(numbers.median()), float(numbers.min()), float(numbers.max())
 
 
-def _time_spread(times: pd.Series) -> tuple[float | None, float | None, float | None]:
-    """Median, min, max of time to target with a miss (None) counted as infinitely slow."""
-    values = pd.to_numeric(times, errors="coerce").fillna(np.inf).to_numpy(dtype=float)
-    if not len(values):
-        return None, None, None
-    finite = [float(v) if np.isfinite(v) else None for v in (np.median(values), values.min(), values.max())]
-    return finite[0], finite[1], finite[2]
-
-
 def summary_frame(records: pd.DataFrame) -> pd.DataFrame:
     """One row per model and recipe: seeds, how many reached the target, final test
     accuracy (median, min, max, in %), time to target (median, min, max, s), epochs to
@@ -62,7 +53,7 @@ def summary_frame(records: pd.DataFrame) -> pd.DataFrame:
         group = dict(zip(GROUP_FIELDS, key, strict=True))
         ok = runs[runs["status"] == "ok"]
         accuracy = _spread(ok["final_test_accuracy"] * 100)
-        time = _time_spread(ok["time_to_target_s"])
+        time = time_spread(ok["time_to_target_s"])
         epochs_trained = pd.to_numeric(ok["epochs_trained"], errors="coerce")
         rows.append(
             {
