@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_train_suite(args.suite)
-    overrides = {key: getattr(args, key) for key in ("device", "models", "recipes", "seeds", "epochs", "steps")}
+    overrides = {key: getattr(args, key) for key in ("device", "models", "recipes", "seeds", "epochs", "steps", "batch_size")}
     overrides["target_accuracy"] = args.target
     overrides["stop_at_target"] = True if args.stop_at_target else None
     suite = suite.override(**{key: value for key, value in overrides.items() if value is not None})
@@ -117,6 +117,7 @@ def add_parser(commands: argparse._SubParsersAction, names: type, positive: type
     budget = sub.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive, metavar="N", help="budget: N epochs per training run")
     budget.add_argument("--steps", type=positive, metavar="N", help="budget: N steps per training run")
+    sub.add_argument("--batch-size", type=positive, metavar="N", help="training batch size")
     sub.add_argument("--target", type=float, metavar="ACC", help="target test accuracy, a fraction in (0, 1]")
     sub.add_argument("--stop-at-target", action="store_true", help="end each training run once it reaches the target")
     sub.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
