@@ -38,7 +38,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_train_suite(args.suite)
-    overrides = {key: getattr(args, key) for key in ("device", "models", "recipes", "seeds", "epochs", "steps", "batch_size")}
+    overrides = {
+        key: getattr(args, key) for key in ("device", "models", "recipes", "seeds", "epochs", "steps", "batch_size")
+    }
     overrides["target_accuracy"] = args.target
     overrides["stop_at_target"] = True if args.stop_at_target else None
     suite = suite.override(**{key: value for key, value in overrides.items() if value is not None})

@@ -108,12 +108,14 @@ def degradation_figure(curves: pd.DataFrame) -> Figure:
 
 def time_to_target_figure(records: pd.DataFrame) -> Figure:
     """Training time to the target accuracy per case (model / recipe): one dot per seed, a
-    bar at the median; seeds that never reached it are × at the right edge, counted."""
+    bar at the median; seeds that never reached it are × at the right edge (beyond the
+    longest training time of the run), counted."""
     records = records.assign(group=records["model"] + " / " + records["recipe"])
     groups = list(dict.fromkeys(records["group"]))
     reached = records[records["time_to_target_s"].notna()]
     figure, ax = plt.subplots(figsize=(PAGE, 0.9 + 0.35 * len(groups)), layout="constrained")
-    right = float(reached["time_to_target_s"].max()) * 1.1 if len(reached) else 1.0
+    # A miss sits at the right edge: past every time to target and every run's whole training time.
+    right = float(pd.concat([reached["time_to_target_s"], records["train_time_s"]]).max()) * 1.1
     for y, group in enumerate(groups):
         runs = records[records["group"] == group]
         times = runs["time_to_target_s"].dropna().to_numpy(dtype=float)

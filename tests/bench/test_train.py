@@ -278,3 +278,51 @@ def test_trained_differently_is_refused():
     base = pd.DataFrame([_record()])
     with pytest.raises(IncomparableError, match="hyperparameters"):
         training_compare.compare_training(base, pd.DataFrame([_record(hyperparameters={"lr": 0.1})]))
+
+
+def _curve_rows(model, recipe, seed, accuracies):
+    return [
+        {
+            "model": model,
+            "recipe": recipe,
+            "seed": seed,
+            "evaluation": i + 1,
+            "epoch": i + 1.0,
+            "train_time_s": 2.0 * (i + 1) + seed,
+            "test_accuracy": a,
+            "train_accuracy": a + 0.05,
+        }
+        for i, a in enumerate(accuracies)
+    ]
+
+
+def test_seed_bands_are_the_median_and_the_full_range_over_seeds():
+    from bench.train.figures import seed_bands
+
+    curves = pd.DataFrame(
+        _curve_rows("cnn", "adam", 0, [0.5, 0.8])
+        + _curve_rows("cnn", "adam", 1, [0.7, 0.9])
+        + _curve_rows("cnn", "adam", 2, [0.6, 0.7])
+    )
+    bands = seed_bands(curves, "test_accuracy")
+    assert bands["median"].tolist() == pytest.approx([0.6, 0.8])
+    assert bands["low"].tolist() == pytest.approx([0.5, 0.7]) and bands["high"].tolist() == pytest.approx([0.7, 0.9])
+    assert bands["train_time_s"].tolist() == [3.0, 5.0] and bands["seeds"].tolist() == [3, 3]
+
+
+def test_the_degradation_figure_needs_plain_and_residual_nets():
+    from bench.train import figures as train_figures
+    from bench.train.report import _families
+
+    rows = []
+    for model in ("plain20", "plain56", "resnet20", "resnet56"):
+        rows += _curve_rows(model, "sgdm", 0, [0.3, 0.5, 0.6])
+    curves = pd.DataFrame(rows)
+    chosen = train_figures.degradation_frame(curves, _families(curves))
+    assert sorted(chosen["depth"].unique()) == [20, 56]
+    figure = train_figures.degradation_figure(chosen)
+    assert [axes.get_title() for axes in figure.axes] == ["plain (sgdm)", "residual (sgdm)"]
+    # Training error is 1 - training accuracy: 0.65, 0.45, 0.35 for every model here.
+    assert figure.axes[0].lines[0].get_ydata().tolist() == pytest.approx([0.65, 0.45, 0.35])
+    only_cnn = pd.DataFrame(_curve_rows("cnn", "sgdm", 0, [0.5]))
+    assert train_figures.degradation_frame(only_cnn, _families(only_cnn)) is None
