@@ -154,11 +154,11 @@ FIGURES = [
 ]
 
 
-def write_figures(run: Run) -> list[FigureSpec]:
-    """Draw and save every figure that applies to the run; returns those written."""
+def write_figures(run: Run, specs: list[FigureSpec] = FIGURES) -> list[FigureSpec]:
+    """Draw and save every figure of ``specs`` that applies to the run; returns those written."""
     figures.use_theme()
     written = []
-    for spec in FIGURES:
+    for spec in specs:
         data = spec.data(run)
         if data is None or data.empty:
             continue

@@ -18,8 +18,16 @@ from pathlib import Path
 import pandas as pd
 
 import models
-from bench import figures
-from bench.report import FIGURES_DIR, FigureSpec, Sections, failures_frame, html_report, markdown_report, run_status
+from bench.report import (
+    FIGURES_DIR,
+    FigureSpec,
+    Sections,
+    failures_frame,
+    html_report,
+    markdown_report,
+    run_status,
+    write_figures,
+)
 from bench.store import Run, write_atomic
 from bench.tables import format_number, latex_table, markdown_table
 from bench.train import figures as train_figures
@@ -156,15 +164,8 @@ def write_training_report(run: Run) -> list[Path]:
     ):
         write_atomic(run.path / name, text)
         written.append(run.path / name)
-    figures.use_theme()
-    specs = []
-    for spec in FIGURES:
-        data = spec.data(run)
-        if data is None or data.empty:
-            continue
-        figures.save(spec.draw(data), run.path / FIGURES_DIR / spec.name)
-        specs.append(spec)
-        written += [run.path / FIGURES_DIR / f"{spec.name}.{ext}" for ext in ("png", "pdf")]
+    specs = write_figures(run, FIGURES)
+    written += [run.path / FIGURES_DIR / f"{spec.name}.{ext}" for spec in specs for ext in ("png", "pdf")]
     sections = Sections(run, run_status(run), summary, failures_frame(records), None, specs)
     write_atomic(run.path / "report.html", html_report(sections))
     write_atomic(run.path / "report.md", markdown_report(sections))
