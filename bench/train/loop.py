@@ -149,6 +149,9 @@ def train(case: TrainCase, dataset: DeviceDataset, device: torch.device, progres
                 final_test_accuracy=test_accuracy,
                 best_test_accuracy=max(test_accuracy, out.get("best_test_accuracy") or 0.0),
             )
+            if "optimizer_state_bytes" not in out:  # the state exists from the first step on
+                out["grad_bytes"] = memory.grad_bytes(model)
+                out["optimizer_state_bytes"] = memory.optimizer_state_bytes(optimizer)
             if not torch.isfinite(torch.tensor(train_loss)):
                 raise Diverged(f"the training loss became {train_loss} by step {step}")
             if test_accuracy >= case.target_accuracy and out.get("time_to_target_s") is None:
@@ -166,8 +169,6 @@ def train(case: TrainCase, dataset: DeviceDataset, device: torch.device, progres
                 break
             _synchronise(device)
             started = time.perf_counter()
-    out["grad_bytes"] = memory.grad_bytes(model)
-    out["optimizer_state_bytes"] = memory.optimizer_state_bytes(optimizer)
 
 
 def run_training_case(

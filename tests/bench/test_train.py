@@ -207,6 +207,7 @@ def test_a_target_never_reached_is_none_not_zero(tiny):
     record, _ = _train(case, tiny)
     assert record.time_to_target_s is None and record.samples_to_target is None and record.epochs_to_target is None
     assert record.final_test_accuracy < 1.0
+    assert record.optimizer_state_bytes == 2 * record.param_bytes  # Adam: m and v per parameter
 
 
 def _record(model="cnn", recipe="adam", seed=0, accuracy=0.9, time_s=10.0, status="ok", device="cpu", **more):
