@@ -38,6 +38,23 @@ class Progress:
     out: dict = field(default_factory=dict)
     curve: list[dict] = field(default_factory=list)
 
+    def add(self, row: dict, eval_time_s: float) -> None:
+        """One evaluation's curve row; the record's fields become what it says (final values,
+        totals so far, best test accuracy), so a run cut short keeps them."""
+        self.curve.append(row)
+        self.out.update(
+            steps=row["step"],
+            samples_seen=row["samples_seen"],
+            epochs_trained=row["epoch"],
+            train_time_s=row["train_time_s"],
+            eval_time_s=eval_time_s,
+            train_throughput=row["samples_seen"] / row["train_time_s"] if row["train_time_s"] > 0 else None,
+            final_loss=row["train_loss"],
+            final_train_accuracy=row["train_accuracy"],
+            final_test_accuracy=row["test_accuracy"],
+            best_test_accuracy=max(row["test_accuracy"], self.out.get("best_test_accuracy") or 0.0),
+        )
+
 
 def _synchronise(device: torch.device) -> None:
     if device.type == "cuda":
@@ -122,44 +139,27 @@ def train(case: TrainCase, dataset: DeviceDataset, device: torch.device, progres
             test_loss, test_accuracy = evaluate(model, dataset, dataset.test, case.eval_batch_size)
             seconds = time.perf_counter() - evaluated
             eval_time += seconds
-            progress.curve.append(
-                {
-                    "evaluation": len(progress.curve) + 1,
-                    "step": step,
-                    "epoch": samples / len(dataset.train),
-                    "samples_seen": samples,
-                    "train_time_s": train_time,
-                    "eval_time_s": seconds,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "train_loss": train_loss,
-                    "train_accuracy": train_accuracy,
-                    "test_loss": test_loss,
-                    "test_accuracy": test_accuracy,
-                }
-            )
-            out.update(
-                steps=step,
-                samples_seen=samples,
-                epochs_trained=samples / len(dataset.train),
-                train_time_s=train_time,
-                eval_time_s=eval_time,
-                train_throughput=samples / train_time if train_time > 0 else None,
-                final_loss=train_loss,
-                final_train_accuracy=train_accuracy,
-                final_test_accuracy=test_accuracy,
-                best_test_accuracy=max(test_accuracy, out.get("best_test_accuracy") or 0.0),
-            )
+            row = {
+                "evaluation": len(progress.curve) + 1,
+                "step": step,
+                "epoch": samples / len(dataset.train),
+                "samples_seen": samples,
+                "train_time_s": train_time,
+                "eval_time_s": seconds,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "test_loss": test_loss,
+                "test_accuracy": test_accuracy,
+            }
+            progress.add(row, eval_time)
             if "optimizer_state_bytes" not in out:  # the state exists from the first step on
                 out["grad_bytes"] = memory.grad_bytes(model)
                 out["optimizer_state_bytes"] = memory.optimizer_state_bytes(optimizer)
             if not torch.isfinite(torch.tensor(train_loss)):
                 raise Diverged(f"the training loss became {train_loss} by step {step}")
             if test_accuracy >= case.target_accuracy and out.get("time_to_target_s") is None:
-                out.update(
-                    time_to_target_s=train_time,
-                    samples_to_target=samples,
-                    epochs_to_target=samples / len(dataset.train),
-                )
+                out.update(time_to_target_s=train_time, samples_to_target=samples, epochs_to_target=row["epoch"])
                 if case.stop_at_target:
                     return
             loss_sum.zero_()
