@@ -21,8 +21,9 @@ from tests.bench.test_train import _suite, _write_tiny_mnist
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """The shipped ``mnist`` suite (lab cnn, Adam and SGDM) on the digits, one seed, until
-    95% test accuracy on the 360 held-out digits or 10 epochs (batch 16: the digits are
-    1,437 training images, a fortieth of MNIST)."""
+    95% test accuracy on the 360 held-out digits or 12 epochs (batch 16: the digits are
+    1,437 training images, a fortieth of MNIST). Measured here: Adam reached 96.4% after 4
+    epochs, SGDM 93.1% after 8 and rising (results/reference/train-digits-amd-epyc-2core)."""
     root = tmp_path_factory.mktemp("train")
     write_digits(root / "data")
     code = main(
@@ -37,7 +38,7 @@ def digits_run(tmp_path_factory):
             "--batch-size",
             "16",
             "--epochs",
-            "10",
+            "12",
             "--target",
             "0.95",
             "--stop-at-target",
