@@ -179,38 +179,65 @@ def cmd_run(args: argparse.Namespace) -> int:
     has an [rf] section), tables, figures and reports; add the run to the history."""
     import torch
 
-    from bench import data, history, report, runner
+    from bench import data, history, isolation, report, runner
+    from bench.distributed import launch
     from bench.env import collect_env
     from bench.progress import ProgressBar
     from bench.receptive.section import run_rf_section
     from bench.store import RunWriter, load_run, new_run_id
     from bench.suite import load_suite
+    from bench.telemetry.fairness import sharing_warnings
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_suite(args.suite or ("nightly" if torch.cuda.is_available() else "smoke"))
     suite = suite.override(**{key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None})
     if args.detailed:
         suite = suite.override(detailed=True)
+    if args.isolate:
+        suite = suite.override(isolate=True)
+    suite, ranks = launch.plan(args, suite)
     device = runner.resolve_device(suite.device)
     suite = suite.override(device=str(device))
+    launch.check_device(suite, device)
     cases = suite.cases()
     runner.check_cases(cases, device)
     data_root = args.data_root or data.DEFAULT_ROOT
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, args.download)
     rf = suite.sections.get("rf")
+    if ranks is not None and not launch.world.launched():
+        return launch.relaunch(args, args.argv)  # the workers come back here, launched
 
     env = collect_env()
+    if device.type == "cuda":
+        for warning in sharing_warnings(env, device.index):
+            print(f"convbench run: warning: {warning}", file=sys.stderr)
     run_id = args.run_id or new_run_id()
-    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
+    run_case = runner.run_case
+    if ranks is not None:
+        device = launch.rank_device(device)
+        joined = launch.world.join(device, args.collective_timeout)
+        run_id = joined.share("convbench/run_id", run_id)
+        from bench.distributed.cases import DistributedRunner
+
+        run_case = DistributedRunner(joined)
     context = runner.RunContext(run_id, suite.name, device, env, data_root, args.download)
+    if ranks is not None and joined.rank != 0:
+        return launch.follow(cases, context, run_case)  # rank 0 alone writes the run
+    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
     progress = ProgressBar(len(cases) + (rf is not None))
+    if ranks is None:
+        run_one = isolation.CaseRunner(
+            suite.isolate, lambda message: print(f"convbench run: {message}", file=sys.stderr)
+        )
+    else:
+        run_one = run_case  # every rank runs each case in its own process already
     code = EXIT_OK
     try:
         with sigterm_raises():
             for case in cases:
                 progress.start(case.case_id)
-                record = runner.run_case(case, context)
+                record = run_one(case, context)
                 writer.append(record)
                 progress.finish(case.case_id, record.status)
             if rf is not None:
@@ -230,6 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         status = writer.finish()
+        launch.world.leave()
 
     records = load_run(writer.path).frame()
     print(text_table(report.readable(report.summary_frame(records)), format_number))
@@ -304,9 +332,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
     from bench import compare, history
+    from bench.telemetry import fairness
 
     candidate = history.resolve(args.candidate, args.history)
     baseline = history.resolve(args.baseline, args.history, after=candidate)
+    notes = fairness.check_runs(args.baseline, baseline, args.candidate, candidate, args.history)
     # A several-run baseline: the runs before BASELINE, skipping any measured differently.
     earlier = [
         run
@@ -323,6 +353,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
     print(f"baseline {baseline.run_id}{runs}, candidate {candidate.run_id}")
+    for note in notes:
+        print(f"note: {note}")
     _print_table(compare.readable(verdicts), args)
     print(compare.summary(verdicts))
     return 1 if compare.has_regression(verdicts) else 0
@@ -450,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--warmup", type=int, metavar="N", help="untimed steps first (>= 1)")
     run_parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats")
     run_parser.add_argument("--detailed", action="store_true", help="also time forward, backward, optimizer step")
+    run_parser.add_argument("--isolate", action="store_true", help="run each case in a process of its own")
     run_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
     run_parser.add_argument(
         "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
@@ -457,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
+    from bench.distributed.launch import add_flags
+
+    add_flags(run_parser, _items, _integers, _positive)
     run_parser.set_defaults(handler=cmd_run)
 
     history_help = "the history database (default: results/history.sqlite)"
@@ -532,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
     from bench.data import DatasetNotFoundError
     from bench.runner import SetupError

@@ -14,6 +14,8 @@ import psutil
 import torch
 import torchvision
 
+from bench.telemetry.gpu import environment_variables, gpu_state
+
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -106,6 +108,8 @@ def collect_env() -> dict:
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
         "gpus": gpus(),
+        "gpu_telemetry": gpu_state(),
+        "environment_variables": environment_variables(),
         "cpu": {
             "model": cpu_model(),
             "physical_cores": psutil.cpu_count(logical=False),

@@ -121,6 +121,8 @@ _LABEL_FIELDS = {
     "channels_last": lambda on: "channels_last" if on else "contiguous",
     "compile": lambda on: "compiled" if on else "eager",
     "dataset": str,
+    "strategy": str,  # data parallel: ddp | zero1 | fsdp, and the ranks
+    "world_size": lambda n: f"w{int(n)}",
 }
 
 
@@ -168,7 +170,8 @@ def throughput_interval(batch_size: int, step_times_ms: list[float]) -> tuple[fl
 def throughput_figure(frame: pd.DataFrame) -> Figure:
     """Throughput by model (bars coloured by optimizer) with the IQR as error bars, one panel
     per precision and one row of panels per batch size."""
-    frame = frame.assign(case=_labels(frame, ["model", "channels_last", "compile", "dataset"]))
+    fields = ["model", "channels_last", "compile", "dataset", "strategy", "world_size"]
+    frame = frame.assign(case=_labels(frame, fields))
     optimizer_names = list(dict.fromkeys(frame["optimizer"]))
     colours = dict(zip(optimizer_names, sns.color_palette(PALETTE, len(optimizer_names)), strict=True))
     precisions = sorted(frame["precision"].unique())
@@ -330,7 +333,7 @@ def state_bytes_figure(frame: pd.DataFrame) -> Figure:
 def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
     """Throughput and peak memory against batch size, one line per model and optimizer
     (a row of panels per precision); a case that ran out of memory is an × on the x-axis."""
-    series = ["model", "optimizer", "channels_last", "compile", "dataset"]
+    series = ["model", "optimizer", "channels_last", "compile", "dataset", "strategy", "world_size"]
     frame = frame.assign(series=_labels(frame, series), peak_mib=_values(frame["peak_memory_bytes"]) / MIB)
     models_ = list(dict.fromkeys(frame["model"]))
     optimizer_names = list(dict.fromkeys(frame["optimizer"]))

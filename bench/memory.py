@@ -14,7 +14,11 @@ Seen by the device, through a meter:
 - ``CudaMeter``: the caching allocator's statistics. ``in_use`` is
   ``memory_allocated`` (live tensors, each rounded up to the allocator's 512-byte blocks);
   ``peak`` is ``max_memory_allocated`` since ``reset_peak_memory_stats``. Neither counts the
-  allocator's cache (``memory_reserved``) or the CUDA context.
+  allocator's cache (``memory_reserved``) or the CUDA context. Beside them, the bytes the
+  tensors asked for before rounding (``memory_stats``' ``requested_bytes.all.current`` and
+  ``.peak``) and the peak of what the allocator held from the driver
+  (``max_memory_reserved``: what decides an out-of-memory error, and what nvidia-smi shows
+  less the context).
 - ``ProcessMeter`` (CPU): the process's resident set. ``in_use`` is RSS; ``peak`` is the
   kernel's high-water mark VmHWM (Linux), reset by writing 5 to /proc/self/clear_refs.
   Where that is not possible, a thread samples RSS every ``SAMPLE_INTERVAL_S`` instead,
@@ -41,12 +45,27 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 SAMPLE_INTERVAL_S = 0.005
+#: The CUDA caching allocator rounds every request up to a multiple of this (c10
+#: CUDACachingAllocator ``kMinBlockSize``), unless ``roundup_power2_divisions`` is configured.
+CUDA_BLOCK_BYTES = 512
+ALLOC_CONF_VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def tensor_bytes(tensors: Iterable[Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes this process holds for ``tensors``: of a sharded ``DTensor`` (FSDP), its local shard."""
+    local = (t.to_local() if _is_dtensor(t) else t for t in tensors)
+    return sum(t.numel() * t.element_size() for t in local)
+
+
+def _is_dtensor(tensor: Tensor) -> bool:
+    # Looked up only when torch.distributed is in use: builds without it have no DTensor.
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
 
 
 def param_bytes(model: nn.Module) -> int:
@@ -69,10 +88,37 @@ def optimizer_state_bytes(optimizer: Optimizer) -> int:
     return tensor_bytes(value for _, value in _state_tensors(optimizer))
 
 
+def state_allocation_bounds(optimizer: Optimizer, device: torch.device, alloc_conf: str = "") -> tuple[int, int]:
+    """The least and the most the CUDA caching allocator can hold for the optimizer's state
+    tensors on ``device``, in bytes: their exact size, and each rounded up to 512 bytes (or
+    to the next power of two where ``alloc_conf``, the value of ``PYTORCH_CUDA_ALLOC_CONF``,
+    sets ``roundup_power2_divisions``, whose coarsest setting rounds that far). State kept
+    on the host (``torch.optim``'s ``step`` counters when not capturable) is not in either."""
+    sizes = [t.numel() * t.element_size() for _, t in _state_tensors(optimizer) if t.device == device]
+    power_of_two = "roundup_power2_divisions" in alloc_conf
+    return sum(sizes), sum(_allocator_block(size, power_of_two) for size in sizes)
+
+
+def _allocator_block(size: int, power_of_two: bool) -> int:
+    if size == 0:
+        return 0
+    rounded = -(-size // CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES
+    return max(rounded, 1 << (size - 1).bit_length()) if power_of_two else rounded
+
+
 def state_buffers_per_param(optimizer: Optimizer) -> float:
-    """Parameter-shaped state elements per parameter element (see the module docstring)."""
+    """Parameter-shaped state elements per parameter element (see the module docstring).
+
+    torch.optim's ``step`` counter is a 0-d tensor, shaped like a 0-d parameter, but it is a
+    counter and not a buffer of the algorithm, so it is never counted.
+    """
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    shaped = sum(value.numel() for param, value in _state_tensors(optimizer) if value.shape == param.shape)
+    shaped = sum(
+        value.numel()
+        for param, state in optimizer.state.items()
+        for key, value in state.items()
+        if key != "step" and isinstance(value, Tensor) and value.shape == param.shape
+    )
     return shaped / sum(p.numel() for p in params)
 
 
@@ -85,6 +131,16 @@ class Meter(Protocol):
     def reset_peak(self) -> None: ...
 
     def peak(self) -> int: ...
+
+    def requested_in_use(self) -> int | None:
+        """Bytes the live tensors asked for, before the allocator rounded them; None where
+        the meter cannot tell."""
+
+    def requested_peak(self) -> int | None:
+        """The peak of ``requested_in_use`` since ``reset_peak``; None where unknown."""
+
+    def reserved_peak(self) -> int | None:
+        """The most memory held from the device since ``reset_peak``; None where unknown."""
 
     def release(self) -> None: ...
 
@@ -107,6 +163,15 @@ class CudaMeter:
 
     def peak(self) -> int:
         return self.cuda.max_memory_allocated(self.device)
+
+    def requested_in_use(self) -> int | None:
+        return self.cuda.memory_stats(self.device).get("requested_bytes.all.current")
+
+    def requested_peak(self) -> int | None:
+        return self.cuda.memory_stats(self.device).get("requested_bytes.all.peak")
+
+    def reserved_peak(self) -> int | None:
+        return self.cuda.max_memory_reserved(self.device)
 
     def release(self) -> None:
         """Return freed blocks to the driver, once nothing refers to the case's tensors."""
@@ -175,6 +240,16 @@ class ProcessMeter:
         highest = self.sampler.stop()
         self.sampler = None
         return highest
+
+    # The C heap keeps no account of requested bytes, and RSS is all the process holds.
+    def requested_in_use(self) -> None:
+        return None
+
+    def requested_peak(self) -> None:
+        return None
+
+    def reserved_peak(self) -> None:
+        return None
 
     def release(self) -> None:
         """Free the case's memory and hand the C heap's free pages back to the kernel, so

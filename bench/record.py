@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 #: Outcomes of a case. ``oom``: out of device memory; ``error``: any other exception
-#: (message in ``error``); ``diverged``: the loss became non-finite.
-STATUSES = ("ok", "oom", "error", "diverged")
+#: (message in ``error``); ``diverged``: the loss became non-finite; ``timeout``: in a
+#: data-parallel case, a collective or a rank's result did not arrive within the timeout.
+STATUSES = ("ok", "oom", "error", "diverged", "timeout")
 
 #: The fields that say which case a record is; two records of the same case (in two runs)
 #: agree on all of them. ``case_id`` is built from them.
@@ -26,6 +27,9 @@ CASE_FIELDS = (
     "compile",
     "dataset",
     "input_shape",
+    "strategy",
+    "world_size",
+    "sync_batchnorm",
 )
 
 #: How a case was measured. Two records can only be compared when these agree too.
@@ -80,14 +84,64 @@ class Record:
     param_bytes: int | None = None
     grad_bytes: int | None = None
     optimizer_state_bytes: int | None = None  # summed over the optimizer's state tensors
-    optimizer_state_allocated_bytes: int | None = None  # CUDA memory_allocated delta, first step
+    optimizer_state_allocated_bytes: int | None = None  # CUDA memory_allocated delta, update creating the state
     state_buffers_per_param: float | None = None  # measured: state tensors shaped like their param
     state_buffers_theory: int | None = None  # optimizers.state_buffers(name)
     state_bytes_per_param: float | None = None  # optimizer_state_bytes / params
     peak_memory_bytes: int | None = None
     peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
     activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
+    static_memory_bytes: int | None = None  # in use when the peak counter was reset, before the timed steps
+    # loss scaling, float32 precision, allocator detail, process isolation
+    warmup_steps_run: int | None = None  # untimed steps run: warmup, or more until the optimizer had stepped
+    skipped_steps_warmup: int | None = None  # fp16: warm-up updates GradScaler skipped (inf/NaN gradients)
+    skipped_steps_timed: int | None = None  # fp16: timed steps whose update GradScaler skipped
+    loss_scale: float | None = None  # fp16: GradScaler's scale after the last timed step
+    matmul_precision: str | None = None  # CUDA: float32 matmuls in effect, ieee | tf32 (bench.precision)
+    cudnn_conv_precision: str | None = None  # CUDA: float32 cuDNN convolutions in effect, ieee | tf32
+    tf32_override: str | None = None  # CUDA: NVIDIA_TF32_OVERRIDE / TORCH_ALLOW_TF32_CUBLAS_OVERRIDE as set
+    optimizer_state_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current delta, same update
+    optimizer_state_mismatch: bool | None = None  # CUDA: allocated delta outside counted bytes .. 512 B rounding
+    static_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current at the peak reset
+    peak_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.peak over the timed steps
+    peak_memory_reserved_bytes: int | None = None  # CUDA: max_memory_reserved over the timed steps (cache too)
+    isolated: bool = False  # ran in a process of its own (--isolate)
     static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
+    # what a step costs the host (bench.host), from untimed steps after warm-up and the timed steps
+    host_syncs_per_step: int | None = None  # host-device synchronisations in one step
+    host_syncs_source: str | None = None  # cuda_sync_debug_mode | host_reads (ops that synchronise on CUDA)
+    host_time_ms: float | None = None  # median host-clock time of a timed step's Python code; CUDA: enqueue
+    kernel_launches_per_step: int | None = None  # CUDA: kernel launches in one profiled step (torch.profiler)
+    device_busy_ms: float | None = None  # CUDA: time the device was busy in that step (union of its activity)
+    host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x step_time_ms, the device waited for the host
+    # GPU telemetry (bench.telemetry.gpu): the case's GPU sampled before and after every repeat
+    telemetry_source: str | None = None  # pynvml | libnvidia-ml | nvidia-smi; None off CUDA or without one
+    gpu_power_w_samples: list[float] | None = None  # NVML power draw after each repeat, W
+    gpu_sm_clock_mhz_samples: list[float] | None = None  # SM clock after each repeat, MHz
+    gpu_temperature_c_samples: list[float] | None = None  # GPU temperature after each repeat, degrees C
+    gpu_throttle_reasons: list[str] | None = None  # NVML clocks-event reasons seen in any sample
+    energy_per_step_j: float | None = None  # total-energy counter's rise over the timed repeats / timed steps, J
+    samples_per_joule: float | None = None  # batch_size / energy_per_step_j
+    energy_window_s: float | None = None  # host time the energy readings spanned, s
+    # data parallel (bench/distributed); None in single-process cases. There ``batch_size`` is
+    # one rank's batch, the step time is the slowest rank's per step, ``throughput`` is one
+    # rank's (batch_size / step time) and the single-rank memory fields are the largest over ranks.
+    strategy: str | None = None  # ddp | zero1 | fsdp
+    world_size: int | None = None  # ranks the case ran on
+    sync_batchnorm: bool | None = None  # BatchNorm layers converted to torch.nn.SyncBatchNorm
+    backend: str | None = None  # nccl | gloo
+    collective_timeout_s: float | None = None  # a collective slower than this fails the case (timeout)
+    global_batch_size: int | None = None  # batch_size x world_size, samples per step
+    global_throughput: float | None = None  # global_batch_size / median step time, samples/s
+    # global_throughput / (world_size x global_throughput of the same case at world size 1 in
+    # the same run): weak scaling, the per-rank batch fixed; 1 is linear
+    scaling_efficiency: float | None = None
+    rank_status: list[str] | None = None  # per rank; a rank that sent nothing is timeout
+    rank_step_time_ms: list[float] | None = None  # per rank: median of its own step times
+    rank_param_bytes: list[int] | None = None  # per rank: its parameters (its shard under fsdp)
+    rank_grad_bytes: list[int] | None = None
+    rank_optimizer_state_bytes: list[int] | None = None  # its partition's state under zero1/fsdp
+    rank_peak_memory_bytes: list[int] | None = None  # peak_memory_source as for the case
     # training to accuracy (``convbench train``; all None in benchmark runs). One record per
     # (model, recipe, seed); ``steps`` is then the training steps taken, ``warmup`` 0 and
     # ``repeats`` 1, ``hyperparameters`` the recipe's (schedule included), ``final_loss`` the
@@ -118,8 +172,12 @@ RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
 def case_id(config: dict) -> str:
-    """A readable key naming the case, e.g. ``resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32``."""
+    """A readable key naming the case, e.g. ``resnet20/adam/b128/fp32/cl0/eager/synthetic/3x32x32``,
+    data-parallel ones followed by strategy and world size: ``.../3x32x32/ddp/w8``."""
     shape = "x".join(str(n) for n in config["input_shape"])
+    parallel = []
+    if config.get("strategy"):
+        parallel = [config["strategy"], f"w{config['world_size']}"] + (["syncbn"] if config["sync_batchnorm"] else [])
     return "/".join(
         [
             config["model"],
@@ -130,5 +188,6 @@ def case_id(config: dict) -> str:
             "compiled" if config["compile"] else "eager",
             config["dataset"],
             shape,
+            *parallel,
         ]
     )

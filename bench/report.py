@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench import figures
+from bench.distributed import figures as parallel_figures
 from bench.store import Run, load_run, write_atomic
 from bench.tables import format_number, html_table, latex_table, markdown_table
 
@@ -154,6 +155,39 @@ FIGURES = [
 ]
 
 
+def _parallel(run: Run) -> pd.DataFrame | None:
+    frame = _records(run)
+    return None if frame is None else parallel_figures.parallel_cases(frame)
+
+
+# Data-parallel runs (bench.distributed): drawn when the run has cases with a strategy.
+FIGURES += [
+    FigureSpec(
+        "scaling_efficiency",
+        "Data-parallel scaling efficiency",
+        "Global throughput at N ranks / (N × the same case's throughput on one rank), against N, at a "
+        "fixed per-rank batch; step time is the slowest rank's. 1 (dashed) is linear scaling.",
+        parallel_figures.scaling_efficiency_figure,
+        _parallel,
+    ),
+    FigureSpec(
+        "state_per_rank",
+        "Optimizer state per rank",
+        "Optimizer-state bytes held by the largest rank against world size; dotted: the one-rank "
+        "state / N, where zero1 and fsdp would sit if sharding were perfect.",
+        parallel_figures.state_per_rank_figure,
+        _parallel,
+    ),
+    FigureSpec(
+        "adam_vs_sgdm_per_rank",
+        "Adam against SGDM per rank",
+        "Optimizer state per rank (largest rank) with Adam and with SGDM, per strategy and world size.",
+        parallel_figures.adam_vs_sgdm_figure,
+        _parallel,
+    ),
+]
+
+
 def write_figures(run: Run, specs: list[FigureSpec] = FIGURES) -> list[FigureSpec]:
     """Draw and save every figure of ``specs`` that applies to the run; returns those written."""
     figures.use_theme()
@@ -225,8 +259,12 @@ SUMMARY_COLUMNS = [
     ("precision", "precision", None),
     ("channels_last", "channels-last", None),
     ("compile", "compile", None),
+    ("strategy", "strategy", None),
+    ("world_size", "ranks", None),
     ("status", "status", None),
     ("throughput", "throughput (samples/s)", 1),
+    ("global_throughput", "global throughput (samples/s)", 1),
+    ("scaling_efficiency", "scaling efficiency", 1),
     ("step_time_ms", "step time (ms)", 1),
     ("step_time_iqr_ms", "step time IQR (ms)", 1),
     ("params", "parameters", 1),
@@ -235,9 +273,15 @@ SUMMARY_COLUMNS = [
     ("optimizer_state_bytes", "optimizer state (MiB)", 1 / MIB),
     ("peak_memory_bytes", "peak memory (MiB)", 1 / MIB),
     ("activation_bytes", "activations (MiB)", 1 / MIB),
+    ("host_syncs_per_step", "host syncs/step", 1),
+    ("host_bound", "host-bound", None),
 ]
-#: Configuration switches left out of the tables people read when no case of the run sets them.
-OPTIONAL_COLUMNS = ("channels-last", "compile")
+#: Energy per sample: the record's energy per step over its batch size.
+ENERGY_PER_SAMPLE = "energy (J/sample)"
+#: Columns left out of the tables people read when no case of the run sets them: configuration
+#: switches, and marks and figures that only some devices or cases have.
+OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE)
+OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -248,12 +292,16 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[field] if field in frame else pd.Series([None] * len(frame), dtype=object)
         values = values.reset_index(drop=True)
         columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
+    energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
+    batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
+    columns[ENERGY_PER_SAMPLE] = (pd.to_numeric(energy, errors="coerce") / batch).reset_index(drop=True)
     return pd.DataFrame(columns)
 
 
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary for people: channels-last and compile only when some case turned them on."""
-    unused = [c for c in OPTIONAL_COLUMNS if not summary[c].fillna(False).astype(bool).any()]
+    """The summary for people: channels-last, compile, the host, energy and
+    data-parallel columns only when some case has them."""
+    unused = [c for c in OPTIONAL_COLUMNS if not (summary[c].notna() & summary[c].astype(bool)).any()]
     return summary.drop(columns=unused)
 
 
@@ -281,7 +329,10 @@ def _context(run: Run, frame: pd.DataFrame) -> list[str]:
         "",
         "Throughput = batch / median step time over every timed step; IQR = 75th minus 25th percentile. "
         "MiB = 2^20 bytes; activations = peak minus the memory in use before the first step, "
-        "the gradients and the optimizer state.",
+        "the gradients and the optimizer state. Host syncs/step: host-device synchronisations in one "
+        "step (on the CPU, the operations that would synchronise on CUDA); host-bound: the GPU idled "
+        "more than a tenth of the step waiting for the host; energy: the GPU's energy counter over "
+        "the timed steps per sample (columns shown when some case has them).",
         "",
     ]
 

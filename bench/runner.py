@@ -3,10 +3,12 @@ and turn the outcome into a Record.
 
 The training step is ``Trainer.step``: forward under autocast, loss, backward through the
 GradScaler, optimizer step, gradients zeroed in place. Everything else here is set-up,
-measurement and bookkeeping around it. A case that fails is a Record too: ``oom`` (CUDA
-out of memory; the case's memory is freed and the sweep goes on), ``diverged`` (a
-non-finite loss) or ``error`` (any other exception, message kept). Fields measured before
-the fault stay in the record. KeyboardInterrupt is not caught: it ends the sweep.
+measurement and bookkeeping around it. A case that fails is a Record too: ``oom`` (out
+of device memory, the caching allocator's or cuBLAS's/cuDNN's, see ``bench.faults``; the
+case's memory is freed and the sweep goes on), ``diverged`` (a non-finite loss, or fp16
+gradients that overflowed at every loss scale so the optimizer never stepped) or ``error``
+(any other exception, message kept). Fields measured before the fault stay in the record.
+KeyboardInterrupt is not caught: it ends the sweep.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +27,19 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, memory, timing
+from bench import data, faults, host, memory, precision, timing
 from bench.record import Record
 from bench.store import utc_now
 from bench.suite import Case
+from bench.telemetry.gpu import CaseTelemetry
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: The hyperparameters the registry's optimizers take (their values go in the record).
 HYPERPARAMETERS = ("lr", "betas", "eps", "momentum")
+#: Untimed steps allowed beyond ``warmup`` while fp16 loss scaling skips the optimizer's
+#: update. Each skip halves GradScaler's scale; from its default 2**16, 64 halvings reach
+#: 2**-48, where no finite float32 gradient can overflow float16 any more.
+EXTRA_WARMUP_LIMIT = 64
 
 
 class SetupError(ValueError):
@@ -53,6 +61,9 @@ class RunContext:
     env: dict = field(default_factory=dict)  # bench.env.collect_env()
     data_root: Path | str = data.DEFAULT_ROOT
     download: bool = False
+    #: Builds a case's model, optimizer and trainer instead of ``build`` (same signature);
+    #: data-parallel runs wrap the model for their strategy here.
+    builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,11 +82,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_cases(cases: Sequence[Case], device: torch.device) -> None:
-    """Fail before any work on a case that cannot run: TF32 off CUDA, or a model that cannot
-    take its input (checked by a forward pass on the meta device, which costs no memory)."""
-    for case in cases:
-        if case.precision == "tf32" and device.type != "cuda":
-            raise SetupError(f"{case.case_id}: precision 'tf32' needs a CUDA device, not {device}")
+    """Fail before any work on a case that cannot run: a float32 precision that cannot be
+    set as asked (``bench.precision.check``: TF32 off CUDA or turned off by the environment,
+    settings PyTorch refuses), or a model that cannot take its input (checked by a forward
+    pass on the meta device, which costs no memory)."""
+    problem = precision.check({case.precision for case in cases}, device)
+    if problem is not None:
+        raise SetupError(problem)
     shapes = {(c.model, c.input_shape, c.num_classes, c.batch_size) for c in cases}
     for model_name, input_shape, num_classes, batch_size in sorted(shapes):
         try:
@@ -93,27 +106,6 @@ def check_cases(cases: Sequence[Case], device: torch.device) -> None:
                 f"model {model_name!r} gives outputs of shape {tuple(output.shape)} for input "
                 f"{tuple(input_shape)}; expected ({batch_size}, {num_classes})"
             )
-
-
-@contextlib.contextmanager
-def cuda_backend_settings(precision: str, device: torch.device) -> Iterator[None]:
-    """On CUDA, for one case: cuDNN autotuning on (shapes are fixed, as in training; the
-    warm-up pays for it), and TF32 for float32 matmuls and convolutions only in ``tf32``
-    cases (PyTorch's own default allows it for cuDNN convolutions, which would make ``fp32``
-    partly TF32). The previous settings come back afterwards. TF32 is set through the
-    ``allow_tf32`` flags, which every supported PyTorch has; mixing them with the newer
-    ``fp32_precision`` API is an error in PyTorch, so only these are touched."""
-    if device.type != "cuda":
-        yield
-        return
-    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark
-    cuda.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
-    cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark = saved
 
 
 class Trainer:
@@ -137,6 +129,10 @@ class Trainer:
         self.loss: Tensor | None = None
         self.losses: list[Tensor] = []  # checked for non-finite values between repeats
         self.checked = 0  # steps whose loss has been checked
+        # GradScaler's verdict on each step since the last check (non-zero: it found inf/NaN
+        # gradients and skipped the update), kept on the device until the check reads it.
+        self.found_inf: list[Tensor] = []
+        self.skipped = 0  # checked steps whose optimizer update GradScaler skipped
 
     def forward(self) -> None:
         images, labels = next(self.batches)
@@ -149,6 +145,9 @@ class Trainer:
 
     def update(self) -> None:
         self.scaler.step(self.optimizer)
+        if self.scaler.is_enabled():
+            found = self.scaler._found_inf_per_device(self.optimizer).values()
+            self.found_inf.append(functools.reduce(torch.add, found))  # one device: no kernel
         self.scaler.update()
         # In place rather than set to None: gradients then stay allocated between steps,
         # so params + grads + optimizer state are the static memory and the rest is activations.
@@ -160,14 +159,20 @@ class Trainer:
         self.update()
 
     def check_finite(self) -> float:
-        """The last loss; raises Diverged if a loss since the last check was not finite."""
-        losses = torch.stack(self.losses).float().cpu()
+        """The last loss; raises Diverged if a loss since the last check was not finite.
+        Adds the steps since the last check whose update GradScaler skipped to ``skipped``;
+        losses and skip flags come to the host in one transfer."""
+        count = len(self.losses)
+        both = torch.cat([torch.stack(self.losses).float(), *(f.float().reshape(1) for f in self.found_inf)]).cpu()
         self.losses.clear()
+        self.found_inf.clear()
+        losses, found_inf = both[:count], both[count:]
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             first = int((~finite).nonzero()[0])
             raise Diverged(f"the loss became {losses[first].item()} at step {self.checked + first + 1}")
-        self.checked += len(losses)
+        self.checked += count
+        self.skipped += int((found_inf != 0).sum())
         return float(losses[-1])
 
 
@@ -209,46 +214,99 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
     return model, optimizer, trainer
 
 
+def warm_up(case: Case, trainer: Trainer, meter: memory.Meter, out: dict) -> None:
+    """The untimed steps: ``case.warmup`` of them, and more (at most ``EXTRA_WARMUP_LIMIT``)
+    until the optimizer has made an update that GradScaler did not skip, so its state exists
+    and every figure after this comes from an optimizer that has stepped. Around the update
+    that creates the state, an allocator meter sees it appear. Raises Diverged when no
+    update happens within the limit."""
+    optimizer, stepped, steps = trainer.optimizer, False, 0
+    while steps < case.warmup or not stepped:
+        if steps == case.warmup + EXTRA_WARMUP_LIMIT:
+            raise Diverged(
+                f"the optimizer never stepped: GradScaler skipped all {steps} warm-up updates "
+                f"(gradients non-finite at every loss scale down to {trainer.scaler.get_scale():g})"
+            )
+        trainer.forward()
+        trainer.backward()
+        creating = not optimizer.state
+        if creating:
+            before, requested_before = meter.in_use(), meter.requested_in_use()
+        skipped_before = trainer.skipped
+        trainer.update()
+        trainer.check_finite()  # reads this step's skip flag; the warm-up may wait for the device
+        steps += 1
+        stepped = stepped or trainer.skipped == skipped_before
+        if creating and optimizer.state and meter.counts_allocations:
+            out["optimizer_state_allocated_bytes"] = meter.in_use() - before
+            if requested_before is not None:
+                out["optimizer_state_requested_bytes"] = meter.requested_in_use() - requested_before
+        out["warmup_steps_run"] = steps
+        if trainer.scaler.is_enabled():
+            out["skipped_steps_warmup"] = trainer.skipped
+
+
+def _check_state_allocation(optimizer: torch.optim.Optimizer, device: torch.device, out: dict) -> None:
+    """Flag an allocator delta around the state's creation that the state tensors' own bytes
+    and the allocator's rounding cannot explain (something else stayed allocated, or the
+    state was not all created in that update)."""
+    allocated = out.get("optimizer_state_allocated_bytes")
+    if allocated is None:
+        return
+    alloc_conf = ",".join(os.environ.get(name, "") for name in memory.ALLOC_CONF_VARIABLES)
+    least, most = memory.state_allocation_bounds(optimizer, device, alloc_conf)
+    out["optimizer_state_mismatch"] = not least <= allocated <= most
+
+
 def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
     """Train ``case`` and put its measurements in ``out`` as they are made."""
-    model, optimizer, trainer = build(case, context, out)
+    model, optimizer, trainer = (context.builder or build)(case, context, out)
+    if context.device.type == "cuda":
+        out.update(precision.effective())
 
-    # The first step creates the optimizer state; an allocator meter sees it appear.
-    baseline = meter.in_use()
-    trainer.forward()
-    trainer.backward()
-    before = meter.in_use()
-    trainer.update()
-    if meter.counts_allocations:
-        out["optimizer_state_allocated_bytes"] = meter.in_use() - before
-    for _ in range(case.warmup - 1):
-        trainer.step()
-    trainer.check_finite()
-
+    warm_up(case, trainer, meter, out)
     out["grad_bytes"] = memory.grad_bytes(model)
     out["optimizer_state_bytes"] = memory.optimizer_state_bytes(optimizer)
     out["state_buffers_per_param"] = memory.state_buffers_per_param(optimizer)
     out["state_bytes_per_param"] = out["optimizer_state_bytes"] / out["params"]
-    out["static_memory_bytes"] = baseline + out["grad_bytes"] + out["optimizer_state_bytes"]
+    _check_state_allocation(optimizer, context.device, out)
 
     phases: list[Callable[[], None]] = (
         [trainer.forward, trainer.backward, trainer.update] if case.detailed else [trainer.step]
     )
+    host_timer = host.HostTimer(phases)
     per_phase: list[list[float]] = [[] for _ in phases]
+    # Whatever is in use now (parameters, gradients, state, data, and any library workspace
+    # an earlier case left behind) is static; the step's own memory is the peak above it.
+    out["static_memory_bytes"] = meter.in_use()
+    out["static_memory_requested_bytes"] = meter.requested_in_use()
+    telemetry = CaseTelemetry.for_device(context.device)
     meter.reset_peak()
+    skipped_before = trainer.skipped
     for _ in range(case.repeats):
-        for samples, new in zip(per_phase, timing.time_steps(phases, case.steps, clock), strict=True):
+        telemetry.before_repeat()
+        for samples, new in zip(per_phase, timing.time_steps(host_timer.phases, case.steps, clock), strict=True):
             samples.extend(new)
+        telemetry.after_repeat()
         out["final_loss"] = trainer.check_finite()
     out["peak_memory_bytes"] = meter.peak()
     out["peak_memory_source"] = meter.source
     out["activation_bytes"] = out["peak_memory_bytes"] - out["static_memory_bytes"]
+    out["peak_memory_requested_bytes"] = meter.requested_peak()
+    out["peak_memory_reserved_bytes"] = meter.reserved_peak()
+    if trainer.scaler.is_enabled():
+        out["skipped_steps_timed"] = trainer.skipped - skipped_before
+        out["loss_scale"] = trainer.scaler.get_scale()
 
     step_samples = [sum(parts) for parts in zip(*per_phase, strict=True)]
     summary = timing.summarize(step_samples)
     out["step_time_samples_ms"] = step_samples
     out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
     out["throughput"] = case.batch_size / (summary.median / 1e3)
+    # After the timed steps and the peak: the profiled step must not touch either.
+    out.update(host.probe_step(trainer.step, context.device, optimizer, case.compile))
+    out.update(host.host_fields(host_timer.per_step_ms(), summary.median, out.get("device_busy_ms")))
+    out.update(telemetry.fields(case.batch_size, case.steps))
     if case.detailed:
         medians = [timing.summarize(samples).median for samples in per_phase]
         out["forward_ms"], out["backward_ms"], out["optimizer_ms"] = medians
@@ -262,18 +320,37 @@ def run_case(case: Case, context: RunContext) -> Record:
     clock, meter = instruments_for(device)
     device_scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     try:
-        with device_scope, cuda_backend_settings(case.precision, device):
+        with device_scope, precision.cuda_backend_settings(case.precision, device):
             measure(case, context, clock, meter, out)
-    except torch.cuda.OutOfMemoryError as fault:
-        status, error = "oom", _message(fault)
     except Diverged as fault:
         status, error = "diverged", str(fault)
     except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
-        status, error = "error", f"{type(fault).__name__}: {_message(fault)}"
+        if faults.is_out_of_memory(fault):
+            status, error = "oom", _message(fault)
+        else:
+            status, error = "error", f"{type(fault).__name__}: {_message(fault)}"
     finally:
         # Past the except clauses the exception and its frames are gone, so nothing holds
         # the case's tensors any more and their memory can go back.
+        release_error = _release(meter)
+    if release_error is not None and status == "ok":
+        status, error = "error", release_error
+    return case_record(case, context, status, error, out)
+
+
+def _release(meter: memory.Meter) -> str | None:
+    """Release the case's memory; the error, where a sticky CUDA error makes that fail too."""
+    try:
         meter.release()
+    except RuntimeError as fault:
+        return f"{type(fault).__name__}: {_message(fault)}"
+    return None
+
+
+def case_record(case: Case, context: RunContext, status: str, error: str | None, out: dict) -> Record:
+    """The Record of ``case``: its configuration, where it ran, its outcome and the
+    measurements in ``out`` (field name to value)."""
+    device = context.device
     return Record(
         run_id=context.run_id,
         case_id=case.case_id,

@@ -13,6 +13,7 @@ twice runs once). Several blocks let different models have different batch sizes
     warmup = 5                # untimed steps before timing; >= 1, the first creates the optimizer state   (default 5)
     repeats = 3               # (default 5)
     detailed = false          # also time forward, backward and optimizer step apart   (default false)
+    isolate = false           # each case in a process of its own (bench.isolation)   (default false)
 
     [[grid]]
     models = ["cnn", "resnet20"]   # registry names, or "all"
@@ -21,6 +22,9 @@ twice runs once). Several blocks let different models have different batch sizes
     precision = ["fp32"]           # fp32 | tf32 | bf16 | fp16   (default ["fp32"])
     channels_last = [false]        # (default [false])
     compile = [false]              # torch.compile   (default [false])
+    strategy = ["ddp", "zero1"]    # data parallel: ddp | zero1 | fsdp   (default: none, one process)
+    world_sizes = [1, 2]           # ranks per case   (default when launched: 1 and all)
+    sync_batchnorm = [false]       # BatchNorm as torch.nn.SyncBatchNorm   (default [false])
 
 ``load_suite`` takes a shipped suite's name (``smoke``, ``nightly``, ``full``; see
 ``shipped()``) or the path of a TOML file. Every key, type and value is checked when the
@@ -45,6 +49,7 @@ from pathlib import Path
 import models
 import optimizers
 from bench import data
+from bench.distributed import STRATEGIES
 from bench.record import case_id
 from bench.toml_writer import dumps
 
@@ -86,6 +91,10 @@ class Case:
     warmup: int
     repeats: int
     detailed: bool
+    # data parallel (bench/distributed): None in a single-process case
+    strategy: str | None = None  # ddp | zero1 | fsdp
+    world_size: int | None = None
+    sync_batchnorm: bool | None = None
 
     def config(self) -> dict:
         """The fields that identify the case (record.CASE_FIELDS)."""
@@ -98,6 +107,9 @@ class Case:
             "compile": self.compile,
             "dataset": self.dataset,
             "input_shape": list(self.input_shape),
+            "strategy": self.strategy,
+            "world_size": self.world_size,
+            "sync_batchnorm": self.sync_batchnorm,
         }
 
     @property
@@ -115,6 +127,19 @@ class Grid:
     precision: tuple[str, ...] = ("fp32",)
     channels_last: tuple[bool, ...] = (False,)
     compile: tuple[bool, ...] = (False,)
+    # data parallel: strategies x world sizes x SyncBatchNorm; none for single-process cases
+    strategy: tuple[str, ...] = ()
+    world_sizes: tuple[int, ...] = ()
+    sync_batchnorm: tuple[bool, ...] = ()
+
+    def parallel(self) -> list[tuple[str | None, int | None, bool | None]]:
+        """(strategy, world size, sync_batchnorm) of each case, smallest world first (the
+        one-rank case is the reference of scaling efficiency); one empty triple if none."""
+        if not self.strategy:
+            return [(None, None, None)]
+        if not self.world_sizes:
+            raise SuiteError(f"strategy {list(self.strategy)} needs world_sizes (filled in when launched)")
+        return list(itertools.product(self.strategy, sorted(self.world_sizes), self.sync_batchnorm or (False,)))
 
 
 @dataclass(frozen=True)
@@ -128,6 +153,7 @@ class Suite:
     warmup: int = 5
     repeats: int = 5
     detailed: bool = False
+    isolate: bool = False  # each case in its own process
     sections: dict[str, object] = field(default_factory=dict)  # parsed, by SECTIONS
     section_tables: dict[str, dict] = field(default_factory=dict)  # as written, for to_toml
 
@@ -135,8 +161,14 @@ class Suite:
         """Every case of every grid block, in order, each once."""
         found: dict[str, Case] = {}
         for grid in self.grids:
-            for model, optimizer, batch_size, precision, channels_last, compile_ in itertools.product(
-                grid.models, grid.optimizers, grid.batch_sizes, grid.precision, grid.channels_last, grid.compile
+            for model, optimizer, batch_size, precision, channels_last, compile_, parallel in itertools.product(
+                grid.models,
+                grid.optimizers,
+                grid.batch_sizes,
+                grid.precision,
+                grid.channels_last,
+                grid.compile,
+                grid.parallel(),
             ):
                 input_shape, num_classes = _input(self.dataset, model)
                 case = Case(
@@ -153,6 +185,7 @@ class Suite:
                     self.warmup,
                     self.repeats,
                     self.detailed,
+                    *parallel,
                 )
                 found.setdefault(case.case_id, case)
         return list(found.values())
@@ -182,8 +215,9 @@ class Suite:
             "warmup": self.warmup,
             "repeats": self.repeats,
             "detailed": self.detailed,
+            "isolate": self.isolate,
         }
-        grids = [{k: list(v) for k, v in dataclasses.asdict(grid).items()} for grid in self.grids]
+        grids = [{k: list(v) for k, v in dataclasses.asdict(grid).items() if v} for grid in self.grids]
         return dumps({"suite": table, "grid": grids, **self.section_tables})
 
 
@@ -266,6 +300,7 @@ _SUITE_KEYS: dict[str, Callable[[object, str], object]] = {
     "warmup": _positive_int,
     "repeats": _positive_int,
     "detailed": _bool,
+    "isolate": _bool,
 }
 _GRID_KEYS: dict[str, Callable[[object, str], tuple]] = {
     "models": _registry_names("model", models.available),
@@ -274,6 +309,9 @@ _GRID_KEYS: dict[str, Callable[[object, str], tuple]] = {
     "precision": _list_of(_one_of(PRECISIONS)),
     "channels_last": _list_of(_bool),
     "compile": _list_of(_bool),
+    "strategy": _list_of(_one_of(STRATEGIES)),
+    "world_sizes": _list_of(_positive_int),
+    "sync_batchnorm": _list_of(_bool),
 }
 _GRID_REQUIRED = ("models", "optimizers", "batch_sizes")
 

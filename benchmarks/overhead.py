@@ -9,7 +9,9 @@ In one process, for each model, each round runs the same case twice, in alternat
   ones, reporting ``throughput`` = batch / median step time;
 - a hand-written loop: the same model (same seed), optimizer and batch, ``warmup`` steps,
   then ``steps`` steps between two synchronisations of the device, read by the host clock:
-  throughput = batch x steps / elapsed.
+  throughput = batch x steps / elapsed. On CUDA it runs under the harness's own cuDNN and
+  TF32 settings (``bench.precision.cuda_backend_settings``), so the two differ only in the
+  loop around the step.
 
 Interleaving spreads slow phases of a shared machine over both. Per model the script prints
 each round, then the median over rounds of harness / hand-written throughput, once as the
@@ -40,6 +42,7 @@ import models
 import optimizers
 from bench import timing
 from bench.env import collect_env
+from bench.precision import cuda_backend_settings
 from bench.runner import RunContext, build, resolve_device, run_case
 from bench.suite import Case
 
@@ -68,37 +71,41 @@ def hand_written_step(case: Case, device: torch.device) -> Callable[[], None]:
 
 
 def hand_written_loop(case: Case, device: torch.device) -> float:
-    """Milliseconds per step of the simplest honest training loop."""
+    """Milliseconds per step of the simplest honest training loop, under the harness's
+    cuDNN/TF32 settings for the case's precision."""
     step = hand_written_step(case, device)
-    for _ in range(case.warmup):
-        step()
     synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    synchronize()
-    start = time.perf_counter()
-    for _ in range(case.steps):
-        step()
-    synchronize()
+    with cuda_backend_settings(case.precision, device):
+        for _ in range(case.warmup):
+            step()
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(case.steps):
+            step()
+        synchronize()
     return (time.perf_counter() - start) * 1e3 / case.steps
 
 
 def paired_steps(case: Case, context: RunContext, pairs: int) -> tuple[float, float]:
     """Median milliseconds of the harness's training step (``Trainer.step``) and of the
     hand-written step, run alternately step by step (in alternating order) on twin models
-    and timed by the same harness clock, so both see the same moments of a noisy machine."""
+    and timed by the same harness clock, so both see the same moments of a noisy machine;
+    both under the harness's cuDNN/TF32 settings for the case's precision."""
     trainer = build(case, context, {})[2]
     hand = hand_written_step(case, context.device)
     clock = timing.clock_for(context.device)
-    for _ in range(case.warmup):
-        trainer.step()
-        hand()
     times: dict[str, list[float]] = {"harness": [], "hand": []}
-    for pair in range(pairs):
-        order = [("harness", trainer.step), ("hand", hand)]
-        if pair % 2:
-            order.reverse()
-        for name, step in order:
-            (samples,) = timing.time_steps([step], 1, clock)
-            times[name] += samples
+    with cuda_backend_settings(case.precision, context.device):
+        for _ in range(case.warmup):
+            trainer.step()
+            hand()
+        for pair in range(pairs):
+            order = [("harness", trainer.step), ("hand", hand)]
+            if pair % 2:
+                order.reverse()
+            for name, step in order:
+                (samples,) = timing.time_steps([step], 1, clock)
+                times[name] += samples
     trainer.check_finite()
     return statistics.median(times["harness"]), statistics.median(times["hand"])
 

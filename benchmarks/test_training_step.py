@@ -3,8 +3,9 @@ smoke suite, written out by hand (nanoGPT-style) so that it checks the harness r
 repeating it.
 
 Synthetic data already on the device, as in the harness; optimizer state created by an
-untimed step. ``extra_info`` carries samples per second (batch / median step time) and
-the parameter, gradient and optimizer-state bytes.
+untimed step; on CUDA, the harness's cuDNN autotuning and TF32 settings for the case's
+precision (``bench.precision.cuda_backend_settings``). ``extra_info`` carries samples per
+second (batch / median step time) and the parameter, gradient and optimizer-state bytes.
 """
 
 import pytest
@@ -13,11 +14,14 @@ import torch.nn.functional as F
 
 import models
 import optimizers
+from bench.precision import cuda_backend_settings
 from bench.suite import load_suite
 
 # The smoke suite's cases (fp32, eager, synthetic data), read from the shipped suite so the
 # two never drift apart.
-CASES = [(case.model, case.optimizer, case.batch_size) for case in load_suite("smoke").cases()]
+SMOKE = load_suite("smoke").cases()
+CASES = [(case.model, case.optimizer, case.batch_size) for case in SMOKE]
+PRECISION = {(case.model, case.optimizer, case.batch_size): case.precision for case in SMOKE}
 
 
 def tensor_bytes(tensors) -> int:
@@ -41,8 +45,9 @@ def test_training_step(benchmark, device, synchronize, model_name, optimizer_nam
         optimizer.zero_grad(set_to_none=False)
         synchronize()
 
-    step()  # creates the optimizer state and the gradients; not what we time
-    benchmark(step)
+    with cuda_backend_settings(PRECISION[model_name, optimizer_name, batch_size], device):
+        step()  # creates the optimizer state and the gradients; not what we time
+        benchmark(step)
     params = list(model.parameters())
     benchmark.extra_info.update(
         model=model_name,

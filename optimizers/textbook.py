@@ -72,7 +72,11 @@ def _decayed(grads: list[Tensor], params: list[Tensor], weight_decay: float, for
 
 class Adam(_Textbook):
     """g <- g + lambda w;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  m^ = m / (1 - b1^t);
-    v^ = v / (1 - b2^t);  w <- w - lr m^ / (sqrt(v^) + eps)."""
+    v^ = v / (1 - b2^t);  w <- w - lr m^ / (sqrt(v^) + eps).
+
+    A complex parameter is a pair of real ones (its real and imaginary parts), as in
+    torch.optim.Adam: m and v stay complex tensors shaped like it, holding per-part moments.
+    """
 
     buffers = ("m", "v")
 
@@ -95,7 +99,8 @@ class Adam(_Textbook):
 
     def _update(self, group: dict, p: Tensor, g: Tensor, state: dict) -> None:
         beta1, beta2 = group["betas"]
-        m, v, t = state["m"], state["v"], state["step"]
+        p, g, m, v = _real((p, g, state["m"], state["v"]))
+        t = state["step"]
         m.mul_(beta1).add_(g, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         denom = v.div(1 - beta2**t).sqrt_().add_(group["eps"])
@@ -103,9 +108,11 @@ class Adam(_Textbook):
 
     def _foreach_update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         beta1, beta2 = group["betas"]
-        ms = [self.state[p]["m"] for p in params]
-        vs = [self.state[p]["v"] for p in params]
         steps = [self.state[p]["step"] for p in params]
+        grads = _real(grads)
+        ms = _real([self.state[p]["m"] for p in params])
+        vs = _real([self.state[p]["v"] for p in params])
+        params = _real(params)
         torch._foreach_mul_(ms, beta1)
         torch._foreach_add_(ms, grads, alpha=1 - beta1)
         torch._foreach_mul_(vs, beta2)
@@ -114,6 +121,15 @@ class Adam(_Textbook):
         torch._foreach_sqrt_(denoms)
         torch._foreach_add_(denoms, group["eps"])
         torch._foreach_addcdiv_(params, ms, denoms, [-group["lr"] / (1 - beta1**t) for t in steps])
+
+
+def _real(tensors: Iterable[Tensor]) -> list[Tensor]:
+    """Complex tensors as views of (real, imaginary) pairs, as torch.optim.Adam treats them.
+
+    Adam's second moment is then per real component (re(g)^2 and im(g)^2), not the complex
+    square g * g, whose real part can be negative; the updates write through the views.
+    """
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
 
 
 class SGDM(_Textbook):

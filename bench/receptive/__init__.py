@@ -1,6 +1,8 @@
 """Receptive fields of every layer: analytic (graph trace), empirical (gradient masks) and effective.
 
 - ``bench.receptive.formulas``: the lab's formulas for one axis of a stack of layers.
+- ``bench.receptive.fields``: the per-axis fields and tensor layouts the trace carries, and
+  the rules of single operations on them (windows, padding, unions, reshapes).
 - ``bench.receptive.analytic``: ``analyse(model, input_shape)`` traces the real forward pass
   and gives, per convolution, pooling and linear layer and per axis [h, w], the size, jump
   (effective stride) and start (minus the effective padding) of its field: output unit i
@@ -35,6 +37,7 @@ Per-axis values are [h, w] lists; an axis whose units all see the whole input sa
                      holding 95% of the effective field (mean |gradient|, random weights)
     erf_ratio        erf95 / rf per axis
     misaligned       some merge of paths on the way had paths whose centres differ
+    not_probed       why the probe did not run on the layer (empty when it did)
 """
 
 from bench.receptive.analytic import (

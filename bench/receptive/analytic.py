@@ -16,8 +16,13 @@ Each axis keeps two descriptions of the same map:
   padding removed. It equals the theoretical interval except where a unit's field is
   clipped by the border, and it is what a gradient probe measures.
 
-Where paths merge (addition, concatenation along channels) the field is the union of the
-paths' fields; if their centres differ the merge is noted as misaligned. An axis is
+Each tensor dimension also records which digits of the h and w unit indexes it holds (see
+``Factor``), so axes split into factors, merged or moved by ``view``/``reshape``/
+``flatten``/``permute``/``pixel_shuffle`` and the like are followed; where a convolution's
+channel mixing (or a Linear) merges a digit, every unit's field becomes the union over it.
+
+Where paths merge (addition, concatenation along channels, stack) the field is the union of
+the paths' fields; if their centres differ the merge is noted as misaligned. An axis is
 ``global`` once every unit depends on the whole map (global pooling, a Linear layer after
 flatten, a reduction over the axis) and ``irregular`` when it is not an arithmetic
 progression of equal intervals (adaptive pooling whose output does not divide its input).
@@ -39,15 +44,34 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from bench.receptive.fields import (
+    AFFINE,
+    GLOBAL,
+    IRREGULAR,
+    NO_HI,
+    NO_LO,
+    AxisField,
+    Factor,
+    Layout,
+    TensorField,
+    absorb,
+    adaptive_window,
+    gather,
+    pad_axis,
+    plain_layout,
+    relayout,
+    renumbered,
+    slice_axis,
+    union,
+    union_digits,
+    whole_axis,
+    window,
+)
 from bench.receptive.formulas import output_size
-
-AFFINE, GLOBAL, IRREGULAR = "affine", "global", "irregular"
-# Exact boxes of units that see no input pixel at all (pure padding): min/max ignore them.
-NO_LO = np.int64(2**62)
-NO_HI = -NO_LO
 
 LAYER_TYPES = (
     nn.Conv2d,
+    nn.ConvTranspose2d,
     nn.MaxPool2d,
     nn.AvgPool2d,
     nn.LPPool2d,
@@ -75,160 +99,6 @@ class UnknownLayerError(ReceptiveFieldError):
 
 class UnsupportedOperationError(ReceptiveFieldError):
     """An operation on the input's spatial axes whose receptive field is not modelled."""
-
-
-@dataclass(frozen=True, eq=False)
-class AxisField:
-    """What the units along one axis of a map see of the same axis of the input.
-
-    ``size``, ``jump`` and ``start`` are the theoretical field (``None`` unless ``kind`` is
-    affine); ``lo[i]``..``hi[i]`` is the exact box of unit i (NO_LO/NO_HI if it sees
-    nothing). A collapsed axis (after flatten or a reduction) has a single unit.
-    """
-
-    kind: str
-    size: int | None
-    jump: int | None
-    start: int | None
-    lo: np.ndarray
-    hi: np.ndarray
-    misaligned: bool = False
-
-    @classmethod
-    def identity(cls, n: int) -> AxisField:
-        units = np.arange(n, dtype=np.int64)
-        return cls(AFFINE, 1, 1, 0, units, units.copy())
-
-    def __len__(self) -> int:
-        return len(self.lo)
-
-    def box(self, unit: int) -> tuple[int, int] | None:
-        """The exact first and last input index unit ``unit`` is connected to."""
-        lo, hi = int(self.lo[unit]), int(self.hi[unit])
-        return (lo, hi) if lo <= hi else None
-
-    def interval(self, unit: int) -> tuple[int, int] | None:
-        """The theoretical interval of unit ``unit`` (affine axes only)."""
-        if self.kind != AFFINE:
-            return None
-        first = unit * self.jump + self.start
-        return first, first + self.size - 1
-
-    def clipped(self, unit: int) -> bool:
-        """Whether the border cuts this unit's field (its box is not its theoretical interval)."""
-        return self.kind == AFFINE and self.box(unit) != self.interval(unit)
-
-    def with_arrays(self, lo: np.ndarray, hi: np.ndarray, kind: str | None = None) -> AxisField:
-        kind = kind or self.kind
-        if kind != AFFINE:
-            return AxisField(kind, None, None, None, lo, hi, self.misaligned)
-        return AxisField(kind, self.size, self.jump, self.start, lo, hi, self.misaligned)
-
-
-@dataclass(frozen=True, eq=False)
-class TensorField:
-    """The field of every unit of a tensor: one AxisField for h and one for w.
-
-    ``dims`` are the tensor dimensions holding h and w (``None`` once an axis is collapsed).
-    ``size_dependent`` is set once an operation whose geometry depends on the input size
-    (adaptive pooling, global pooling) lies on some path: such fields change with the input.
-    """
-
-    axes: tuple[AxisField, AxisField]
-    dims: tuple[int | None, int | None]
-    size_dependent: bool = False
-
-
-def window(axis: AxisField, units: int, kernel: int, stride: int, pad: int, dilation: int) -> AxisField:
-    """A convolution or pooling window along one axis, producing ``units`` outputs."""
-    taps = np.arange(units)[:, None] * stride - pad + dilation * np.arange(kernel)[None, :]
-    inside = (taps >= 0) & (taps < len(axis))
-    index = np.clip(taps, 0, len(axis) - 1)
-    lo = np.where(inside, axis.lo[index], NO_LO).min(axis=1)
-    hi = np.where(inside, axis.hi[index], NO_HI).max(axis=1)
-    if axis.kind != AFFINE:
-        return axis.with_arrays(lo, hi)
-    return AxisField(
-        AFFINE,
-        axis.size + dilation * (kernel - 1) * axis.jump,
-        axis.jump * stride,
-        axis.start - pad * axis.jump,
-        lo,
-        hi,
-        axis.misaligned,
-    )
-
-
-def adaptive_window(axis: AxisField, units: int) -> AxisField:
-    """Adaptive pooling to ``units`` outputs: bin i is [floor(i n / m), ceil((i + 1) n / m))."""
-    n = len(axis)
-    if units > 1 and n % units == 0:
-        return window(axis, units, n // units, n // units, 0, 1)
-    i = np.arange(units)
-    first = (i * n) // units
-    end = -((-(i + 1) * n) // units)
-    taps = first[:, None] + np.arange((end - first).max())[None, :]
-    inside = taps < end[:, None]
-    index = np.minimum(taps, n - 1)
-    lo = np.where(inside, axis.lo[index], NO_LO).min(axis=1)
-    hi = np.where(inside, axis.hi[index], NO_HI).max(axis=1)
-    return axis.with_arrays(lo, hi, GLOBAL if units == 1 or axis.kind == GLOBAL else IRREGULAR)
-
-
-def collapse(axis: AxisField) -> AxisField:
-    """Every unit along the axis merged into one that sees the whole map: a global field."""
-    return axis.with_arrays(axis.lo.min(keepdims=True), axis.hi.max(keepdims=True), GLOBAL)
-
-
-def pad_axis(axis: AxisField, before: int, after: int, mode: str) -> AxisField:
-    """F.pad along one axis (negative amounts crop); ``mode`` as in F.pad."""
-    n = len(axis)
-    source = np.arange(n + before + after) - before
-    if mode == "constant":
-        inside = (source >= 0) & (source < n)
-    else:
-        inside = np.ones(len(source), dtype=bool)
-        if mode == "reflect":
-            period = 2 * (n - 1) if n > 1 else 1
-            source = np.abs((source + period) % period)
-            source = np.where(source >= n, period - source, source)
-        elif mode == "replicate":
-            source = np.clip(source, 0, n - 1)
-        elif mode == "circular":
-            source = source % n
-        else:
-            raise UnsupportedOperationError(f"F.pad mode {mode!r} is not supported")
-    index = np.clip(source, 0, n - 1)
-    lo = np.where(inside, axis.lo[index], NO_LO)
-    hi = np.where(inside, axis.hi[index], NO_HI)
-    if axis.kind != AFFINE:
-        return axis.with_arrays(lo, hi)
-    return AxisField(AFFINE, axis.size, axis.jump, axis.start - before * axis.jump, lo, hi, axis.misaligned)
-
-
-def slice_axis(axis: AxisField, start: int, stop: int, step: int) -> AxisField:
-    """Units start, start + step, ... < stop of the axis (step > 0)."""
-    lo, hi = axis.lo[start:stop:step], axis.hi[start:stop:step]
-    if axis.kind != AFFINE:
-        return axis.with_arrays(lo, hi)
-    return AxisField(AFFINE, axis.size, axis.jump * step, axis.start + start * axis.jump, lo, hi, axis.misaligned)
-
-
-def union(axes: Sequence[AxisField], units: int) -> AxisField:
-    """The field of units that depend on all of ``axes`` (each of length ``units`` or 1)."""
-    lo = np.min([np.broadcast_to(a.lo, units) for a in axes], axis=0)
-    hi = np.max([np.broadcast_to(a.hi, units) for a in axes], axis=0)
-    misaligned = any(a.misaligned for a in axes)
-    if any(a.kind == GLOBAL for a in axes):
-        return AxisField(GLOBAL, None, None, None, lo, hi, misaligned)
-    regular = all(a.kind == AFFINE and len(a) == units for a in axes)
-    if not regular or len({a.jump for a in axes}) > 1:
-        return AxisField(IRREGULAR, None, None, None, lo, hi, misaligned)
-    first = min(a.start for a in axes)
-    last = max(a.start + a.size - 1 for a in axes)
-    # Twice the centre, start + (size - 1) / 2, so that half-pixel centres compare exactly.
-    misaligned = misaligned or len({2 * a.start + a.size - 1 for a in axes}) > 1
-    return AxisField(AFFINE, last - first + 1, axes[0].jump, first, lo, hi, misaligned)
 
 
 PerAxis = list[int] | str | None
@@ -308,7 +178,8 @@ class LayerField:
 class Analysis:
     """The analytic fields of every convolution, pooling and linear layer, in execution order.
 
-    ``channel_safe`` says whether the graph never selects or reshapes channels, so that a
+    ``channel_safe`` says whether the graph never selects channels nor moves spatial digits
+    into them (or splits them), so that every channel of a map has the same support and a
     probe may run with one channel per map (see ``bench.receptive.probe``).
     """
 
@@ -402,8 +273,8 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: object = Non
     return args[index] if len(args) > index else default
 
 
-def _pair(value: object) -> tuple[int, int]:
-    if isinstance(value, int):
+def _pair(value: object) -> tuple:
+    if isinstance(value, (int, float)):
         return value, value
     values = tuple(value)
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
@@ -454,6 +325,7 @@ REDUCTION_OPS = set(
 SOFTMAX_OPS = {"softmax", "log_softmax", "softmin"}
 NORMALISATION_OPS = {"batch_norm", "instance_norm", "group_norm", "layer_norm"}
 SPLIT_OPS = {"chunk", "split", "tensor_split", "unbind", "narrow", "split_with_sizes"}
+INTERPOLATION_MODES = {"nearest", "nearest-exact", "bilinear"}
 
 
 class _Tracer(TorchFunctionMode):
@@ -466,6 +338,7 @@ class _Tracer(TorchFunctionMode):
         self.layers: list[LayerField] = []
         self.channel_safe = True
         self.notes: list[str] = []
+        self.gated = False  # a global gate was noted (only the first one is)
 
     def field(self, tensor: object) -> TensorField | None:
         entry = self.fields.get(id(tensor))
@@ -492,7 +365,12 @@ class _Tracer(TorchFunctionMode):
         sources = [t for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor) and self.field(t) is not None]
         outputs = [t for t in tree_leaves(result) if isinstance(t, Tensor)]
         if sources and outputs:
-            self._propagate(func, name, args, kwargs, sources, result, outputs)
+            try:
+                self._propagate(func, name, args, kwargs, sources, result, outputs)
+            except ValueError as error:
+                if isinstance(error, ReceptiveFieldError):
+                    raise
+                raise UnsupportedOperationError(f"{self.where()}: {name}: {error}") from None
         return result
 
     def _check_size(self, name: str, args: tuple, kwargs: dict, error: RuntimeError) -> None:
@@ -510,22 +388,41 @@ class _Tracer(TorchFunctionMode):
         if name in POINTWISE_OPS or (name in ("max", "min") and isinstance(_arg(args, kwargs, 1, "other"), Tensor)):
             for out in outputs:
                 self.set(out, self._broadcast(sources, out))
-        elif name in WINDOW_OPS:
+            if name == "mul" and not self.gated:
+                whole = [all(a.kind == GLOBAL for a in self.field(t).axes) for t in sources]
+                if any(whole) and not all(whole):
+                    self.gated = True
+                    self.notes.append(
+                        f"{self.where()}: a product with a gate computed from the whole map (as in "
+                        "squeeze-and-excitation): from here on every unit depends on the whole input"
+                    )
+        elif name in WINDOW_OPS or name == "conv_transpose2d":
             self._window(name, args, kwargs, sources, outputs[0])
         elif name in ADAPTIVE_OPS:
             self._adaptive(args[0], outputs[0])
         elif name == "linear":
             self._linear(args, kwargs, sources, outputs[0])
         elif name in VIEW_OPS:
-            self._view(args[0], outputs[0])
+            self._view(name, args[0], outputs[0])
         elif name in PERMUTE_OPS:
             self._permute(func, args, kwargs, outputs[0])
+        elif name in ("pixel_shuffle", "pixel_unshuffle"):
+            self._pixel_shuffle(
+                name,
+                args[0],
+                _arg(args, kwargs, 1, "upscale_factor" if name == "pixel_shuffle" else "downscale_factor"),
+                outputs[0],
+            )
+        elif name == "interpolate":
+            self._interpolate(args, kwargs, outputs[0])
         elif name in REDUCTION_OPS:
             self._reduce(name, args, kwargs, outputs)
         elif name in SOFTMAX_OPS:
             self._softmax(args, kwargs, outputs[0])
         elif name == "cat":
             self._cat(args, kwargs, outputs[0])
+        elif name == "stack":
+            self._stack(args, kwargs, outputs[0])
         elif name == "getitem":
             self._getitem(args[0], args[1], outputs[0])
         elif name in SPLIT_OPS:
@@ -539,77 +436,185 @@ class _Tracer(TorchFunctionMode):
 
     def _broadcast(self, sources: Sequence[Tensor], out: Tensor) -> TensorField:
         """The field of an elementwise result: the union of its operands' fields, broadcast."""
-        dims: list[int | None] = [None, None]
-        for t in sources:
-            f = self.field(t)
+        return self._merge([(self.field(t), t.dim()) for t in sources], out)
+
+    def _merge(self, operands: Sequence[tuple[TensorField, int]], out: Tensor) -> TensorField:
+        """The union of fields of operands with the given numbers of dimensions, broadcast to
+        ``out``. Operands must hold each axis in the same digits of the same (right-aligned)
+        dimensions, unless an operand has a single unit along it."""
+        layout: list[tuple[Factor, ...]] = [(Factor(n),) if n != 1 else () for n in out.shape]
+        owner: list[list | None] = [None, None]
+        for f, ndim in operands:
+            shift = out.dim() - ndim
             for a in (0, 1):
-                if dims[a] is None and f.dims[a] is not None:
-                    dims[a] = f.dims[a] + out.dim() - t.dim()
+                if len(f.axes[a]) == 1:
+                    continue
+                placed = [(d + shift, k, g) for d, k, g in f.digits(a)]
+                if owner[a] is None:
+                    owner[a] = placed
+                    for d, _, _ in placed:
+                        layout[d] = f.layout[d - shift]
+                elif placed != owner[a]:
+                    raise ValueError(f"operands hold axis {'hw'[a]} in different dimensions")
+        for f, ndim in operands:  # a single-unit axis keeps its marker dimension (keepdim reductions)
+            for a, d in enumerate(f.dims):
+                if d is not None and owner[a] is None and out.shape[d + out.dim() - ndim] == 1:
+                    layout[d + out.dim() - ndim] = (Factor(1, a),)
         axes = []
         for a in (0, 1):
-            units = out.shape[dims[a]] if dims[a] is not None else 1
-            parts = []
-            for t in sources:
-                f = self.field(t)
-                parts.append(f.axes[a] if f.dims[a] is not None else collapse(f.axes[a]))
+            units = math.prod(g.size for _, _, g in owner[a]) if owner[a] is not None else 1
+            parts = [f.axes[a] for f, _ in operands]
             merged = union(parts, units)
             if merged.misaligned and not any(p.misaligned for p in parts):
                 self.notes.append(f"{self.where()}: paths with misaligned centres merge along axis {'hw'[a]}")
             axes.append(merged)
-        size_dependent = any(self.field(t).size_dependent for t in sources)
-        return TensorField((axes[0], axes[1]), (dims[0], dims[1]), size_dependent)
+        size_dependent = any(f.size_dependent for f, _ in operands)
+        return TensorField((axes[0], axes[1]), tuple(layout), size_dependent)
 
-    def _spatial_last(self, x: Tensor, op: str) -> TensorField:
-        f = self.field(x)
-        for a, expected in ((0, x.dim() - 2), (1, x.dim() - 1)):
-            if f.dims[a] is not None and f.dims[a] != expected:
-                raise UnsupportedOperationError(f"{self.where()}: {op} over dimensions other than the map's h and w")
-        return f
+    def _mix(self, f: TensorField, d: int, groups: int, out_size: int) -> TensorField:
+        """Dimension ``d`` mixed in ``groups`` groups (channels of a convolution): every output
+        value depends on all values of its group, so the group's spatial digits merge."""
+        factors = f.layout[d]
+        size = math.prod(g.size for g in factors)
+        split = relayout((factors,), (groups, size // groups))
+        if split is None:
+            raise ValueError(f"{groups} groups cut dimension {d}'s spatial digits unevenly")
+        high, low = split
+        if any(g.axis is not None for g in low) and groups > 1:
+            self.channel_safe = False
+        layout = list(f.layout)
+        layout[d] = high + low
+        split_field = TensorField(f.axes, tuple(layout), f.size_dependent)
+        merged = union_digits(split_field, {(d, len(high) + k) for k, g in enumerate(low) if g.axis is not None})
+        layout = list(merged.layout)
+        layout[d] = tuple(layout[d][: len(high)]) + ((Factor(out_size // groups),) if out_size // groups > 1 else ())
+        return TensorField(merged.axes, tuple(layout), merged.size_dependent)
 
     def _window(self, name, args, kwargs, sources, out) -> None:
         x = args[0]
         if any(t is not x for t in sources):
             raise UnsupportedOperationError(f"{self.where()}: {name} with weights that depend on the input")
-        f = self._spatial_last(x, name)
-        kernel, stride, padding, dilation = window_geometry(name, args, kwargs)
-        axes = []
-        for a in (0, 1):
-            if f.dims[a] is None:
-                axes.append(f.axes[a])
+        f = self.field(x)
+        if name in ("conv2d", "conv_transpose2d"):
+            weight = _arg(args, kwargs, 1, "weight")
+            groups = _arg(args, kwargs, 6, "groups", 1)
+            f = self._mix(f, x.dim() - 3, groups, out.shape[-3])
+        axes, layout = list(f.axes), list(f.layout)
+        for a_dim in (x.dim() - 2, x.dim() - 1):
+            a = whole_axis(f, a_dim)
+            units = out.shape[a_dim]
+            if a is None:
+                layout[a_dim] = (Factor(units),) if units > 1 else ()
+                continue
+            if name == "conv_transpose2d":
+                axes[a] = self._transposed(args, kwargs, f.axes[a], a_dim - x.dim() + 2, units, weight)
             else:
-                units = out.shape[out.dim() - 2 + a]
-                axes.append(window(f.axes[a], units, kernel[a], stride[a], padding[a], dilation[a]))
-        dims = tuple(None if d is None else out.dim() - 2 + a for a, d in enumerate(f.dims))
-        self.set(out, TensorField((axes[0], axes[1]), dims, f.size_dependent))
+                kernel, stride, padding, dilation = window_geometry(name, args, kwargs)
+                k = a_dim - x.dim() + 2
+                axes[a] = window(f.axes[a], units, kernel[k], stride[k], padding[k], dilation[k])
+            layout[a_dim] = (Factor(units, a),)
+        self.set(out, TensorField((axes[0], axes[1]), tuple(layout), f.size_dependent))
+
+    @staticmethod
+    def _transposed(args, kwargs, axis: AxisField, k: int, units: int, weight: Tensor) -> AxisField:
+        """Output y of a transposed convolution gets input i through tap t when
+        y = i * stride - padding + t * dilation (torch.nn.ConvTranspose2d's definition)."""
+        stride = _pair(_arg(args, kwargs, 3, "stride", 1))[k]
+        padding = _pair(_arg(args, kwargs, 4, "padding", 0))[k]
+        dilation = _pair(_arg(args, kwargs, 7, "dilation", 1))[k]
+        kernel = weight.shape[-2 + k]
+        offset = np.arange(units)[:, None] + padding - dilation * np.arange(kernel)[None, :]
+        reach = offset % stride == 0
+        taps = offset // stride
+        inside = reach & (taps >= 0) & (taps < len(axis))
+        return gather(axis, taps, inside, reach)
 
     def _adaptive(self, x: Tensor, out: Tensor) -> None:
-        f = self._spatial_last(x, "adaptive pooling")
-        axes = tuple(
-            f.axes[a] if f.dims[a] is None else adaptive_window(f.axes[a], out.shape[out.dim() - 2 + a]) for a in (0, 1)
-        )
-        self.set(out, TensorField(axes, f.dims, True))
+        f = self.field(x)
+        axes, layout = list(f.axes), list(f.layout)
+        for a_dim in (x.dim() - 2, x.dim() - 1):
+            a = whole_axis(f, a_dim)
+            if a is not None:
+                axes[a] = adaptive_window(f.axes[a], out.shape[a_dim])
+                layout[a_dim] = (Factor(out.shape[a_dim], a),)
+            else:
+                layout[a_dim] = (Factor(out.shape[a_dim]),) if out.shape[a_dim] > 1 else ()
+        self.set(out, TensorField((axes[0], axes[1]), tuple(layout), True))
+
+    def _interpolate(self, args, kwargs, out) -> None:
+        """Nearest and bilinear resampling, with torch's source-index rules: output y reads
+        floor(y * scale) (nearest), floor((y + 0.5) * scale) (nearest-exact), or the two
+        pixels around (y + 0.5) * scale - 0.5, or y * (n - 1) / (m - 1) with align_corners,
+        those with a non-zero weight (bilinear); scale = 1 / scale_factor when given, else n / m."""
+        x = args[0]
+        f = self.field(x)
+        mode = _arg(args, kwargs, 3, "mode", "nearest")
+        if mode not in INTERPOLATION_MODES or x.dim() != 4:
+            raise UnsupportedOperationError(
+                f"{self.where()}: interpolate mode {mode!r} on a {x.dim()}-d tensor (modelled: "
+                f"{', '.join(sorted(INTERPOLATION_MODES))} on 4-d maps)"
+            )
+        factor = _arg(args, kwargs, 2, "scale_factor")
+        recompute = _arg(args, kwargs, 5, "recompute_scale_factor")
+        align = bool(_arg(args, kwargs, 4, "align_corners", False))
+        axes, layout = list(f.axes), list(f.layout)
+        for k, a_dim in enumerate((2, 3)):
+            n, m = x.shape[a_dim], out.shape[a_dim]
+            a = whole_axis(f, a_dim)
+            if a is None:
+                layout[a_dim] = (Factor(m),) if m > 1 else ()
+                continue
+            y = np.arange(m, dtype=np.float64)
+            given = _pair(factor)[k] if factor is not None and not recompute else None
+            scale = 1.0 / given if given else n / m
+            if mode == "bilinear":
+                if align:
+                    source = y * ((n - 1) / (m - 1)) if m > 1 else np.zeros(m)
+                else:
+                    source = np.maximum((y + 0.5) * scale - 0.5, 0.0)
+                first = np.floor(source).astype(np.int64)
+                taps = np.stack([first, np.minimum(first + 1, n - 1)], axis=1)
+                inside = np.stack([np.ones(m, dtype=bool), source - first > 0], axis=1)
+            else:
+                shift = 0.5 if mode == "nearest-exact" else 0.0
+                taps = np.minimum(np.floor((y + shift) * scale).astype(np.int64), n - 1)[:, None]
+                inside = np.ones((m, 1), dtype=bool)
+            axes[a] = gather(f.axes[a], taps, inside, inside)
+            layout[a_dim] = (Factor(m, a),)
+        self.set(out, TensorField((axes[0], axes[1]), tuple(layout), f.size_dependent))
 
     def _linear(self, args, kwargs, sources, out) -> None:
         x = args[0]
         if any(t is not x for t in sources):
             raise UnsupportedOperationError(f"{self.where()}: linear with weights that depend on the input")
-        f = self.field(x)
-        last = x.dim() - 1
-        axes = tuple(collapse(ax) if d == last else ax for ax, d in zip(f.axes, f.dims, strict=True))
-        dims = tuple(None if d == last else d for d in f.dims)
-        self.set(out, TensorField(axes, dims, f.size_dependent or last in f.dims))
+        self.set(out, self._mix(self.field(x), x.dim() - 1, 1, out.shape[-1]))
 
-    def _view(self, x: Tensor, out: Tensor) -> None:
+    def _relaid(self, f: TensorField, layout: Layout | None, op: str) -> TensorField:
+        if layout is None:
+            raise UnsupportedOperationError(
+                f"{self.where()}: {op} cuts a spatial axis into pieces that are not digits of its index"
+            )
+        return TensorField(f.axes, renumbered(layout, (0, 1)), f.size_dependent)
+
+    def _view(self, name: str, x: Tensor, out: Tensor) -> None:
         f = self.field(x)
-        shape, new = list(x.shape), list(out.shape)
-        dims = tuple(None if d is None else _same_dim(shape, new, d) for d in f.dims)
-        axes = tuple(ax if d is not None else collapse(ax) for ax, d in zip(f.axes, dims, strict=True))
-        kept_channels = new[:2] == shape[:2] and all(d is None or d >= 2 for d in dims)
-        flattened = len(new) == 2 and new[0] == shape[0]
-        if not (kept_channels or flattened):
+        g = self._relaid(f, relayout(f.layout, out.shape), name)
+        if not self._keeps_channels(f.layout, g.layout):
             self.channel_safe = False
-        collapsed = any(was is not None and now is None for was, now in zip(f.dims, dims, strict=True))
-        self.set(out, TensorField(axes, dims, f.size_dependent or collapsed))
+        self.set(out, g)
+
+    @staticmethod
+    def _keeps_channels(before: Layout, after: Layout) -> bool:
+        """Whether channels stay whole dimensions that spatial digits do not enter (or all is
+        flattened into one feature dimension, as before a classifier), so that every channel
+        keeps the same support and a probe may keep one."""
+        if len(after) == 2 and after[0] == before[0]:
+            return True
+        plain = [fs for fs in before if fs and all(g.axis is None for g in fs)]
+        for fs in after:
+            if any(g.axis is None for g in fs) and (fs not in plain or any(g.axis is not None for g in fs)):
+                return False
+        return True
 
     def _permute(self, func, args, kwargs, out) -> None:
         x = args[0]
@@ -617,10 +622,27 @@ class _Tracer(TorchFunctionMode):
         # Apply the same permutation to a tensor whose dimension sizes are all different.
         marker = torch.empty(tuple(range(2, 2 + x.dim())), device="meta")
         order = [size - 2 for size in func(marker, *args[1:], **kwargs).shape]
-        dims = tuple(None if d is None else order.index(d) for d in f.dims)
-        if order[:2] != [0, 1]:
-            self.channel_safe = False
-        self.set(out, TensorField(f.axes, dims, f.size_dependent))
+        self.set(out, TensorField(f.axes, tuple(f.layout[d] for d in order), f.size_dependent))
+
+    def _pixel_shuffle(self, name: str, x: Tensor, r: int, out: Tensor) -> None:
+        """torch's definitions: pixel_shuffle is view (C, r, r, H, W), permute to (C, H, r, W, r),
+        view (C, H r, W r); pixel_unshuffle the reverse. The r x r sub-pixels of a shuffle come
+        from channels, so they repeat the field of the unit they came from."""
+        f = self.field(x)
+        *batch, c, h, w = x.shape
+        b = len(batch)
+        if name == "pixel_shuffle":
+            steps = [(*batch, c // (r * r), r, r, h, w), (0, 3, 1, 4, 2), out.shape]
+        else:
+            steps = [(*batch, c, h // r, r, w // r, r), (0, 2, 4, 1, 3), out.shape]
+        layout = relayout(f.layout, steps[0])
+        layout = None if layout is None else tuple(layout[:b] + tuple(layout[b + d] for d in steps[1]))
+        layout = None if layout is None else relayout(layout, steps[2])
+        g = self._relaid(f, layout, name)
+        if name == "pixel_shuffle":
+            g = absorb(absorb(g, out.dim() - 2), out.dim() - 1)
+        self.channel_safe = False  # channels and sub-pixels trade places: one channel cannot stand for all
+        self.set(out, g)
 
     def _reduce(self, name, args, kwargs, outputs) -> None:
         x = args[0]
@@ -631,40 +653,50 @@ class _Tracer(TorchFunctionMode):
         dims_given = [dim] if isinstance(dim, int) else dim
         reduced = set(range(x.dim())) if dim is None else {d % x.dim() for d in dims_given}
         keep = outputs[0].dim() == x.dim()
-        axes, dims = [], []
-        for ax, d in zip(f.axes, f.dims, strict=True):
-            if d is None or d in reduced:
-                axes.append(collapse(ax) if d is not None else ax)
-                dims.append(d if keep and d is not None else None)
-            else:
-                axes.append(ax)
-                dims.append(d if keep else d - sum(r < d for r in reduced))
-        size_dependent = f.size_dependent or any(d in reduced for d in f.dims if d is not None)
+        merged = union_digits(f, {(d, k) for d in reduced for k in range(len(f.layout[d]))})
+        layout = []
+        for d, fs in enumerate(merged.layout):
+            if d not in reduced:
+                layout.append(fs)
+            elif keep:  # the dimension stays, one unit long; it still marks where the axis was
+                whole = [a for a in (0, 1) if f.dims[a] == d]
+                layout.append((Factor(1, whole[0]),) if whole else ())
         for out in outputs:
-            self.set(out, TensorField((axes[0], axes[1]), (dims[0], dims[1]), size_dependent))
+            self.set(out, TensorField(merged.axes, tuple(layout), merged.size_dependent))
 
     def _softmax(self, args, kwargs, out) -> None:
         x = args[0]
         f = self.field(x)
         dim = _arg(args, kwargs, 1, "dim")
-        dim = None if dim is None else dim % x.dim()
-        axes = tuple(
-            ax.with_arrays(*(np.broadcast_to(v, len(ax)).copy() for v in (ax.lo.min(), ax.hi.max())), kind=GLOBAL)
-            if d == dim or dim is None
-            else ax
-            for ax, d in zip(f.axes, f.dims, strict=True)
-        )
-        self.set(out, TensorField(axes, f.dims, f.size_dependent or dim in f.dims))
+        spread = range(x.dim()) if dim is None else [dim % x.dim()]
+        removed = {(d, k) for d in spread for k in range(len(f.layout[d]))}
+        merged = union_digits(f, removed)
+        axes = []
+        for a in (0, 1):
+            wide, narrow = f.axes[a], merged.axes[a]
+            if len(narrow) == len(wide):
+                axes.append(wide)
+                continue
+            # Every unit keeps its place but sees what the merged units see together.
+            digits = f.digits(a)
+            shape = [g.size for _, _, g in digits]
+            keep = [1 if (d, k) in removed else g.size for d, k, g in digits]
+            lo = np.broadcast_to(narrow.lo.reshape(keep), shape).ravel().copy()
+            hi = np.broadcast_to(narrow.hi.reshape(keep), shape).ravel().copy()
+            axes.append(wide.with_arrays(lo, hi, GLOBAL if narrow.kind == GLOBAL else IRREGULAR))
+        self.set(out, TensorField((axes[0], axes[1]), f.layout, merged.size_dependent))
 
     def _cat(self, args, kwargs, out) -> None:
         tensors = list(_arg(args, kwargs, 0, "tensors"))
         dim = _arg(args, kwargs, 1, "dim", 0) % out.dim()
         with_field = [t for t in tensors if self.field(t) is not None]
         reference = self._broadcast(with_field, out)
-        if dim not in reference.dims:  # channels: each unit's field is the union over the pieces
-            self.set(out, reference)
+        a = whole_axis(reference, dim)
+        if a is None:  # channels: each unit's field is the union over the pieces
+            layout = list(reference.layout)
+            layout[dim] = (Factor(out.shape[dim]),)
+            self.set(out, TensorField(reference.axes, tuple(layout), reference.size_dependent))
             return
-        a = reference.dims.index(dim)
         pieces = []
         for t in tensors:
             f = self.field(t)
@@ -677,7 +709,26 @@ class _Tracer(TorchFunctionMode):
         hi = np.concatenate([p.hi for p in pieces])
         axes = list(reference.axes)
         axes[a] = reference.axes[a].with_arrays(lo, hi, GLOBAL if reference.axes[a].kind == GLOBAL else IRREGULAR)
-        self.set(out, TensorField((axes[0], axes[1]), reference.dims, reference.size_dependent))
+        layout = list(reference.layout)
+        layout[dim] = (Factor(out.shape[dim], a),)
+        self.set(out, TensorField((axes[0], axes[1]), tuple(layout), reference.size_dependent))
+
+    def _stack(self, args, kwargs, out) -> None:
+        """A new dimension of pieces: every unit's field is the union over the pieces, as for a
+        concatenation along channels."""
+        tensors = list(_arg(args, kwargs, 0, "tensors"))
+        dim = _arg(args, kwargs, 1, "dim", 0) % out.dim()
+        operands = []
+        for t in tensors:
+            f = self.field(t)
+            if f is not None:
+                layout = list(f.layout)
+                layout.insert(dim, ())
+                operands.append((TensorField(f.axes, tuple(layout), f.size_dependent), t.dim() + 1))
+        merged = self._merge(operands, out)
+        layout = list(merged.layout)
+        layout[dim] = (Factor(out.shape[dim]),) if out.shape[dim] > 1 else ()
+        self.set(out, TensorField(merged.axes, tuple(layout), merged.size_dependent))
 
     def _getitem(self, x: Tensor, index: object, out: Tensor) -> None:
         f = self.field(x)
@@ -689,32 +740,34 @@ class _Tracer(TorchFunctionMode):
             at = index.index(Ellipsis)
             index = index[:at] + (slice(None),) * (x.dim() - consumed) + index[at + 1 :]
         index = index + (slice(None),) * (x.dim() - sum(i is not None for i in index))
-        new_dim, d = 0, 0
-        axes, dims = list(f.axes), list(f.dims)
+        d = 0
+        axes, layout = list(f.axes), []
         for i in index:
             if i is None:
-                new_dim += 1
+                layout.append(())
                 continue
-            a = f.dims.index(d) if d in f.dims else None
             trivial = isinstance(i, slice) and i == slice(None)
-            if a is None and not trivial and d != 0:
-                self.channel_safe = False
-            if isinstance(i, int):
-                if a is not None:  # one unit picked: the axis is gone, its field is that unit's
-                    unit = i % x.shape[d]
-                    picked = slice(unit, unit + 1)
-                    axes[a] = f.axes[a].with_arrays(f.axes[a].lo[picked], f.axes[a].hi[picked], IRREGULAR)
-                    dims[a] = None
+            a = None if trivial else whole_axis(f, d)
+            if trivial:
+                layout.append(f.layout[d])
+            elif a is None:
+                if d != 0:
+                    self.channel_safe = False
+                if isinstance(i, slice):
+                    n = len(range(*i.indices(x.shape[d])))
+                    layout.append((Factor(n),) if n > 1 else ())
+            elif isinstance(i, int):  # one unit picked: the axis is gone, its field is that unit's
+                unit = i % x.shape[d]
+                picked = slice(unit, unit + 1)
+                axes[a] = f.axes[a].with_arrays(f.axes[a].lo[picked], f.axes[a].hi[picked], IRREGULAR)
             else:
-                if a is not None:
-                    start, stop, step = i.indices(x.shape[d])
-                    if step < 0:
-                        raise UnsupportedOperationError(f"{self.where()}: reversing a spatial axis")
-                    axes[a] = slice_axis(f.axes[a], start, stop, step)
-                    dims[a] = new_dim
-                new_dim += 1
+                start, stop, step = i.indices(x.shape[d])
+                if step < 0:
+                    raise UnsupportedOperationError(f"{self.where()}: reversing a spatial axis")
+                axes[a] = slice_axis(f.axes[a], start, stop, step)
+                layout.append((Factor(len(axes[a]), a),))
             d += 1
-        self.set(out, TensorField((axes[0], axes[1]), (dims[0], dims[1]), f.size_dependent))
+        self.set(out, TensorField((axes[0], axes[1]), tuple(layout), f.size_dependent))
 
     def _split(self, name, args, kwargs, outputs) -> None:
         x = args[0]
@@ -725,47 +778,39 @@ class _Tracer(TorchFunctionMode):
             dim = _arg(args, kwargs, 2 if name != "unbind" else 1, "dim", 0)
             offsets = list(itertools.accumulate([0] + [o.shape[dim] for o in outputs[:-1]]))
         dim %= x.dim()
-        if dim not in f.dims:
-            if dim != 0:
-                self.channel_safe = False
-            for out in outputs:
-                self.set(out, f)
-            return
-        a = f.dims.index(dim)
+        a = whole_axis(f, dim)
         for out, offset in zip(outputs, offsets, strict=True):
-            axes = list(f.axes)
-            dims = list(f.dims)
+            axes, layout = list(f.axes), list(f.layout)
             if name == "unbind":
+                del layout[dim]
+            else:
+                layout[dim] = (Factor(out.shape[dim], a),) if a is not None else (Factor(out.shape[dim]),)
+            if a is None:
+                if dim != 0:
+                    self.channel_safe = False
+            elif name == "unbind":
                 axes[a] = f.axes[a].with_arrays(f.axes[a].lo[offset : offset + 1], f.axes[a].hi[offset : offset + 1])
-                dims[a] = None
-                dims = [d - 1 if d is not None and d > dim else d for d in dims]
             else:
                 axes[a] = slice_axis(f.axes[a], offset, offset + out.shape[dim], 1)
-            self.set(out, TensorField((axes[0], axes[1]), (dims[0], dims[1]), f.size_dependent))
+            self.set(out, TensorField((axes[0], axes[1]), tuple(layout), f.size_dependent))
 
     def _pad(self, args, kwargs, out) -> None:
         x = args[0]
         f = self.field(x)
         amounts = list(_arg(args, kwargs, 1, "pad"))
         mode = _arg(args, kwargs, 2, "mode", "constant")
-        axes = list(f.axes)
+        axes, layout = list(f.axes), list(f.layout)
         for k in range(len(amounts) // 2):
             d = x.dim() - 1 - k
-            if d in f.dims:
-                a = f.dims.index(d)
+            a = whole_axis(f, d)
+            if a is not None:
                 axes[a] = pad_axis(f.axes[a], amounts[2 * k], amounts[2 * k + 1], mode)
-            elif d != 0 and (amounts[2 * k] or amounts[2 * k + 1]):
-                self.channel_safe = False
-        self.set(out, TensorField((axes[0], axes[1]), f.dims, f.size_dependent))
-
-
-def _same_dim(shape: list[int], new: list[int], d: int) -> int | None:
-    """The dimension of a reshaped tensor that holds dimension ``d`` of the original unchanged."""
-    before, after = math.prod(shape[:d]), math.prod(shape[d + 1 :])
-    for j, size in enumerate(new):
-        if size == shape[d] and math.prod(new[:j]) == before and math.prod(new[j + 1 :]) == after:
-            return j
-    return None
+                layout[d] = (Factor(out.shape[d], a),)
+            else:
+                layout[d] = (Factor(out.shape[d]),) if out.shape[d] > 1 else ()
+                if d != 0 and (amounts[2 * k] or amounts[2 * k + 1]):
+                    self.channel_safe = False
+        self.set(out, TensorField((axes[0], axes[1]), tuple(layout), f.size_dependent))
 
 
 class _Stop(Exception):
@@ -775,7 +820,7 @@ class _Stop(Exception):
 def _layer_geometry(module: nn.Module, inputs: tuple, out: Tensor) -> tuple[PerAxis, PerAxis, PerAxis, PerAxis]:
     if isinstance(module, nn.Linear):
         return None, None, None, None
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         padding = module.padding if isinstance(module.padding, str) else list(module.padding)
         return list(module.kernel_size), list(module.stride), padding, list(module.dilation)
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
@@ -831,7 +876,13 @@ def _run_trace(
     handles = module_stack_hooks(replica, tracer.stack) + name_layers(replica, on_layer)
     channels, height, width = input_shape
     x = torch.zeros((1, channels, height, width), device=device, dtype=_dtype(model))
-    tracer.set(x, TensorField((AxisField.identity(height), AxisField.identity(width)), (2, 3)))
+    tracer.set(
+        x,
+        TensorField(
+            (AxisField.identity(height), AxisField.identity(width)),
+            ((), plain_layout([channels])[0], (Factor(height, 0),), (Factor(width, 1),)),
+        ),
+    )
     try:
         with tracer:
             replica(x)

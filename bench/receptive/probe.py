@@ -20,6 +20,17 @@ path connects it to the unit. When the graph never selects or reshapes channels
 (``Analysis.channel_safe``), all channels of a map carry the same support, and the probe
 runs with one channel per map: the same answer for a fraction of the work.
 
+The probe does not take the map's dimensions from the analytic trace, which could share a
+mistake with it: the output dimensions that follow the input's height and width are found
+from the model's own output shapes at the input, at twice its height and at twice its
+width (``spatial_dims``), the unit is picked there, and the trace is asked for the box of
+that tensor index. Only a dimension of fixed length (adaptive pooling to a fixed size) is
+taken from the trace, where it puts a whole axis; a model that does not run at the larger
+sizes falls back to the trace's dimensions. In one-channel mode, adding or multiplying a
+constant with more channels (a per-channel layer scale) returns the other operand, so the
+single channel is not broadcast back to all. The cost grows with the input's area: see
+LARGEST_PROBE.
+
 A second unit (the centre's neighbour, one step further along each axis) is probed in the
 same backward pass as a second sample of the batch; the two boxes give the jump and start.
 The input is all ones, so one forward pass serves every layer probed at that input size.
@@ -50,10 +61,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from bench.receptive.analytic import (
-    AFFINE,
     Analysis,
     LayerField,
     _arg,
+    _dtype,
     _pair,
     _Stop,
     canonical_name,
@@ -62,10 +73,15 @@ from bench.receptive.analytic import (
     trace,
     window_geometry,
 )
+from bench.receptive.fields import AFFINE
 
 PROBE_DTYPE = torch.float64
 LADDER = 1.1  # rungs of the ladder of probe input sizes
-LARGEST_PROBE = 2048  # fields wider than this are probed at the requested input, clipped
+# The probe's cost grows with the input's area times the channels it keeps: a field wider
+# than LARGEST_PROBE (one channel per map) or LARGEST_PROBE_ALL_CHANNELS is probed at the
+# requested input, clipped; a requested input wider than these is not probed at all.
+LARGEST_PROBE = 2048
+LARGEST_PROBE_ALL_CHANNELS = 512
 
 # Position of the ``inplace`` argument of the functions the probe replaces by the identity.
 _INPLACE_ARGUMENT = {
@@ -94,6 +110,7 @@ PASS_THROUGH_OPS = set(_INPLACE_ARGUMENT) | set(
     clamp_min clamp_max batch_norm instance_norm group_norm layer_norm rms_norm local_response_norm""".split()
 )
 ROUTING_OPS = {"maximum", "minimum", "fmax", "fmin"}  # elementwise choices become sums
+CONSTANT_OPS = {"add", "sub", "mul", "div"}
 
 
 @contextlib.contextmanager
@@ -138,6 +155,8 @@ class _Linearised(TorchFunctionMode):
         name = canonical_name(func)
         if name == "conv2d":
             return self._conv(args, kwargs)
+        if name == "conv_transpose2d":
+            return self._transposed(args, kwargs)
         if name == "linear":
             x, weight = args[0], _arg(args, kwargs, 1, "weight")
             shape = (1, x.shape[-1]) if self.one_channel else tuple(weight.shape)
@@ -162,12 +181,30 @@ class _Linearised(TorchFunctionMode):
             inplace = inplace or (at is not None and len(args) > at and args[at] is True)
             return x if inplace else x.clone()
         other = _arg(args, kwargs, 1, "other")
+        if self.one_channel and name in CONSTANT_OPS and isinstance(args[0], Tensor) and isinstance(other, Tensor):
+            kept = self._without_constant(args[0], other)
+            if kept is not None:
+                return kept
         if name in {"sub", "div"} | ROUTING_OPS and isinstance(args[0], Tensor) and isinstance(other, Tensor):
             inplace = raw.startswith("__i") or (raw.endswith("_") and not raw.startswith("__"))
             if name == "div":
                 return args[0].mul_(other) if inplace else args[0] * other
             return args[0].add_(other) if inplace else args[0] + other
         return func(*args, **kwargs)
+
+    @staticmethod
+    def _without_constant(a: Tensor, b: Tensor) -> Tensor | None:
+        """``a op b`` when one operand is a constant (a parameter, such as a per-channel layer
+        scale) that would broadcast the other's single channel to all of them: adding or
+        multiplying by a positive constant leaves the support of the gradient as it was, so
+        the one-channel probe keeps its single channel. None where that does not apply."""
+        if a.requires_grad == b.requires_grad:
+            return None
+        x = a if a.requires_grad else b
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        if len(shape) != x.dim() or sum(n != m for n, m in zip(shape, x.shape, strict=True)) != 1:
+            return None
+        return x.clone()
 
     def _conv(self, args: tuple, kwargs: dict) -> Tensor:
         x, weight = args[0], _arg(args, kwargs, 1, "weight")
@@ -187,6 +224,21 @@ class _Linearised(TorchFunctionMode):
             shape = tuple(weight.shape)
         constant = x.new_full(shape, 1.0 / math.prod(shape[1:]))
         return _binarised(F.conv2d(x, constant, None, stride, padding, dilation, groups))
+
+    def _transposed(self, args: tuple, kwargs: dict) -> Tensor:
+        x, weight = args[0], _arg(args, kwargs, 1, "weight")
+        geometry = [
+            _arg(args, kwargs, i, key, default)
+            for i, key, default in ((3, "stride", 1), (4, "padding", 0), (5, "output_padding", 0))
+        ]
+        groups, dilation = _arg(args, kwargs, 6, "groups", 1), _arg(args, kwargs, 7, "dilation", 1)
+        if self.one_channel:
+            x = x.sum(dim=1, keepdim=True) if x.shape[1] > 1 else x
+            shape, groups = (1, 1, *weight.shape[-2:]), 1
+        else:
+            shape = tuple(weight.shape)
+        constant = x.new_full(shape, 1.0 / math.prod(shape[1:]))
+        return _binarised(F.conv_transpose2d(x, constant, None, *geometry, groups, dilation))
 
     def _max_pool(self, args: tuple, kwargs: dict) -> Tensor | tuple[Tensor, Tensor]:
         x = args[0]
@@ -251,13 +303,13 @@ def _forward(replica: nn.Module, x: Tensor, names: Sequence[str], mode: TorchFun
     return captured
 
 
-def _one_hot(out: Tensor, layer: LayerField, sample: slice | int, unit: tuple[int, int], grad: Tensor) -> None:
-    """Set the gradient of every channel at ``unit`` of the given samples to one."""
-    index: list[object] = [slice(None)] * out.dim()
+def _one_hot(grad: Tensor, sample: slice | int, fixed: dict[int, int]) -> None:
+    """Set the gradient of the given samples to one at tensor index ``fixed`` (dimension ->
+    index), every value of the other dimensions (channels) included."""
+    index: list[object] = [slice(None)] * grad.dim()
     index[0] = sample
-    for a, dim in enumerate(layer.field.dims):
-        if dim is not None:
-            index[dim] = unit[a]
+    for dim, value in fixed.items():
+        index[dim] = value
     grad[tuple(index)] = 1
 
 
@@ -281,6 +333,12 @@ class GradientMask:
     boxes for it and for ``neighbour``, one step further along each axis that has room.
     ``expected_*`` are the analytic boxes of the same units at the same input size, and
     ``clipped`` says whether the border cuts them.
+
+    ``dims`` are the output dimensions the probe took for h and w, found from the model's
+    output shapes at two input sizes, not from the analytic trace (None: no dimension
+    follows that axis, and the one-hot covers all of them). ``centre`` and ``neighbour``
+    are indexes along those dimensions. A layer the probe did not run on has ``skipped``
+    saying why, and no boxes.
     """
 
     layer: str
@@ -293,6 +351,26 @@ class GradientMask:
     expected_neighbour_boxes: tuple[Box, Box]
     clipped: bool
     mask: np.ndarray
+    dims: tuple[int | None, int | None] = (None, None)
+    skipped: str | None = None
+
+    @classmethod
+    def not_probed(cls, layer: str, input_size: tuple[int, int], reason: str) -> GradientMask:
+        nothing = (None, None)
+        return cls(
+            layer,
+            input_size,
+            (0, 0),
+            (0, 0),
+            nothing,
+            nothing,
+            nothing,
+            nothing,
+            False,
+            np.zeros((0, 0), bool),
+            nothing,
+            reason,
+        )
 
     @property
     def fill(self) -> float:
@@ -310,6 +388,9 @@ class GradientMask:
         """
         values = []
         for a in (0, 1):
+            if self.skipped:
+                values.append({"size": None, "jump": None, "start": None})
+                continue
             if self.centre_boxes[a] is None:  # the unit reaches no input pixel at all
                 values.append({"size": 0, "jump": None, "start": None})
                 continue
@@ -323,11 +404,14 @@ class GradientMask:
             values.append({"size": hi - lo + 1, "jump": jump, "start": start})
         return values
 
-    def matches(self) -> bool:
+    def matches(self) -> bool | None:
         """Whether the probe's boxes equal the analytic ones, for both units on both axes.
 
-        Where nothing is clipped this is the same as equal size, jump and start.
+        Where nothing is clipped this is the same as equal size, jump and start. None for a
+        layer that was not probed.
         """
+        if self.skipped:
+            return None
         measured = (self.centre_boxes, self.neighbour_boxes)
         return measured == (self.expected_centre_boxes, self.expected_neighbour_boxes)
 
@@ -356,15 +440,25 @@ class _Task:
 
 def _plan(analysis: Analysis, layers: Sequence[LayerField]) -> list[_Task]:
     base = analysis.input_shape[1:]
+    largest = LARGEST_PROBE if analysis.channel_safe else LARGEST_PROBE_ALL_CHANNELS
     tasks = []
     for layer in layers:
         movable = not layer.field.size_dependent and all(axis.kind == AFFINE for axis in layer.axes)
         side = _roomy_side(layer) if movable and layer.clipped() else None
-        if side is None or side > LARGEST_PROBE:
+        if side is None or side > largest:
             tasks.append(_Task(layer, base, True))
         else:
             tasks.append(_Task(layer, (side, side), False))
     return tasks
+
+
+def _too_large(analysis: Analysis) -> str | None:
+    side = max(analysis.input_shape[1:])
+    limit = LARGEST_PROBE if analysis.channel_safe else LARGEST_PROBE_ALL_CHANNELS
+    if side <= limit:
+        return None
+    kept = "one channel per map" if analysis.channel_safe else "all channels (the model selects or reshapes them)"
+    return f"the input is wider than {limit} pixels, the probe's limit with {kept}"
 
 
 def gradient_masks(
@@ -378,17 +472,25 @@ def gradient_masks(
     Layers clipped at the analysis's input whose fields do not depend on the input size are
     probed at a larger square input, on a central unit, and compared with the theoretical
     field there; if the probe disagrees, it is repeated on a larger input (twice at most) and
-    then compared with the analytic boxes traced at that size.
+    then compared with the analytic boxes traced at that size. Layers the probe cannot run
+    on (an input above its size limit, an output dimension that follows both the height
+    and the width) come back with ``skipped`` saying why.
     """
     layers = list(analysis.layers if layers is None else layers)
+    channels = analysis.input_shape[0]
+    reason = _too_large(analysis)
+    if reason:
+        return {layer.name: GradientMask.not_probed(layer.name, analysis.input_shape[1:], reason) for layer in layers}
     replica = structural_copy(model, _constant).eval()
     order = {layer.name: i for i, layer in enumerate(analysis.layers)}
-    channels = analysis.input_shape[0]
     results: dict[str, GradientMask] = {}
     tasks = _plan(analysis, layers)
+    # Which output dimensions follow the input's height and width does not depend on the size.
+    names = sorted({layer.name for layer in layers}, key=order.__getitem__)
+    found = spatial_dims(model, channels, analysis.input_shape[1:], names)
     for attempt in range(3):
         with _one_thread():
-            results.update(_run_tasks(replica, channels, tasks, order, analysis.channel_safe, progress))
+            results.update(_run_tasks(replica, channels, tasks, order, analysis.channel_safe, found, progress))
         tasks = [
             _Task(task.layer, (_ladder(task.size[0] * 1.25),) * 2, False)
             for task in tasks
@@ -401,7 +503,7 @@ def gradient_masks(
     return {layer.name: results[layer.name] for layer in layers}
 
 
-def _run_tasks(replica, channels, tasks, order, one_channel, progress) -> dict[str, GradientMask]:
+def _run_tasks(replica, channels, tasks, order, one_channel, found, progress) -> dict[str, GradientMask]:
     by_size: dict[tuple[int, int], list[_Task]] = {}
     for task in tasks:
         by_size.setdefault(task.size, []).append(task)
@@ -410,27 +512,79 @@ def _run_tasks(replica, channels, tasks, order, one_channel, progress) -> dict[s
         group.sort(key=lambda task: order[task.layer.name])
         if progress:
             progress(f"probing {len(group)} layer(s) at {height}x{width}, up to {group[-1].layer.name}")
-        results.update(_probe_pass(replica, channels, (height, width), group, one_channel))
+        results.update(_probe_pass(replica, channels, (height, width), group, one_channel, found))
     return results
 
 
-def _central_units(task: _Task, out: Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The probed unit and its neighbour: the map's centre at the analysis's input size, else
-    the unit whose theoretical field is centred nearest the input's centre."""
-    if task.at_analysis:
-        return task.layer.centre(), task.layer.neighbour()
+def spatial_dims(
+    model: nn.Module, channels: int, size: tuple[int, int], names: Sequence[str]
+) -> dict[str, tuple[list[int], list[int]]] | None:
+    """Per layer, the output dimensions whose length follows the input's height, and those
+    whose length follows its width: from the model's own output shapes (on the meta device)
+    at ``size``, at twice its height and at twice its width. None when the model does not
+    run at those sizes."""
+    replica = structural_copy(model, lambda t: torch.empty_like(t, device="meta")).eval()
+    shapes = []
+    for height, width in (size, (2 * size[0], size[1]), (size[0], 2 * size[1])):
+        x = torch.zeros((1, channels, height, width), device="meta")
+        try:
+            captured = _forward(replica, x.to(_dtype(model)), names, None)
+        except Exception:  # a fixed-size model, or control flow that needs real values
+            return None
+        shapes.append({name: tuple(t.shape) for name, t in captured.items()})
+    base, taller, wider = shapes
+    return {
+        name: tuple([d for d, n in enumerate(base[name]) if other[name][d] != n] for other in (taller, wider))
+        for name in names
+    }
+
+
+def _probe_axes(layer: LayerField, found: tuple[list[int], list[int]] | None) -> tuple[tuple, str | None]:
+    """The output dimension the probe takes for h and for w (None: none), or why it cannot.
+
+    A dimension whose length does not follow the input (adaptive pooling to a fixed size)
+    is spatial for the probe only where the analytic trace puts a whole axis there.
+    """
+    if found is None:
+        return layer.field.dims, None
+    dims: list[int | None] = []
+    for a in (0, 1):
+        own, other = found[a], found[1 - a]
+        if len(own) > 1 or set(own) & set(other):
+            both = sorted(set(own) | set(other))
+            return (None, None), f"output dimensions {both} follow the input's height and width together"
+        dims.append(own[0] if own else layer.field.dims[a] if layer.field.dims[a] not in other else None)
+    return (dims[0], dims[1]), None
+
+
+def _central_units(task: _Task, out: Tensor, dims: tuple) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The probed unit and its neighbour along the probe's dimensions: the map's centre at
+    the analysis's input size, else the unit whose theoretical field is centred nearest the
+    input's centre."""
     centre, neighbour = [], []
-    for axis, dim, side in zip(task.layer.axes, task.layer.field.dims, task.size, strict=True):
-        units = out.shape[dim]
-        unit = round(((side - 1) / 2 - axis.start - (axis.size - 1) / 2) / axis.jump)
-        unit = min(max(unit, 0), max(units - 2, 0))
+    for axis, dim, side in zip(task.layer.axes, dims, task.size, strict=True):
+        units = out.shape[dim] if dim is not None else 1
+        if task.at_analysis:
+            unit = (units - 1) // 2
+        else:
+            unit = round(((side - 1) / 2 - axis.start - (axis.size - 1) / 2) / axis.jump)
+            unit = min(max(unit, 0), max(units - 2, 0))
         centre.append(unit)
         neighbour.append(unit + 1 if units > 1 else unit)
     return (centre[0], centre[1]), (neighbour[0], neighbour[1])
 
 
+def _fixed(dims: tuple, unit: tuple[int, int]) -> dict[int, int]:
+    return {dim: unit[a] for a, dim in enumerate(dims) if dim is not None}
+
+
 def _probe_pass(
-    replica: nn.Module, channels: int, size: tuple[int, int], tasks: list[_Task], one_channel: bool
+    replica: nn.Module,
+    channels: int,
+    size: tuple[int, int],
+    tasks: list[_Task],
+    one_channel: bool,
+    found: dict[str, tuple[list[int], list[int]]] | None,
 ) -> dict[str, GradientMask]:
     """One forward pass for all ``tasks`` (the input is all ones, so every sample's forward is
     the same), then one backward pass per layer: sample 0 from the probed unit, sample 1
@@ -438,20 +592,30 @@ def _probe_pass(
     x = torch.ones((2, channels, *size), dtype=PROBE_DTYPE, requires_grad=True)
     captured = _forward(replica, x, [task.layer.name for task in tasks], _Linearised(one_channel))
     results = {}
-    for k, task in enumerate(tasks):
+    for task in tasks:
         layer, out = task.layer, captured[task.layer.name]
-        centre, neighbour = _central_units(task, out)
+        dims, reason = _probe_axes(layer, None if found is None else found[layer.name])
+        if reason:
+            results[layer.name] = GradientMask.not_probed(layer.name, size, reason)
+            continue
+        centre, neighbour = _central_units(task, out, dims)
         grad = torch.zeros_like(out)
-        _one_hot(out, layer, 0, centre, grad)
-        _one_hot(out, layer, 1, neighbour, grad)
-        (dx,) = torch.autograd.grad(out, x, grad, retain_graph=k + 1 < len(tasks))
+        _one_hot(grad, 0, _fixed(dims, centre))
+        _one_hot(grad, 1, _fixed(dims, neighbour))
+        (dx,) = torch.autograd.grad(out, x, grad, retain_graph=True)
         support = (dx != 0).any(dim=1).numpy()
         if task.at_analysis:
-            expected = layer.boxes(centre), layer.boxes(neighbour)
-            clipped = layer.clipped()
-        else:
-            expected = tuple(tuple(a.interval(u[i]) for i, a in enumerate(layer.axes)) for u in (centre, neighbour))
-            clipped = any(not 0 <= box[0] <= box[1] < side for u in expected for box, side in zip(u, size, strict=True))
+            expected, clipped = _expected(layer, dims, (centre, neighbour))
+        else:  # the theoretical interval of the same unit, if the trace puts the axis where the probe does
+            expected = tuple(
+                tuple(a.interval(u[i]) if dims[i] == layer.field.dims[i] else None for i, a in enumerate(layer.axes))
+                for u in (centre, neighbour)
+            )
+            clipped = any(
+                box is not None and not 0 <= box[0] <= box[1] < side
+                for u in expected
+                for box, side in zip(u, size, strict=True)
+            )
         results[layer.name] = GradientMask(
             layer.name,
             size,
@@ -463,6 +627,7 @@ def _probe_pass(
             expected[1],
             clipped,
             support[0].copy(),
+            dims,
         )
     return results
 
@@ -473,12 +638,20 @@ def _against_trace(model: nn.Module, channels: int, mask: GradientMask) -> Gradi
     layer = next((layer for layer in traced.layers if layer.name == mask.layer), None)
     if layer is None:
         return mask
+    expected, clipped = _expected(layer, mask.dims, (mask.centre, mask.neighbour))
     return dataclasses.replace(
-        mask,
-        expected_centre_boxes=layer.boxes(mask.centre),
-        expected_neighbour_boxes=layer.boxes(mask.neighbour),
-        clipped=any(a.clipped(u[i]) for u in (mask.centre, mask.neighbour) for i, a in enumerate(layer.axes)),
+        mask, expected_centre_boxes=expected[0], expected_neighbour_boxes=expected[1], clipped=clipped
     )
+
+
+def _expected(layer: LayerField, dims: tuple, units: Sequence[tuple[int, int]]) -> tuple[list, bool]:
+    """The analytic boxes of ``units`` (indexes along ``dims``) and whether the border cuts any."""
+    expected = [layer.field.boxes_at(_fixed(dims, unit)) for unit in units]
+    theory = [layer.field.intervals_at(_fixed(dims, unit)) for unit in units]
+    cut = [
+        t is not None and t != b for ts, bs in zip(theory, expected, strict=True) for t, b in zip(ts, bs, strict=True)
+    ]
+    return expected, any(cut)
 
 
 def centred_square(weights: np.ndarray, centre: tuple[float, float], fraction: float = 0.95) -> int | None:
@@ -536,8 +709,9 @@ def effective_fields(
         if progress:
             progress(f"effective field {k + 1}/{len(layers)}: {layer.name}")
         out = captured[layer.name]
-        grad = torch.zeros_like(out)
-        _one_hot(out, layer, slice(None), layer.centre(), grad)
+        grad = torch.zeros(out.shape, dtype=out.dtype, device=out.device)
+        shape, index = layer.field.unit_index(out.shape, layer.centre())
+        grad.view(shape)[index] = 1
         (dx,) = torch.autograd.grad(out, x, grad, retain_graph=k + 1 < len(layers))
         weights = dx.abs().sum(dim=1).mean(dim=0).double().cpu().numpy()
         erf95 = centred_square(weights, layer.centre_point())

@@ -160,6 +160,8 @@ def run_rf_section(section: RfSection, run_dir: Path, progress: Callable[[str], 
         frames.append(frame)
         for layer_name in section.heatmap_layers.get(name, ()):
             mask, layer = report.masks[layer_name], report.analysis.layer(layer_name)
+            if mask.skipped:  # not probed: rf.csv's not_probed column says why
+                continue
             prefix = f"{name}/{layer_name}"
             arrays[f"{prefix}/mask"] = mask.mask
             at_analysis = mask.input_size == tuple(shape[1:])

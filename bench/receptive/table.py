@@ -32,6 +32,7 @@ COLUMNS = [
     "erf95",
     "erf_ratio",
     "misaligned",
+    "not_probed",
 ]
 
 
@@ -66,7 +67,7 @@ class FieldReport:
             "rf_empirical": [axis["size"] for axis in measured],
             "jump_empirical": [axis["jump"] for axis in measured],
             "start_empirical": [axis["start"] for axis in measured],
-            "fill": round(mask.fill, 4),
+            "fill": None if mask.skipped else round(mask.fill, 4),
             "probe_size": _per_axis(mask.input_size)
             if mask.input_size[0] != mask.input_size[1]
             else mask.input_size[0],
@@ -75,6 +76,7 @@ class FieldReport:
             "erf95": None if erf is None else erf.erf95,
             "erf_ratio": None if erf is None else _per_axis(erf.ratio),
             "misaligned": any(axis.misaligned for axis in layer.axes),
+            "not_probed": mask.skipped,
         }
 
     def frame(self) -> pd.DataFrame:

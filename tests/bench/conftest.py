@@ -20,6 +20,7 @@ class Faulty(nn.Module):
     device (the runner's shape check before a run) it behaves: faults need real memory."""
 
     instances: list[weakref.ref] = []
+    poisoned = False  # a sticky CUDA error happened in this process: all later work fails
 
     def __init__(self, fault: str, in_channels: int = 1, num_classes: int = 3) -> None:
         super().__init__()
@@ -32,6 +33,13 @@ class Faulty(nn.Module):
         out = self.head(self.conv(x).mean((2, 3)))
         if x.is_meta:
             return out
+        if self.fault == "poison" or Faulty.poisoned:
+            Faulty.poisoned = True
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if self.fault == "exit":
+            os._exit(3)  # the process dies without a word, as in a crash inside a library
+        if self.fault == "cublas-oom":
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
         if self.fault == "oom":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         if self.fault == "error":
@@ -45,18 +53,35 @@ class Faulty(nn.Module):
         return out
 
 
-@pytest.fixture
-def fault_models(monkeypatch):
-    """Registers ``oom-net``, ``error-net``, ``nan-net``, ``interrupt-net``, ``sigterm-net``
-    and ``ok-net`` (no fault) for the test."""
-    for fault in ("oom", "error", "nan", "interrupt", "sigterm", "ok"):
+FAULTS = ("oom", "error", "nan", "interrupt", "sigterm", "poison", "exit", "cublas-oom", "ok")
+
+
+def fault_specs() -> dict[str, ModelSpec]:
+    """``<fault>-net`` for every fault in FAULTS."""
+    specs = {}
+    for fault in FAULTS:
 
         def builder(in_channels: int = 1, num_classes: int = 3, fault: str = fault) -> nn.Module:
             return Faulty(fault, in_channels, num_classes)
 
-        name = f"{fault}-net"
-        monkeypatch.setitem(_REGISTRY, name, ModelSpec(name, builder, SHAPE, 3, "test"))
+        specs[f"{fault}-net"] = ModelSpec(f"{fault}-net", builder, SHAPE, 3, "test")
+    return specs
+
+
+def register_fault_models() -> None:
+    """Registers the fault models for good: in a child process that runs an isolated case."""
+    _REGISTRY.update(fault_specs())
+
+
+@pytest.fixture
+def fault_models(monkeypatch):
+    """Registers ``oom-net``, ``error-net``, ``nan-net``, ``interrupt-net``, ``sigterm-net``,
+    ``poison-net`` (a sticky CUDA error: every later forward in the process fails too),
+    ``exit-net`` (the process exits), ``cublas-oom-net`` and ``ok-net`` (no fault) for the test."""
+    for name, spec in fault_specs().items():
+        monkeypatch.setitem(_REGISTRY, name, spec)
     Faulty.instances.clear()
+    monkeypatch.setattr(Faulty, "poisoned", False)
     return Faulty
 
 

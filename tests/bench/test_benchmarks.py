@@ -1,5 +1,7 @@
 """The pytest-benchmark suite runs, and records the machine and the sizes it promises."""
 
+import contextlib
+import importlib
 import json
 import os
 import subprocess
@@ -7,6 +9,11 @@ import sys
 
 import pytest
 import torch
+from torch import nn
+
+from bench.runner import RunContext
+from bench.suite import Case
+from models import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,3 +56,77 @@ def test_benchmarks_record_device_and_extra_info(tmp_path):
     step = extra["cnn/sgdm/32"]
     assert step["param_bytes"] == step["grad_bytes"] == step["optimizer_state_bytes"] == 4 * 360_778
     assert step["samples_per_s"] > 0
+
+
+class SettingsRecorder:
+    """Stands in for the harness's cuDNN/TF32 context manager and says which is in force."""
+
+    def __init__(self) -> None:
+        self.entered: list[tuple[str, torch.device]] = []
+        self.in_force: str | None = None
+        self.seen_in_forward: list[str | None] = []
+
+    @contextlib.contextmanager
+    def __call__(self, precision: str, device: torch.device):
+        self.entered.append((precision, device))
+        self.in_force = precision
+        try:
+            yield
+        finally:
+            self.in_force = None
+
+
+class Watched(nn.Module):
+    def __init__(self, recorder: SettingsRecorder, in_channels: int = 1, num_classes: int = 3) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.head = nn.Linear(in_channels * 64, num_classes)
+
+    def forward(self, x):
+        if not x.is_meta:
+            self.recorder.seen_in_forward.append(self.recorder.in_force)
+        return self.head(x.flatten(1))
+
+
+class FakeBenchmark:
+    """pytest-benchmark's fixture, calling the timed function twice."""
+
+    def __init__(self) -> None:
+        self.extra_info: dict = {}
+        self.stats = None
+
+    def __call__(self, function):
+        function()
+        function()
+
+
+@pytest.fixture
+def reference_loops(monkeypatch):
+    """The two reference loops' modules, with the harness's settings replaced by a recorder
+    and ``watched-net`` registered (the import registers the ``probe`` model only in a copy
+    of the registry)."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    overhead = importlib.import_module("benchmarks.overhead")
+    training_step = importlib.import_module("benchmarks.test_training_step")
+    recorder = SettingsRecorder()
+    for module in (overhead, training_step):
+        monkeypatch.setattr(module, "cuda_backend_settings", recorder)
+
+    def builder(in_channels: int = 1, num_classes: int = 3) -> nn.Module:
+        return Watched(recorder, in_channels, num_classes)
+
+    registry._REGISTRY["watched-net"] = registry.ModelSpec("watched-net", builder, (1, 8, 8), 3, "test")
+    return overhead, training_step, recorder
+
+
+def test_the_reference_loops_run_under_the_harness_settings(reference_loops, monkeypatch):
+    overhead, training_step, recorder = reference_loops
+    cpu = torch.device("cpu")
+    case = Case("watched-net", "sgdm", 2, "fp32", False, False, "synthetic", (1, 8, 8), 3, 2, 1, 1, False)
+    overhead.hand_written_loop(case, cpu)
+    overhead.paired_steps(case, RunContext("o", "overhead", cpu), pairs=2)
+    monkeypatch.setitem(training_step.PRECISION, ("watched-net", "sgdm", 2), "fp32")
+    training_step.test_training_step(FakeBenchmark(), cpu, lambda: None, "watched-net", "sgdm", 2)
+    assert recorder.entered == [("fp32", cpu)] * 3
+    # hand-written loop 1 + 2 steps; paired 1 + 1 warm-up, 2 + 2 paired; pytest-benchmark 1 + 2
+    assert recorder.seen_in_forward == ["fp32"] * (3 + 6 + 3)

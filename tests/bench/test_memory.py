@@ -53,6 +53,16 @@ def test_torch_optim_step_counters_count_as_state_too():
     assert memory.state_buffers_per_param(optimizer) == 2
 
 
+@pytest.mark.parametrize("name", ["torch-adam", "adam", "torch-sgdm", "sgdm"])
+def test_step_counter_of_a_0d_parameter_is_not_a_buffer(name):
+    # A 0-d parameter is shaped like torch.optim's 0-d step counter; the counter is no buffer.
+    scale, weight = nn.Parameter(torch.tensor(1.5)), nn.Parameter(torch.ones(3))
+    optimizer = optimizers.build(name, [scale, weight])
+    (scale * weight.sum()).backward()
+    optimizer.step()
+    assert memory.state_buffers_per_param(optimizer) == THEORY[optimizers.spec(name).algorithm]
+
+
 def test_parameters_without_state_lower_the_measured_buffers():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))  # 20 + 10 parameters
     model[1].requires_grad_(False)  # gets no gradient, so Adam keeps nothing for it
@@ -100,3 +110,18 @@ def test_process_meter_falls_back_to_sampling(monkeypatch, tmp_path):
     peak = meter.peak()
     assert meter.source == "process_rss_sampled"
     assert peak - before >= 60 * 2**20
+
+
+def test_state_allocation_bounds_follow_the_cuda_allocators_rounding():
+    model = nn.Linear(300, 1, bias=False)  # 300 float32 weights: 1,200 bytes
+    model(torch.ones(1, 300)).sum().backward()
+    optimizer = optimizers.build("adam", model.parameters())
+    optimizer.step()  # m and v, 1,200 bytes each; the textbook step count is an int
+    # 1,200 bytes take three 512-byte blocks (1,536); a power-of-two rounding takes 2,048.
+    assert memory.state_allocation_bounds(optimizer, torch.device("cpu")) == (2 * 1_200, 2 * 1_536)
+    assert memory.state_allocation_bounds(optimizer, torch.device("cpu"), "roundup_power2_divisions:4") == (
+        2 * 1_200,
+        2 * 2_048,
+    )
+    # Only state on the device in question counts (torch.optim keeps its step counters on the host).
+    assert memory.state_allocation_bounds(optimizer, torch.device("cuda", 0)) == (0, 0)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import SUMMARY_COLUMNS, rf_maps_frame, run_status, write_report, write_tables
+from bench.report import ENERGY_PER_SAMPLE, SUMMARY_COLUMNS, rf_maps_frame, run_status, write_report, write_tables
 from bench.store import load_run
 from tests.bench import synthetic
 
@@ -251,7 +251,29 @@ def test_channels_last_and_compile_columns_appear_only_when_a_case_uses_them(tmp
 def test_tables_of_a_run_without_records(tmp_path):
     path = synthetic.write_run(tmp_path, [], cases_total=3)
     csv_path, md_path, tex_path = write_tables(path)
-    assert csv_path.read_text().splitlines() == [",".join(header for _, header, _ in SUMMARY_COLUMNS)]
+    headers = [header for _, header, _ in SUMMARY_COLUMNS] + [ENERGY_PER_SAMPLE]
+    assert csv_path.read_text().splitlines() == [",".join(headers)]
     text = md_path.read_text()
     assert "status: incomplete (0 of 3 cases" in text and "device: none recorded" in text
     assert r"\bottomrule" in tex_path.read_text()
+
+
+def test_host_syncing_host_bound_cases_and_energy_per_sample_are_marked(tmp_path):
+    plain = synthetic.record("cnn", "sgdm", batch_size=32)
+    plain.update(host_syncs_per_step=0, host_bound=False)
+    scaled = synthetic.record("cnn", "adam", batch_size=64, precision="fp16")
+    scaled.update(host_syncs_per_step=1, host_bound=True, energy_per_step_j=16.0)
+    path = synthetic.write_run(tmp_path / "gpu", [plain, scaled])
+    write_tables(path)
+    lines = (path / "summary.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| model"))
+    assert "| host syncs/step | host-bound | energy (J/sample) |" in header
+    row = next(line for line in lines if line.startswith("| cnn | adam | 64 |"))
+    assert row.endswith("| 1 | True | 0.25 |")  # 16 J per step / 64 samples
+    summary = pd.read_csv(path / "summary.csv")
+    assert summary[ENERGY_PER_SAMPLE].tolist()[1] == 16.0 / 64 and pd.isna(summary[ENERGY_PER_SAMPLE][0])
+    # A CPU run with no syncing case and no energy shows none of these columns.
+    path = synthetic.write_run(tmp_path / "cpu", [synthetic.record("cnn", "sgdm")])
+    write_tables(path)
+    header = next(line for line in (path / "summary.md").read_text().splitlines() if line.startswith("| model"))
+    assert "host" not in header and "energy" not in header

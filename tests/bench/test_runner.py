@@ -9,7 +9,7 @@ import torch
 import models
 from bench import runner
 from bench.memory import CudaMeter
-from bench.runner import RunContext, SetupError, check_cases, cuda_backend_settings, run_case
+from bench.runner import RunContext, SetupError, check_cases, run_case
 from bench.suite import Case
 from bench.timing import CudaClock
 
@@ -93,6 +93,12 @@ def test_out_of_memory_is_recorded_and_its_memory_freed(fault_models):
     assert fault_models.instances and all(ref() is None for ref in fault_models.instances)
 
 
+def test_a_cublas_allocation_failure_is_out_of_memory_too(fault_models):
+    record = run_case(case(model="cublas-oom-net"), CONTEXT)
+    assert record.status == "oom"
+    assert "CUBLAS_STATUS_ALLOC_FAILED" in record.error
+
+
 def test_any_other_exception_is_an_error_with_its_message(fault_models):
     record = run_case(case(model="error-net"), CONTEXT)
     assert (record.status, record.error) == ("error", "ValueError: boom")
@@ -117,6 +123,14 @@ class FakeCuda:
         self.allocated = iter(allocated)
         self.max_allocated = peak
         self.now = 0.0
+
+    def memory_stats(self, device):
+        self.log.append("memory_stats")
+        return {"requested_bytes.all.current": 100, "requested_bytes.all.peak": 900}
+
+    def max_memory_reserved(self, device):
+        self.log.append("max_memory_reserved")
+        return 2 * 10**9
 
     def memory_allocated(self, device):
         self.log.append("memory_allocated")
@@ -149,48 +163,36 @@ class FakeCuda:
 
 
 def test_the_cuda_path_reads_the_allocator_and_events_in_the_right_order(monkeypatch, fault_models):
-    fake = FakeCuda(allocated=[1_000, 5_000, 5_440], peak=10**9)
+    fake = FakeCuda(allocated=[5_000, 5_440, 6_000], peak=10**9)
     monkeypatch.setattr(
         runner, "instruments_for", lambda device: (CudaClock(fake.event_class), CudaMeter(device, fake))
     )
     record = run_case(case(model="ok-net", warmup=2, steps=3, repeats=2), CONTEXT)
     assert record.status == "ok", record.error
-    # The allocator's view of the first optimizer step: the delta around it.
+    # The allocator's view of the update that creates the state: the delta around it.
     assert record.optimizer_state_allocated_bytes == 5_440 - 5_000
+    assert record.optimizer_state_requested_bytes == 0  # the fake's requested bytes never move
+    # Adam's m and v of 55 fp32 parameters are 440 bytes: within the allocator's rounding.
+    assert record.optimizer_state_mismatch is False
     assert record.peak_memory_bytes == 10**9 and record.peak_memory_source == "cuda_max_allocated"
     assert record.params == 55  # conv 4x1x3x3 + 4, linear 3x4 + 3
-    assert record.static_memory_bytes == 1_000 + 4 * 55 + 8 * 55
-    assert record.activation_bytes == 10**9 - record.static_memory_bytes
+    # Static: what was in use when the peak counter was reset; activations: the peak above it.
+    assert record.static_memory_bytes == 6_000
+    assert record.activation_bytes == 10**9 - 6_000
+    assert (record.static_memory_requested_bytes, record.peak_memory_requested_bytes) == (100, 900)
+    assert record.peak_memory_reserved_bytes == 2 * 10**9
     assert record.step_time_samples_ms == [1.0] * 6
-    # Baseline, then around the first update; peak reset after warm-up; per repeat, one event
-    # per step boundary and a single synchronize; the peak read after the last one.
+    # Around the update that creates the state (allocated and requested bytes); in use, then
+    # the peak reset, after warm-up; per repeat, one event per step boundary and a single
+    # synchronize; the peaks read after the last one.
     timed = ["record"] * 4 + ["synchronize"]
-    assert fake.log == ["memory_allocated"] * 3 + ["reset_peak_memory_stats"] + timed * 2 + [
+    reading = ["memory_allocated", "memory_stats"]
+    assert fake.log == reading * 3 + ["reset_peak_memory_stats"] + timed * 2 + [
         "max_memory_allocated",
+        "memory_stats",
+        "max_memory_reserved",
         "empty_cache",
     ]
-
-
-def flags() -> tuple[bool, bool, bool]:
-    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-
-
-def test_cuda_cases_autotune_and_allow_tf32_only_when_asked_and_restore_after():
-    cuda = torch.device("cuda", 0)
-    saved = flags()
-    try:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
-        torch.backends.cudnn.benchmark = False
-        with cuda_backend_settings("tf32", cuda):
-            assert flags() == (True, True, True)
-        for precision in ("fp32", "bf16", "fp16"):
-            with cuda_backend_settings(precision, cuda):
-                assert flags() == (False, False, True)
-        assert flags() == (False, True, False)
-        with cuda_backend_settings("fp32", CPU):
-            assert flags() == (False, True, False)  # the CPU has none of these
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
 
 
 def test_cases_that_cannot_run_fail_before_any_work():

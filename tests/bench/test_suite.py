@@ -51,6 +51,19 @@ def test_the_shipped_suites():
     assert any(c.compile for c in full) and any(c.channels_last for c in full)
 
 
+def test_the_nightly_compares_precisions_like_for_like():
+    # Every precision of a (model, optimizer, batch) runs in the same memory layouts, so a
+    # precision comparison does not measure a change of layout as well.
+    nightly = load_suite("nightly").cases()
+    layouts: dict[tuple, dict[str, set[bool]]] = {}
+    for c in nightly:
+        layouts.setdefault((c.model, c.optimizer, c.batch_size), {}).setdefault(c.precision, set()).add(c.channels_last)
+    for key, by_precision in layouts.items():
+        assert set(by_precision) == {"fp32", "tf32", "bf16", "fp16"}, key
+        assert len({frozenset(layout) for layout in by_precision.values()}) == 1, (key, by_precision)
+    assert len(nightly) == 224  # as the README says
+
+
 def test_a_users_file_with_defaults_filled_in(tmp_path):
     suite = load_suite(write(tmp_path, TINY))
     assert (suite.name, suite.device, suite.dataset, suite.detailed) == ("tiny", "auto", "synthetic", False)
@@ -163,6 +176,7 @@ def test_the_resolved_suite_written_back_reads_as_the_same_suite(tmp_path):
         "warmup": 1,
         "repeats": 2,
         "detailed": False,
+        "isolate": False,
     }
     assert document["grid"] == [
         {

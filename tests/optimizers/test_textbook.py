@@ -61,6 +61,32 @@ def test_sgdm_follows_torch_sgd_on_resnet20():
     assert all(w < 1e-6 for w in worst.values()), worst
 
 
+@pytest.mark.parametrize(
+    "name,reference", [("adam", "torch-adam"), ("adam-foreach", "torch-adam"), ("sgdm", "torch-sgdm")]
+)
+def test_complex_parameters_follow_torch_optim(name, reference):
+    # torch.optim.Adam treats a complex parameter as (real, imaginary) pairs: the second
+    # moment holds re(g)^2 and im(g)^2. The complex square g * g would differ after one step.
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(4, 3, dtype=torch.complex128, generator=generator)
+    mixed = [torch.nn.Parameter(start.clone()), torch.nn.Parameter(torch.ones(2, dtype=torch.float64))]
+    expected = [torch.nn.Parameter(p.detach().clone()) for p in mixed]
+    optimizer = optimizers.build(name, mixed, lr=0.1)
+    reference_optimizer = optimizers.build(reference, expected, lr=0.1)
+    for _ in range(5):
+        for p, q in zip(mixed, expected, strict=True):
+            p.grad = torch.randn(p.shape, dtype=p.dtype, generator=generator)
+            q.grad = p.grad.clone()
+        optimizer.step()
+        reference_optimizer.step()
+    for p, q in zip(mixed, expected, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-12)
+    if name.startswith("adam"):
+        v = optimizer.state[mixed[0]]["v"]
+        assert v.shape == start.shape and v.is_complex()
+        assert (torch.view_as_real(v) > 0).all()
+
+
 def test_first_adam_step_by_hand():
     w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
     optimizer = Adam([w], lr=0.1, betas=(0.8, 0.9), eps=1e-3)

@@ -1,0 +1,185 @@
+"""``convbench run`` data-parallel: its flags, the relaunch through torchrun, and the set-up
+of each rank.
+
+``convbench run --nproc-per-node N [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]``
+checks the suite like any run, then starts ``torch.distributed.run`` in this process, which
+starts N workers on this node running ``python -m bench run`` with the same arguments. A
+worker (or a process that torchrun started directly, ``torchrun ... -m bench run``) joins the
+world (``world.join``), takes the run id rank 0 chose, and runs every case through
+``cases.DistributedRunner``; rank 0 alone writes the run folder, report and history.
+
+Nothing here imports torch until a function needs it, so ``convbench --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bench.distributed import STRATEGIES, world
+
+if TYPE_CHECKING:
+    from bench.suite import Suite
+
+#: torchrun's exit status when a worker died without one of its own (a signal).
+EXIT_WORKER_LOST = 1
+
+
+def add_flags(
+    parser: argparse.ArgumentParser,
+    items: Callable[[str], list[str]],
+    integers: Callable[[str], list[int]],
+    positive: Callable[[str], int],
+) -> None:
+    """The data-parallel flags of ``convbench run``, as one argument group."""
+    group = parser.add_argument_group(
+        "data parallel", "run every case on several processes through torch.distributed.run (torchrun)"
+    )
+    group.add_argument("--nproc-per-node", type=positive, metavar="N", help="processes on this node (GPUs per node)")
+    group.add_argument("--nnodes", type=positive, default=1, metavar="M", help="nodes taking part (default 1)")
+    group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank, 0 … M-1 (default 0)")
+    group.add_argument(
+        "--rdzv-endpoint", metavar="HOST:PORT", help="where node 0 listens for the others (needed with --nnodes > 1)"
+    )
+    group.add_argument(
+        "--strategies", type=items, metavar="A,B", help=f"{', '.join(STRATEGIES)} (default: the suite's, else ddp)"
+    )
+    group.add_argument(
+        "--world-sizes", type=integers, metavar="N,M", help="ranks per case (default: the suite's, else 1 and all)"
+    )
+    group.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="run every case also with BatchNorm as torch.nn.SyncBatchNorm (CUDA only)",
+    )
+    group.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=world.DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds a collective may hang before the case is a timeout (default {world.DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def ranks_requested(args: argparse.Namespace) -> int | None:
+    """The number of ranks of the run: WORLD_SIZE under torchrun, else nproc-per-node × nnodes
+    with ``--nproc-per-node``; None for a single-process run."""
+    if world.launched():
+        return int(os.environ["WORLD_SIZE"])
+    if args.nproc_per_node is None:
+        return None
+    return args.nproc_per_node * args.nnodes
+
+
+def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
+    """The suite as this run will run it, and its number of ranks (None: one process).
+
+    In a data-parallel run, every ``[[grid]]`` block without strategies gets ``--strategies``
+    (else ``ddp``), without world sizes ``--world-sizes`` (else 1 and all the ranks), and
+    ``--sync-batchnorm`` adds SyncBatchNorm cases.
+
+    Raises:
+        SuiteError: a bad flag, a world size larger than the run, strategies in a
+            single-process run, multi-node flags without an endpoint.
+    """
+    from bench.runner import SetupError
+    from bench.suite import SuiteError
+
+    ranks = ranks_requested(args)
+    if ranks is None:
+        if any(grid.strategy for grid in suite.grids) or args.strategies or args.world_sizes or args.sync_batchnorm:
+            raise SetupError(
+                "data-parallel cases (strategy, world sizes, SyncBatchNorm) need several processes: "
+                "add --nproc-per-node N, or start convbench under torchrun"
+            )
+        return suite, None
+    if args.nnodes > 1 and not args.rdzv_endpoint and not world.launched():
+        raise SuiteError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, reachable from every node)")
+    if not 0 <= args.node_rank < args.nnodes:
+        raise SuiteError(f"--node-rank {args.node_rank}: expected 0 … {args.nnodes - 1}")
+    if args.collective_timeout <= 0:
+        raise SuiteError(f"--collective-timeout {args.collective_timeout:g}: expected a positive number of seconds")
+    if args.strategies:
+        suite = suite.override(strategy=args.strategies)
+    if args.world_sizes:
+        suite = suite.override(world_sizes=args.world_sizes)
+    if args.sync_batchnorm:
+        suite = suite.override(sync_batchnorm=[False, True])
+    grids = tuple(
+        dataclasses.replace(
+            grid,
+            strategy=grid.strategy or ("ddp",),
+            world_sizes=grid.world_sizes or tuple(sorted({1, ranks})),
+        )
+        for grid in suite.grids
+    )
+    for grid in grids:
+        too_many = [size for size in grid.world_sizes if size > ranks]
+        if too_many:
+            raise SuiteError(f"world_sizes {too_many}: the run has {ranks} ranks; add processes or lower them")
+    return dataclasses.replace(suite, grids=grids), ranks
+
+
+def check_device(suite: Suite, device: object) -> None:
+    """SyncBatchNorm has no CPU implementation in PyTorch (its forward raises for CPU
+    tensors): refuse such cases before anything starts.
+
+    Raises:
+        SetupError: a SyncBatchNorm case on a non-CUDA device.
+    """
+    from bench.runner import SetupError
+
+    if getattr(device, "type", "cpu") != "cuda" and any(True in grid.sync_batchnorm for grid in suite.grids):
+        raise SetupError(
+            f"sync_batchnorm needs CUDA: torch.nn.SyncBatchNorm has no CPU implementation (device {device})"
+        )
+
+
+def rank_device(device: object) -> object:
+    """This rank's device: ``cuda:LOCAL_RANK`` under torchrun when the run is on CUDA."""
+    import torch
+
+    if world.launched() and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+def torchrun_arguments(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """torchrun's command line for this run: one node standalone, several by static
+    rendezvous at ``--rdzv-endpoint``; the workers run ``python -m bench`` with ``argv``."""
+    launcher = ["--nproc-per-node", str(args.nproc_per_node), "--nnodes", str(args.nnodes)]
+    if args.nnodes == 1 and not args.rdzv_endpoint:
+        launcher.append("--standalone")  # a free port on this host; concurrent runs do not collide
+    else:
+        launcher += ["--node-rank", str(args.node_rank), "--rdzv-endpoint", args.rdzv_endpoint]
+    return [*launcher, "-m", "bench", *argv]
+
+
+def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
+    """Start the workers through torchrun in this process and wait for them. The exit status
+    is rank 0's (0, 1, 2 as for any run); a lost worker's signal gives 1."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        torchrun.run(torchrun.parse_args(torchrun_arguments(args, argv)))
+    except ChildFailedError as failed:
+        failures = failed.failures
+        failure = failures.get(0) or next(iter(failures.values()))
+        return failure.exitcode if failure.exitcode > 0 else EXIT_WORKER_LOST
+    return 0
+
+
+def follow(cases: list, context: object, run_case: Callable[[object, object], object]) -> int:
+    """A rank other than 0: take part in every case, write nothing; exit status 0 (rank 0's
+    is the run's)."""
+    try:
+        for case in cases:
+            run_case(case, context)
+    finally:
+        world.leave()
+    return 0

@@ -1,0 +1,53 @@
+"""What a failed case's exception means: out of memory, or a CUDA error that has poisoned
+the process.
+
+Out of memory is not only ``torch.cuda.OutOfMemoryError`` (the caching allocator's). cuBLAS
+and cuDNN allocate their own workspaces and report a failure as a RuntimeError carrying
+their status (``CUBLAS_STATUS_ALLOC_FAILED``, ``CUDNN_STATUS_ALLOC_FAILED``), and a kernel
+launch that runs out of memory surfaces as ``CUDA error: out of memory``. All of them are
+the case not fitting, so all are recorded as ``oom``.
+
+Some CUDA errors are sticky: after an illegal memory access, a device-side assertion, a
+misaligned address, an illegal instruction or an unspecified launch failure, the CUDA
+context is corrupt and every later CUDA call in the process fails with the same error
+(CUDA C++ Programming Guide, "Error Checking"; CUDA Runtime API, ``cudaError``). Only a new
+process gets a working device, which is what ``bench.isolation`` provides.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Text of the out-of-memory errors raised other than as torch.cuda.OutOfMemoryError.
+OUT_OF_MEMORY_MARKERS = (
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDA error: out of memory",
+    "CUDA out of memory",
+)
+
+#: Text of the sticky CUDA errors (cudaErrorIllegalAddress, cudaErrorAssert,
+#: cudaErrorMisalignedAddress, cudaErrorIllegalInstruction, cudaErrorLaunchFailure,
+#: cudaErrorHardwareStackError, cudaErrorECCUncorrectable), as the CUDA runtime words them.
+FATAL_MARKERS = (
+    "an illegal memory access was encountered",
+    "device-side assert triggered",
+    "misaligned address",
+    "an illegal instruction was encountered",
+    "unspecified launch failure",
+    "hardware stack error",
+    "uncorrectable ECC error",
+)
+
+
+def is_out_of_memory(fault: BaseException) -> bool:
+    """Whether ``fault`` says the device ran out of memory, whoever allocated."""
+    if isinstance(fault, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(fault, RuntimeError) and any(marker in str(fault) for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def poisons_process(message: str | None) -> bool:
+    """Whether an error message is a sticky CUDA error, after which no CUDA work in this
+    process can succeed."""
+    return message is not None and any(marker in message for marker in FATAL_MARKERS)
