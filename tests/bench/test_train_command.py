@@ -4,6 +4,7 @@ as MNIST files, a tiny CIFAR-10 in its pickles, and compare / gpus on the runs."
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,8 +88,13 @@ def test_compare_and_gpus_read_training_runs(digits_run, capsys, tmp_path):
     assert main(["compare", str(path), str(path), "--history", str(tmp_path / "h.sqlite")]) == 0
     output = capsys.readouterr().out
     assert "accuracy: 2 unchanged" in output and "one seed" in output
+    # The same run under another id stands in for a second device's run.
+    twin = tmp_path / "twin"
+    shutil.copytree(path, twin)
+    for name in ("run.json", "records.jsonl"):
+        (twin / name).write_text((twin / name).read_text().replace('"digits"', '"twin"'))
     stem = tmp_path / "gpus"
-    assert main(["gpus", str(path), str(path), "--output", str(stem), "--history", str(tmp_path / "h.sqlite")]) == 0
+    assert main(["gpus", str(path), str(twin), "--output", str(stem), "--history", str(tmp_path / "h.sqlite")]) == 0
     assert "s to target" in capsys.readouterr().out and stem.with_suffix(".png").is_file()
 
 
