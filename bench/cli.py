@@ -952,6 +952,10 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
     report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")
     report_parser.set_defaults(handler=cmd_report)
+
+    from bench.train.command import add_parser as add_train_parser
+
+    add_train_parser(commands, _names, _positive)
     return parser
 
 

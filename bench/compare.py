@@ -58,6 +58,7 @@ import pandas as pd
 from bench.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
 from bench.stats import holm, student_t_two_sided, welch
+from bench.train import compare as training
 from models.registry import UnknownNameError
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
@@ -202,7 +203,10 @@ def compare_runs(
     """One row per case of either run, baseline order first, then the new cases: its
     verdicts and the figures behind them. ``earlier``: runs before the baseline (same suite,
     same machine) that join it as a several-run baseline for step time. Raises
-    IncomparableError if matched cases were measured differently."""
+    IncomparableError if matched cases were measured differently. Training runs go to
+    ``bench.train.compare`` (seeds are their replicates; ``earlier`` does not apply)."""
+    if training.is_training(baseline) or training.is_training(candidate):
+        return training.compare_training(baseline, candidate, threshold=threshold, alpha=alpha)
     found = mismatches(baseline, candidate)
     for older in earlier:
         found += mismatches(older, baseline)
@@ -325,12 +329,15 @@ def _all_cases_row(
 
 
 def has_regression(verdicts: pd.DataFrame) -> bool:
-    """True if any case regressed in step time or in memory."""
-    return bool(((verdicts["time"] == "regression") | (verdicts["memory"] == "regression")).any())
+    """True if any case regressed in step time or in memory (training: accuracy or time to target)."""
+    aspects = [column for column in ("time", "memory", "accuracy") if column in verdicts]
+    return bool((verdicts[aspects] == "regression").any(axis=None))
 
 
 def readable(verdicts: pd.DataFrame) -> pd.DataFrame:
     """The verdicts with their figures rounded and labelled for a table."""
+    if "accuracy" in verdicts:
+        return training.readable(verdicts)
 
     def percent(value: object) -> str:
         number = _number(value)
@@ -361,6 +368,8 @@ def readable(verdicts: pd.DataFrame) -> pd.DataFrame:
 def summary(verdicts: pd.DataFrame) -> str:
     """One line: how many cases got each verdict, for time and for memory (and the verdict on
     all cases together, where there is one)."""
+    if "accuracy" in verdicts:
+        return training.summary(verdicts)
     cases = verdicts[verdicts["case"] != ALL_CASES]
     parts = []
     for aspect in ("time", "memory"):
@@ -377,7 +386,10 @@ def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float
     same suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
     ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
     all-cases verdict where there is one. The first run of each series, and cases measured
-    differently from the run before, get no verdict (None)."""
+    differently from the run before, get no verdict (None). Training runs have no step times
+    to trend and are left out."""
+    if "recipe" in history:
+        history = history[history["recipe"].isna()]
     flagged = []
     for _, series in history.groupby(["suite", "machine"], sort=False, dropna=False):
         order = series.drop_duplicates("run_id").sort_values(["started", "run_id"])["run_id"].tolist()
@@ -427,6 +439,8 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
     reference = reference or labels[0]
     if reference not in labels:
         raise UnknownNameError("device", reference, labels)
+    if any(training.is_training(frame) for frame in frames):
+        return training.side_by_side(frames, labels, reference)
     rows = []
     for label, frame in zip(labels, frames, strict=True):
         for record in frame.to_dict("records"):
@@ -466,6 +480,8 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
 def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
     """``side_by_side``'s table with one row per case and, per device, its throughput,
     speed-up and peak memory next to each other; a device lacking the case has empty cells."""
+    if "time_to_target_s" in table:
+        return training.side_by_side_wide(table)
     devices = list(dict.fromkeys(table["device"]))
     wide = pd.DataFrame({"case": list(dict.fromkeys(table["case"]))})
     for device in devices:

@@ -52,17 +52,20 @@ def names() -> list[str]:
     return [SYNTHETIC, *DATASETS]
 
 
-def open_dataset(name: str, root: Path | str, download: bool = False) -> torchvision.datasets.VisionDataset:
-    """The training split of dataset ``name`` under ``root``, through torchvision."""
+def open_dataset(
+    name: str, root: Path | str, download: bool = False, train: bool = True
+) -> torchvision.datasets.VisionDataset:
+    """The training split (or with ``train=False`` the test split) of dataset ``name`` under
+    ``root``, through torchvision; DatasetNotFoundError names the folder if it is missing."""
     spec = DATASETS[name]
-    return _open(spec, str(Path(root).expanduser().resolve()), download)
+    return _open(spec, str(Path(root).expanduser().resolve()), download, train)
 
 
 @lru_cache(maxsize=4)
-def _open(spec: DatasetSpec, root: str, download: bool) -> torchvision.datasets.VisionDataset:
+def _open(spec: DatasetSpec, root: str, download: bool, train: bool) -> torchvision.datasets.VisionDataset:
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     try:
-        return dataset_class(root, train=True, download=download, transform=torchvision.transforms.ToTensor())
+        return dataset_class(root, train=train, download=download, transform=torchvision.transforms.ToTensor())
     except RuntimeError as error:
         hint = "" if download else "; pass --download to fetch it"
         raise DatasetNotFoundError(

@@ -93,12 +93,13 @@ def speedup_figure(frame: pd.DataFrame) -> Figure:
     """Throughput of each case on each device relative to the reference device (1 = as fast).
 
     ``frame``: one row per case and device with ``case``, ``device`` and ``speedup``, as
-    ``bench.compare.side_by_side`` returns it."""
+    ``bench.compare.side_by_side`` returns it; ``frame.attrs["speedup_of"]`` names what the
+    speed-up is of when it is not throughput (training runs: time to target)."""
     cases = list(dict.fromkeys(frame["case"]))
     figure, axes = plt.subplots(figsize=(PAGE, 1.0 + 0.3 * len(cases) * frame["device"].nunique()))
     sns.barplot(data=frame, y="case", x="speedup", hue="device", order=cases, ax=axes)
     axes.axvline(1.0, color="black", linewidth=0.8)
-    axes.set_xlabel("throughput relative to the reference device")
+    axes.set_xlabel(f"{frame.attrs.get('speedup_of', 'throughput')} speed-up over the reference device")
     axes.set_ylabel("")
     axes.legend(title="device", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return figure

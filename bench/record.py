@@ -191,6 +191,27 @@ class Record:
     max_batch_memory_bytes: int | None = None  # the memory it had to fit in
     max_batch_source: str | None = None  # what ran out: cuda_allocator | tracker_cap
     max_batch_attempts: list = field(default_factory=list)  # [batch, fitted] in the order tried
+    # training to accuracy (``convbench train``; all None in benchmark runs). One record per
+    # (model, recipe, seed); ``steps`` is then the training steps taken, ``warmup`` 0 and
+    # ``repeats`` 1, ``hyperparameters`` the recipe's (schedule included), ``final_loss`` the
+    # mean training loss since the previous evaluation. Times are seconds of wall clock;
+    # the training clock stops for evaluations, whose time is ``eval_time_s``.
+    recipe: str | None = None  # the suite's [[recipe]] name; not None marks a training record
+    seed: int | None = None  # initial weights, batch order and augmentation
+    target_accuracy: float | None = None  # test accuracy (fraction) the time to target is for
+    train_time_s: float | None = None  # training only (device synchronised at each evaluation)
+    eval_time_s: float | None = None  # all test evaluations together
+    epochs_trained: float | None = None  # samples_seen / training-set size
+    samples_seen: int | None = None  # training samples processed (with repetition across epochs)
+    time_to_target_s: float | None = None  # training time at the first evaluation >= target; None: not reached
+    samples_to_target: int | None = None  # samples seen by then; None: not reached
+    epochs_to_target: float | None = None  # samples_to_target / training-set size; None: not reached
+    final_test_accuracy: float | None = None  # at the last evaluation, fraction of the test split
+    best_test_accuracy: float | None = None  # highest at any evaluation
+    final_train_accuracy: float | None = None  # on the (augmented) batches since the previous evaluation
+    train_throughput: float | None = None  # samples_seen / train_time_s, samples/s
+    data_load_s: float | None = None  # reading both splits from disk onto the device, once per run
+    input_epoch_s: float | None = None  # one epoch of batches alone (gather, augment, normalise), synchronised
 
     def to_dict(self) -> dict:
         return asdict(self)

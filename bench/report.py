@@ -220,11 +220,11 @@ FIGURES += [
 ]
 
 
-def write_figures(run: Run) -> list[FigureSpec]:
-    """Draw and save every figure that applies to the run; returns those written."""
+def write_figures(run: Run, specs: list[FigureSpec] = FIGURES) -> list[FigureSpec]:
+    """Draw and save every figure of ``specs`` that applies to the run; returns those written."""
     figures.use_theme()
     written = []
-    for spec in FIGURES:
+    for spec in specs:
         data = spec.data(run)
         if data is None or data.empty:
             continue
@@ -601,6 +601,10 @@ def markdown_report(sections: Sections) -> str:
 def write_report(run_dir: Path | str) -> list[Path]:
     """Write the run folder's figures, tables and both pages; returns the files written."""
     run = load_run(run_dir)
+    if "[train]" in run.suite_toml.splitlines() or any(r.get("recipe") is not None for r in run.records):
+        from bench.train.report import write_training_report
+
+        return write_training_report(run)
     frame = run.frame()
     summary = summary_frame(frame)
     written = _write_tables(run, frame, summary)

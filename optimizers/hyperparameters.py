@@ -30,6 +30,6 @@ def check_eps(eps: float) -> None:
 
 
 def check_weight_decay(weight_decay: float) -> None:
-    """The L2 weight-decay coefficient must be >= 0."""
+    """The L2 weight-decay coefficient lambda must be >= 0."""
     if _real("weight_decay", weight_decay) < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")

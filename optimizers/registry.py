@@ -61,9 +61,9 @@ def spec(name: str) -> OptimizerSpec:
 def build(name: str, params: Iterable, **hyperparameters: object) -> Optimizer:
     """Build the optimizer ``name`` over ``params``.
 
-    Adam-family optimizers take ``lr``, ``betas`` and ``eps``; SGDM-family ones ``lr`` and
-    ``momentum``; the torch ones also ``weight_decay`` (L2, added to the gradient). Invalid
-    values raise ValueError naming the hyperparameter.
+    Adam-family optimizers take ``lr``, ``betas``, ``eps`` and ``weight_decay``; SGDM-family
+    ones ``lr``, ``momentum`` and ``weight_decay`` (L2 added to the gradient, as torch.optim does).
+    Invalid values raise ValueError naming the hyperparameter.
     """
     return spec(name).builder(params, **hyperparameters)
 

@@ -4,6 +4,10 @@ Each keeps the state the algorithm needs and nothing else: Adam two tensors per
 parameter (first moment ``m``, second moment ``v``), SGDM one (``m``), plus an integer
 step count. ``foreach=False`` updates one parameter at a time; ``foreach=True`` updates
 all of a group's parameters with the multi-tensor ``torch._foreach_*`` kernels.
+
+``weight_decay`` (lambda, default 0) is L2 regularisation added to the gradient before the
+update, g <- g + lambda w, exactly as ``torch.optim.SGD`` and ``torch.optim.Adam`` apply it
+(not AdamW's decoupled decay); with lambda = 0 the equations are the ones above unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optimizers.hyperparameters import check_beta, check_eps, check_lr
+from optimizers.hyperparameters import check_beta, check_eps, check_lr, check_weight_decay
 
 
 class _Textbook(Optimizer):
@@ -32,6 +36,7 @@ class _Textbook(Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            grads = _decayed([p.grad for p in params], params, group["weight_decay"], group["foreach"])
             for p in params:
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
@@ -42,21 +47,31 @@ class _Textbook(Optimizer):
                         state[buffer] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
             if group["foreach"]:
-                self._foreach_update(group, params)
+                self._foreach_update(group, params, grads)
             else:
-                for p in params:
-                    self._update(group, p, self.state[p])
+                for p, g in zip(params, grads, strict=True):
+                    self._update(group, p, g, self.state[p])
         return loss
 
-    def _update(self, group: dict, p: Tensor, state: dict) -> None:
+    def _update(self, group: dict, p: Tensor, g: Tensor, state: dict) -> None:
         raise NotImplementedError
 
-    def _foreach_update(self, group: dict, params: list[Tensor]) -> None:
+    def _foreach_update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         raise NotImplementedError
+
+
+def _decayed(grads: list[Tensor], params: list[Tensor], weight_decay: float, foreach: bool) -> list[Tensor]:
+    """g + weight_decay * w per parameter, as new tensors (``p.grad`` is left as backward
+    wrote it); the gradients themselves when weight_decay is 0."""
+    if weight_decay == 0:
+        return grads
+    if foreach:
+        return torch._foreach_add(grads, params, alpha=weight_decay)
+    return [g.add(p, alpha=weight_decay) for g, p in zip(grads, params, strict=True)]
 
 
 class Adam(_Textbook):
-    """m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  m^ = m / (1 - b1^t);
+    """g <- g + lambda w;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  m^ = m / (1 - b1^t);
     v^ = v / (1 - b2^t);  w <- w - lr m^ / (sqrt(v^) + eps).
 
     A complex parameter is a pair of real ones (its real and imaginary parts), as in
@@ -71,27 +86,30 @@ class Adam(_Textbook):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        weight_decay: float = 0.0,
         foreach: bool = False,
     ) -> None:
         check_lr(lr)
         check_beta("betas[0]", betas[0])
         check_beta("betas[1]", betas[1])
         check_eps(eps)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, foreach=foreach))
+        check_weight_decay(weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach)
+        super().__init__(params, defaults)
 
-    def _update(self, group: dict, p: Tensor, state: dict) -> None:
+    def _update(self, group: dict, p: Tensor, g: Tensor, state: dict) -> None:
         beta1, beta2 = group["betas"]
-        p, g, m, v = _real((p, p.grad, state["m"], state["v"]))
+        p, g, m, v = _real((p, g, state["m"], state["v"]))
         t = state["step"]
         m.mul_(beta1).add_(g, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         denom = v.div(1 - beta2**t).sqrt_().add_(group["eps"])
         p.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1**t))
 
-    def _foreach_update(self, group: dict, params: list[Tensor]) -> None:
+    def _foreach_update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         beta1, beta2 = group["betas"]
         steps = [self.state[p]["step"] for p in params]
-        grads = _real([p.grad for p in params])
+        grads = _real(grads)
         ms = _real([self.state[p]["m"] for p in params])
         vs = _real([self.state[p]["v"] for p in params])
         params = _real(params)
@@ -115,22 +133,30 @@ def _real(tensors: Iterable[Tensor]) -> list[Tensor]:
 
 
 class SGDM(_Textbook):
-    """m <- beta m + g;  w <- w - lr m  (no dampening, no Nesterov)."""
+    """g <- g + lambda w;  m <- beta m + g;  w <- w - lr m  (no dampening, no Nesterov)."""
 
     buffers = ("m",)
 
-    def __init__(self, params: Iterable, lr: float = 1e-2, momentum: float = 0.9, foreach: bool = False) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-2,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        foreach: bool = False,
+    ) -> None:
         check_lr(lr)
         check_beta("momentum", momentum)
-        super().__init__(params, dict(lr=lr, momentum=momentum, foreach=foreach))
+        check_weight_decay(weight_decay)
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach))
 
-    def _update(self, group: dict, p: Tensor, state: dict) -> None:
+    def _update(self, group: dict, p: Tensor, g: Tensor, state: dict) -> None:
         m = state["m"]
-        m.mul_(group["momentum"]).add_(p.grad)
+        m.mul_(group["momentum"]).add_(g)
         p.add_(m, alpha=-group["lr"])
 
-    def _foreach_update(self, group: dict, params: list[Tensor]) -> None:
+    def _foreach_update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         ms = [self.state[p]["m"] for p in params]
         torch._foreach_mul_(ms, group["momentum"])
-        torch._foreach_add_(ms, [p.grad for p in params])
+        torch._foreach_add_(ms, grads)
         torch._foreach_add_(params, ms, alpha=-group["lr"])

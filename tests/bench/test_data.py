@@ -1,72 +1,32 @@
-"""Real datasets through torchvision's own loaders, from tiny files written in their formats.
-
-MNIST and FashionMNIST are idx-ubyte files (big-endian: magic, dimensions, then the bytes),
-which torchvision reads after checking that they exist. CIFAR-10 is pickled batches, which
-torchvision also checks against the MD5 sums of the official release, kept in the class
-attributes ``train_list``, ``test_list`` and ``meta``. Tiny files cannot have those sums, so
-the CIFAR tests set the class attributes to the sums of the files they wrote: the real
-loading code, integrity check included, then runs unchanged (a corrupted file still fails).
-"""
-
-import hashlib
-import pickle
-import struct
+"""Real datasets through torchvision's own loaders, from tiny files written in their formats
+(tests/bench/ondisk.py); a corrupted file still fails torchvision's integrity check."""
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from bench import data
 from bench.data import DatasetNotFoundError, make_batches
+from tests.bench.ondisk import write_cifar10, write_mnist
 
 CPU = torch.device("cpu")
-
-
-def idx(path, array: np.ndarray) -> None:
-    """An idx-ubyte file: 0x0000 0x08 (unsigned byte) ndim, then each dimension as a big-endian int32."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 def mnist_like(root, folder: str, count: int = 6):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=count, dtype=np.uint8)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    for split in ("train", "t10k"):
-        idx(raw / f"{split}-images-idx3-ubyte", images)
-        idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    write_mnist(root, folder, (images, labels), (images, labels))
     return images, labels
-
-
-def md5(path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
 def cifar10(tmp_path, monkeypatch):
-    """A CIFAR-10 folder: five training batches of two images and a test batch of one, in
-    the release's pickle format, with torchvision's expected MD5 sums set to theirs."""
+    """A CIFAR-10 folder: five training batches of two images and a test batch of one."""
     rng = np.random.default_rng(1)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
     images = rng.integers(0, 256, size=(10, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, size=10).tolist()
-    batches = {f"data_batch_{i}": (images[2 * i - 2 : 2 * i], labels[2 * i - 2 : 2 * i]) for i in range(1, 6)}
-    batches["test_batch"] = (images[:1], labels[:1])
-    for name, (array, batch_labels) in batches.items():
-        with open(folder / name, "wb") as handle:
-            pickle.dump({"data": array.reshape(len(array), 3 * 32 * 32), "labels": batch_labels}, handle)
-    with open(folder / "batches.meta", "wb") as handle:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
-    cifar = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(
-        cifar, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
-    )
-    monkeypatch.setattr(cifar, "test_list", [["test_batch", md5(folder / "test_batch")]])
-    monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": md5(folder / "batches.meta")})
+    write_cifar10(tmp_path, (images, labels), (images[:1], labels[:1]), monkeypatch)
     return tmp_path, images, labels
 
 

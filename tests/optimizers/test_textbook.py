@@ -201,3 +201,37 @@ def test_negative_lr_and_eps_are_refused_by_name(name):
 def test_unknown_optimizer_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown optimizer 'adamw'.*torch-sgdm-fused"):
         optimizers.build("adamw", [])
+
+
+@pytest.mark.parametrize(
+    ("reference", "candidates", "hyperparameters"),
+    [
+        ("torch-adam", ["adam", "adam-foreach"], dict(lr=1e-2, weight_decay=5e-2)),
+        ("torch-sgdm", ["sgdm", "sgdm-foreach"], dict(lr=0.1, momentum=0.9, weight_decay=5e-4)),
+    ],
+)
+def test_weight_decay_is_torch_optims_l2_on_the_gradient(reference, candidates, hyperparameters):
+    """Same gradients into torch.optim and the textbook optimizers with weight decay: same
+    weights after every step, and the gradients are left as backward wrote them."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(16, 8), (16,), (3, 3, 5, 5)]
+    start = [torch.randn(shape, generator=generator) for shape in shapes]
+    params = {name: [w.clone() for w in start] for name in [reference, *candidates]}
+    built = {name: optimizers.build(name, params[name], **hyperparameters) for name in params}
+    for _ in range(20):
+        grads = [torch.randn(shape, generator=generator) for shape in shapes]
+        for name, group in params.items():
+            for p, g in zip(group, grads, strict=True):
+                p.grad = g.clone()
+            built[name].step()
+            for p, g in zip(group, grads, strict=True):
+                assert torch.equal(p.grad, g)
+        for name in candidates:
+            for p, q in zip(params[reference], params[name], strict=True):
+                torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgdm", "torch-adam", "torch-sgdm"])
+def test_negative_weight_decay_is_refused_by_name(name):
+    with pytest.raises(ValueError, match="weight_decay"):
+        optimizers.build(name, [torch.zeros(1, requires_grad=True)], weight_decay=-1e-4)

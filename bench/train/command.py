@@ -1,0 +1,130 @@
+"""``convbench train``: train a suite's grid to accuracy and write a run folder.
+
+The run folder is a benchmark run's (``bench.store``: run.json, env.json, suite.toml,
+records.jsonl with one Record per (model, recipe, seed)) plus ``curves.jsonl``, one line per
+evaluation of every training run, appended and flushed as each run finishes. The report
+and the history follow, as after ``convbench run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+CURVES = "curves.jsonl"
+
+
+def append_curve(run_dir: Path, rows: list[dict]) -> None:
+    """Add one training run's curve to ``curves.jsonl``; it is on disk when this returns."""
+    with open(run_dir / CURVES, "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train every (model, recipe, seed) of a training suite; write records, curves, report."""
+    from bench import cli, history, report, runner
+    from bench.env import collect_env
+    from bench.progress import ProgressBar
+    from bench.store import RunWriter, load_run, new_run_id
+    from bench.tables import format_number, text_table
+    from bench.train import datasets, loop
+    from bench.train.report import summary_frame
+    from bench.train.suite import load_train_suite
+
+    # Everything that can be wrong with the input is found before the run folder exists.
+    suite = load_train_suite(args.suite)
+    overrides = {
+        key: getattr(args, key) for key in ("device", "models", "recipes", "seeds", "epochs", "steps", "batch_size")
+    }
+    overrides["target_accuracy"] = args.target
+    overrides["stop_at_target"] = True if args.stop_at_target else None
+    suite = suite.override(**{key: value for key, value in overrides.items() if value is not None})
+    device = runner.resolve_device(suite.device)
+    suite = suite.override(device=str(device)).resolve(device.type)
+    cases = suite.cases()
+    runner.check_cases(cases, device)
+    dataset = datasets.load(suite.dataset, args.data_root or "data", device, args.download)
+
+    env = collect_env()
+    run_id = args.run_id or new_run_id()
+    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
+    context = runner.RunContext(run_id, suite.name, device, env)
+    progress = ProgressBar(len(cases))
+    code = cli.EXIT_OK
+    try:
+        with cli.sigterm_raises():
+            for case in cases:
+                progress.start(case.case_id)
+                record, curve = loop.run_training_case(case, dataset, context)
+                append_curve(writer.path, curve)
+                writer.append(record)
+                progress.finish(case.case_id, record.status)
+    except KeyboardInterrupt:
+        code = cli.EXIT_INTERRUPTED
+    except cli.Terminated:
+        code = cli.EXIT_TERMINATED
+    finally:
+        progress.close()
+        status = writer.finish()
+
+    records = load_run(writer.path).frame()
+    if not records.empty:
+        print(text_table(summary_frame(records), format_number))
+    for line in report.failures(records):
+        print(line, file=sys.stderr)
+    try:
+        report.write_report(writer.path)
+    except Exception as error:  # the records are safe; say what broke
+        print(f"convbench train: the report failed: {type(error).__name__}: {error}", file=sys.stderr)
+        code = code or cli.EXIT_CASE_ERROR
+    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    try:
+        history.record_run(writer.path, history_path)
+    except Exception as error:
+        print(f"convbench train: not added to the history {history_path}: {error}", file=sys.stderr)
+        code = code or cli.EXIT_CASE_ERROR
+    print(f"run {status}: {writer.path} (report: {writer.path / 'report.html'})", file=sys.stderr)
+    if code == cli.EXIT_OK and not records.empty and (records["status"] == "error").any():
+        code = cli.EXIT_CASE_ERROR
+    return code
+
+
+def add_parser(commands: argparse._SubParsersAction, names: type, positive: type) -> None:
+    """Add ``train`` to the CLI's subcommands (``names`` and ``positive`` parse list and
+    count flags as ``convbench run`` does)."""
+    sub = commands.add_parser(
+        "train",
+        help="train a grid of model x recipe x seed to a target accuracy",
+        description="Train every (model, recipe, seed) of a training suite on a real dataset and write "
+        "results/<run-id>/ with records, learning curves (curves.jsonl), figures and a report. Exit status "
+        "as convbench run: 0 done, 1 a case raised an error, 2 bad input, 130/143 interrupted.",
+    )
+    sub.add_argument(
+        "--suite",
+        default="mnist",
+        metavar="NAME|PATH",
+        help="a shipped training suite (mnist, cifar10, cifar10-degradation) or a TOML file (default mnist)",
+    )
+    sub.add_argument("--data-root", metavar="DIR", help="where the dataset is, in torchvision's layout (default: data)")
+    sub.add_argument("--download", action="store_true", help="download a missing dataset through torchvision")
+    sub.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    sub.add_argument("--models", type=names, metavar="A,B", help="models to train")
+    sub.add_argument("--recipes", type=names, metavar="A,B", help="the suite's recipes to train with, or 'all'")
+    sub.add_argument("--seeds", type=positive, metavar="N", help="seeds 0..N-1 per case (default 3 on CUDA, 1 on CPU)")
+    budget = sub.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=positive, metavar="N", help="budget: N epochs per training run")
+    budget.add_argument("--steps", type=positive, metavar="N", help="budget: N steps per training run")
+    sub.add_argument("--batch-size", type=positive, metavar="N", help="training batch size")
+    sub.add_argument("--target", type=float, metavar="ACC", help="target test accuracy, a fraction in (0, 1]")
+    sub.add_argument("--stop-at-target", action="store_true", help="end each training run once it reaches the target")
+    sub.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    sub.add_argument(
+        "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
+    )
+    sub.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
+    sub.set_defaults(handler=cmd_train)
