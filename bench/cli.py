@@ -179,11 +179,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     has an [rf] section), tables, figures and reports; add the run to the history."""
     import torch
 
-    from bench import data, history, report, runner
+    from bench import data, runner
     from bench.env import collect_env
     from bench.progress import ProgressBar
     from bench.receptive.section import run_rf_section
-    from bench.store import RunWriter, load_run, new_run_id
+    from bench.store import RunWriter, new_run_id
     from bench.suite import load_suite
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -230,28 +230,101 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         status = writer.finish()
+    return _close_run(writer.path, status, args, code)
 
-    records = load_run(writer.path).frame()
+
+def _close_run(run_dir: Path, status: str, args: argparse.Namespace, code: int) -> int:
+    """After the last record: print the summary, write the report, add the run to the history
+    (``--history``, default RESULTS/history.sqlite), and return the exit status: ``code``, or
+    EXIT_CASE_ERROR when a case, the report or the history entry failed."""
+    from bench import history, report
+    from bench.store import load_run
+
+    records = load_run(run_dir).frame()
     print(text_table(report.readable(report.summary_frame(records)), format_number))
     for line in report.failures(records):
         print(line, file=sys.stderr)
     # What a person reads and what tomorrow's compare reads come after the records are safe;
     # a failure here is reported, not allowed to hide the run.
     try:
-        report.write_report(writer.path)
+        report.write_report(run_dir)
     except Exception as error:
-        print(f"convbench run: the report failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"convbench {args.command}: the report failed: {type(error).__name__}: {error}", file=sys.stderr)
         code = code or EXIT_CASE_ERROR
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
     try:
-        history.record_run(writer.path, history_path)
+        history.record_run(run_dir, history_path)
     except Exception as error:
-        print(f"convbench run: not added to the history {history_path}: {error}", file=sys.stderr)
+        print(f"convbench {args.command}: not added to the history {history_path}: {error}", file=sys.stderr)
         code = code or EXIT_CASE_ERROR
-    print(f"run {status}: {writer.path} (report: {writer.path / 'report.html'})", file=sys.stderr)
+    print(f"run {status}: {run_dir} (report: {run_dir / 'report.html'})", file=sys.stderr)
     if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
         code = EXIT_CASE_ERROR
     return code
+
+
+def cmd_optim(args: argparse.Namespace) -> int:
+    """Time ``optimizer.step()`` alone for each optimizer on each model's parameters, measure
+    the device's memory bandwidth in the same run, and write a run folder (records,
+    bandwidth.json, report with the roofline figure) and a history entry."""
+    import models
+    import optimizers
+    from bench import optimizer_step, runner
+    from bench.bandwidth import measure_bandwidth
+    from bench.env import collect_env
+    from bench.progress import ProgressBar
+    from bench.store import RunWriter, new_run_id, write_json
+    from bench.toml_writer import dumps
+
+    # Everything that can be wrong with the input is found before the run folder exists.
+    device = runner.resolve_device(args.device)
+    for name in args.models:
+        models.spec(name)
+    optimizer_names = optimizers.available() if args.optimizers == "all" else args.optimizers
+    protocol = {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
+    try:
+        cases = optimizer_step.cases(args.models, optimizer_names, args.precision, **protocol)
+    except ValueError as error:
+        raise runner.SetupError(str(error)) from None
+    configuration = {
+        "suite": {"name": "optim", "kind": optimizer_step.KIND, "device": str(device), **protocol},
+        "optim": {"models": args.models, "optimizers": optimizer_names, "precision": args.precision},
+    }
+
+    env = collect_env()
+    run_id = args.run_id or new_run_id()
+    writer = RunWriter(Path(args.results), run_id, "optim", dumps(configuration), env, len(cases))
+    progress = ProgressBar(len(cases) + 1)
+    code = EXIT_OK
+    try:
+        with sigterm_raises():
+            label = "memory bandwidth (STREAM copy and triad)"
+            progress.start(label)
+            array_bytes = args.bandwidth_mib * 2**20 if args.bandwidth_mib else None
+            bandwidth = measure_bandwidth(device, array_bytes)
+            write_json(writer.path / "bandwidth.json", bandwidth.to_dict())
+            progress.finish(label, f"triad {bandwidth.median_gbs('triad'):.1f} GB/s")
+            for case in cases:
+                progress.start(case.case_id)
+                record = optimizer_step.run_case(
+                    case,
+                    device,
+                    bandwidth,
+                    run_id=run_id,
+                    suite="optim",
+                    env=env,
+                    device_name=runner.device_name(device, env),
+                )
+                writer.append(record)
+                progress.finish(case.case_id, record.status)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        code = EXIT_TERMINATED
+    finally:
+        progress.close()
+        status = writer.finish()
+    return _close_run(writer.path, status, args, code)
 
 
 def _items(text: str) -> list[str]:
@@ -518,6 +591,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_format(gpus_parser)
     add_output(gpus_parser, "results/gpus")
     gpus_parser.set_defaults(handler=cmd_gpus)
+
+    optim_parser = commands.add_parser(
+        "optim",
+        help="the optimizer step alone against the device's measured memory bandwidth",
+        description="Time optimizer.step() for each optimizer on each model's real parameter shapes (fixed "
+        "gradients, state already created), measure the device's STREAM copy and triad bandwidth in the same "
+        "run, and report step time, bytes moved per parameter, achieved GB/s and the percentage of the "
+        "measured bandwidth. Writes results/<run-id>/ like `convbench run`, with the same exit statuses.",
+    )
+    optim_parser.add_argument(
+        "--models", type=_items, default=["resnet18"], metavar="A,B", help="models whose parameters (default resnet18)"
+    )
+    optim_parser.add_argument(
+        "--optimizers", type=_names, default="all", metavar="A,B", help="optimizers (default all)"
+    )
+    optim_parser.add_argument(
+        "--precision",
+        type=_items,
+        default=["fp32"],
+        metavar="P,Q",
+        help="dtype of parameters, gradients and state: fp32, bf16, fp16 (default fp32)",
+    )
+    optim_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    optim_parser.add_argument("--steps", type=_positive, default=20, metavar="N", help="timed steps per repeat (20)")
+    optim_parser.add_argument("--warmup", type=_positive, default=3, metavar="N", help="untimed steps first (3)")
+    optim_parser.add_argument("--repeats", type=_positive, default=5, metavar="N", help="timed repeats (5)")
+    optim_parser.add_argument(
+        "--bandwidth-mib",
+        type=_positive,
+        metavar="N",
+        help="STREAM array size in MiB (default: 4 x the last-level cache, at least 64)",
+    )
+    optim_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    optim_parser.add_argument(
+        "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
+    )
+    optim_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
+    optim_parser.set_defaults(handler=cmd_optim)
 
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
     report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")

@@ -171,7 +171,8 @@ class Trainer:
         return float(losses[-1])
 
 
-def _hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
+def hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's ``HYPERPARAMETERS`` as JSON-ready values (tuples as lists)."""
     values = {k: optimizer.defaults[k] for k in HYPERPARAMETERS if k in optimizer.defaults}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -202,7 +203,7 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
     out["params"] = sum(p.numel() for p in model.parameters())
     out["param_bytes"] = memory.param_bytes(model)
     optimizer = optimizers.build(case.optimizer, model.parameters())
-    out["hyperparameters"] = _hyperparameters(optimizer)
+    out["hyperparameters"] = hyperparameters(optimizer)
     if case.compile:
         torch.compiler.reset()  # a fresh cache: Dynamo's recompile limit would fall back to eager
     trainer = Trainer(torch.compile(model) if case.compile else model, optimizer, batches, case.precision, device)
