@@ -200,14 +200,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     can write again, is skipped or stopped with a message saying so."""
     import torch
 
-    from bench import data, history, isolation, report, runner
+    from bench import data, history, isolation, runner
     from bench.distributed import launch
     from bench.env import collect_env
     from bench.load import busy_warning
     from bench.machine import machine_identity
     from bench.progress import ProgressBar
     from bench.stopping import Terminated, stop_signals
-    from bench.store import RunWriter, check_run_id, load_run, new_run_id
+    from bench.store import RunWriter, check_run_id, new_run_id
     from bench.suite import load_suite
     from bench.telemetry.fairness import sharing_warnings
 
@@ -302,31 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             progress.close()
             launch.world.leave()
-        try:
-            status = writer.finish(stopped_by)
-        except OSError as error:
-            status = "not closed"
-            print(f"convbench run: cannot close the run folder {writer.path}: {error}", file=sys.stderr)
-            code = code or EXIT_CASE_ERROR
-        records = load_run(writer.path).frame()
-        # Tomorrow's compare reads the history: the row goes in before anything slower.
-        try:
-            history.record_run(writer.path, history_path)
-        except (OSError, ValueError, sqlite3.Error) as error:
-            print(f"convbench run: not added to the history {history_path}: {error}", file=sys.stderr)
-            code = code or EXIT_CASE_ERROR
-        try:
-            print(text_table(report.readable(report.summary_frame(records)), format_number), flush=True)
-        except BrokenPipeError:  # a reader that went away must not cost the run its report
-            stdout_gone()
-        for line in report.failures(records):
-            print(line, file=sys.stderr)
-        code = _write_report(writer.path, signals, code)
-        page = writer.path / "report.html"
-        print(f"run {status}: {writer.path}" + (f" (report: {page})" if page.exists() else ""), file=sys.stderr)
-        if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
-            code = EXIT_CASE_ERROR
-        return signals.exit_status or code
+        return _close_run("run", writer, history_path, signals, stopped_by, code)
 
 
 @contextlib.contextmanager
@@ -377,6 +353,43 @@ def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:
     return EXIT_OK
 
 
+def _close_run(
+    command: str, writer: RunWriter, history_path: Path, signals: StopSignals, stopped_by: str | None, code: int
+) -> int:
+    """After the last record, or a stop: close the run folder (``run.json``), add the run to
+    the history, print the summary, write the report (unless a stop signal says otherwise),
+    and return the exit status: ``code``, EXIT_CASE_ERROR where closing, the history, the
+    report or a case failed, or the stop signal's."""
+    from bench import history, report
+    from bench.store import load_run
+
+    try:
+        status = writer.finish(stopped_by)
+    except OSError as error:
+        status = "not closed"
+        print(f"convbench {command}: cannot close the run folder {writer.path}: {error}", file=sys.stderr)
+        code = code or EXIT_CASE_ERROR
+    records = load_run(writer.path).frame()
+    # Tomorrow's compare reads the history: the row goes in before anything slower.
+    try:
+        history.record_run(writer.path, history_path)
+    except (OSError, ValueError, sqlite3.Error) as error:
+        print(f"convbench {command}: not added to the history {history_path}: {error}", file=sys.stderr)
+        code = code or EXIT_CASE_ERROR
+    try:
+        print(text_table(report.readable(report.summary_frame(records)), format_number), flush=True)
+    except BrokenPipeError:  # a reader that went away must not cost the run its report
+        stdout_gone()
+    for line in report.failures(records):
+        print(line, file=sys.stderr)
+    code = _write_report(writer.path, signals, code)
+    page = writer.path / "report.html"
+    print(f"run {status}: {writer.path}" + (f" (report: {page})" if page.exists() else ""), file=sys.stderr)
+    if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
+        code = EXIT_CASE_ERROR
+    return signals.exit_status or code
+
+
 def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
     """Write the run's report unless a stop signal came first; a stop signal while it is
     written ends it. Either way the message says how to write it later. Returns the exit
@@ -401,6 +414,79 @@ def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
         print(f"convbench run: the report failed: {type(error).__name__}: {error}; {later}", file=sys.stderr)
         code = code or EXIT_CASE_ERROR
     return code
+
+
+def cmd_optim(args: argparse.Namespace) -> int:
+    """Time ``optimizer.step()`` alone for each optimizer on each model's parameters, measure
+    the device's memory bandwidth in the same run, and write a run folder (records,
+    bandwidth.json, report with the roofline figure) and a history entry."""
+    import models
+    import optimizers
+    from bench import history, optimizer_step, runner
+    from bench.bandwidth import measure_bandwidth
+    from bench.env import collect_env
+    from bench.machine import machine_identity
+    from bench.progress import ProgressBar
+    from bench.stopping import Terminated, stop_signals
+    from bench.store import RunWriter, check_run_id, new_run_id, write_json
+    from bench.toml_writer import dumps
+
+    # Everything that can be wrong with the input is found before the run folder exists.
+    device = runner.resolve_device(args.device)
+    for name in args.models:
+        models.spec(name)
+    optimizer_names = optimizers.available() if args.optimizers == "all" else args.optimizers
+    protocol = {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
+    try:
+        cases = optimizer_step.cases(args.models, optimizer_names, args.precision, **protocol)
+    except ValueError as error:
+        raise runner.SetupError(str(error)) from None
+    configuration = {
+        "suite": {"name": "optim", "kind": optimizer_step.KIND, "device": str(device), **protocol},
+        "optim": {"models": args.models, "optimizers": optimizer_names, "precision": args.precision},
+    }
+
+    run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
+    env = collect_env()
+    machine = machine_identity(device, env, args.machine)
+    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    history.check_writable(history_path)
+
+    with stop_signals() as signals:
+        writer = RunWriter(Path(args.results), run_id, "optim", dumps(configuration), env, len(cases), machine=machine)
+        progress = ProgressBar(len(cases) + 1)
+        code, stopped_by = EXIT_OK, None
+        try:
+            with signals.interruptible():
+                label = "memory bandwidth (STREAM copy and triad)"
+                progress.start(label)
+                array_bytes = args.bandwidth_mib * 2**20 if args.bandwidth_mib else None
+                bandwidth = measure_bandwidth(device, array_bytes)
+                write_json(writer.path / "bandwidth.json", bandwidth.to_dict())
+                progress.finish(label, f"triad {bandwidth.median_gbs('triad'):.1f} GB/s")
+                for case in cases:
+                    progress.start(case.case_id)
+                    record = optimizer_step.run_case(
+                        case,
+                        device,
+                        bandwidth,
+                        run_id=run_id,
+                        suite="optim",
+                        env=env,
+                        device_name=runner.device_name(device, env),
+                    )
+                    writer.append(record)
+                    progress.finish(case.case_id, record.status)
+        except KeyboardInterrupt:
+            code, stopped_by = EXIT_INTERRUPTED, "SIGINT"
+        except Terminated:
+            code, stopped_by = EXIT_TERMINATED, "SIGTERM"
+        except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
+            code, stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
+            print(f"convbench optim: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+        finally:
+            progress.close()
+        return _close_run("optim", writer, history_path, signals, stopped_by, code)
 
 
 # The switches timm's benchmark script taught people, and models by reference.
@@ -948,6 +1034,46 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--output", type=Path, metavar="FILE|DIR", help="write here instead of stdout")
     add_history(export_parser)
     export_parser.set_defaults(handler=cmd_export)
+    optim_parser = commands.add_parser(
+        "optim",
+        help="the optimizer step alone against the device's measured memory bandwidth",
+        description="Time optimizer.step() for each optimizer on each model's real parameter shapes (fixed "
+        "gradients, state already created), measure the device's STREAM copy and triad bandwidth in the same "
+        "run, and report step time, bytes moved per parameter, achieved GB/s and the percentage of the "
+        "measured bandwidth. Writes results/<run-id>/ like `convbench run`, with the same exit statuses.",
+    )
+    optim_parser.add_argument(
+        "--models", type=_items, default=["resnet18"], metavar="A,B", help="models whose parameters (default resnet18)"
+    )
+    optim_parser.add_argument(
+        "--optimizers", type=_names, default="all", metavar="A,B", help="optimizers (default all)"
+    )
+    optim_parser.add_argument(
+        "--precision",
+        type=_items,
+        default=["fp32"],
+        metavar="P,Q",
+        help="dtype of parameters, gradients and state: fp32, bf16, fp16 (default fp32)",
+    )
+    optim_parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    optim_parser.add_argument("--steps", type=_positive, default=20, metavar="N", help="timed steps per repeat (20)")
+    optim_parser.add_argument("--warmup", type=_positive, default=3, metavar="N", help="untimed steps first (3)")
+    optim_parser.add_argument("--repeats", type=_positive, default=5, metavar="N", help="timed repeats (5)")
+    optim_parser.add_argument(
+        "--bandwidth-mib",
+        type=_positive,
+        metavar="N",
+        help="STREAM array size in MiB (default: 4 x the last-level cache, at least 64)",
+    )
+    optim_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
+    optim_parser.add_argument(
+        "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
+    )
+    optim_parser.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
+    optim_parser.add_argument(
+        "--machine", metavar="NAME", help="the machine's name in the history (default: as for convbench run)"
+    )
+    optim_parser.set_defaults(handler=cmd_optim)
 
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
     report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")

@@ -648,3 +648,66 @@ def receptive_field_maps_figure(frame: pd.DataFrame) -> Figure:
     bar.set_label("|gradient| / its maximum", fontsize="x-small")
     bar.ax.tick_params(labelsize="xx-small")
     return figure
+
+
+def roofline_figure(frame: pd.DataFrame) -> Figure:
+    """The optimizer step against the memory-bandwidth limit: per implementation, the
+    bandwidth it achieved on the algorithm's compulsory bytes (solid bar, % of the measured
+    limit written on it) and on its kernels' actual traffic (outlined bar), against the
+    device's measured STREAM triad bandwidth (dashed line); Adam's implementations beside
+    SGDM's, one panel per precision. Failed cases keep their place, with their status."""
+    frame = frame.assign(algorithm=frame["optimizer"].map(algorithm))
+    frame = frame.sort_values(["algorithm"], kind="stable")
+    precisions = list(dict.fromkeys(frame["precision"]))
+    names = list(dict.fromkeys(frame["optimizer"]))
+    algorithms = list(dict.fromkeys(frame["algorithm"]))
+    colours = dict(zip(algorithms, sns.color_palette(PALETTE, len(algorithms)), strict=True))
+    figure, grid = plt.subplots(
+        1,
+        len(precisions),
+        figsize=(min(PAGE, 1.0 + max(COLUMN, 0.35 * len(names)) * len(precisions)), 2.8),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for axes, precision in zip(grid[0], precisions, strict=True):
+        panel = frame[frame["precision"] == precision].set_index("optimizer")
+        for x, name in enumerate(names):
+            if name not in panel.index:
+                continue
+            row = panel.loc[name]
+            if row["status"] != "ok":
+                axes.text(
+                    x,
+                    0,
+                    STATUS_TEXT.get(row["status"], row["status"]),
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize="xx-small",
+                )
+                continue
+            traffic = _values(pd.Series([row.get("traffic_bandwidth_gbs")]))[0]
+            if not np.isnan(traffic):
+                axes.bar(x, traffic, 0.8, fill=False, edgecolor=colours[row["algorithm"]], linewidth=0.8)
+            bar = axes.bar(x, row["achieved_bandwidth_gbs"], 0.8, color=colours[row["algorithm"]])
+            axes.bar_label(bar, labels=[f"{100 * row['bandwidth_fraction']:.0f}%"], fontsize="xx-small", padding=1)
+        limit = _values(frame.loc[frame["precision"] == precision, "measured_bandwidth_gbs"])
+        if np.isfinite(limit).any():
+            axes.axhline(np.nanmedian(limit), color="0.3", linestyle="--", linewidth=0.8)
+            axes.annotate(
+                "measured triad",
+                (len(names) - 0.5, np.nanmedian(limit)),
+                ha="right",
+                va="bottom",
+                fontsize="xx-small",
+                color="0.3",
+            )
+        axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize="x-small")
+        axes.set_title(precision)
+        axes.grid(axis="x", visible=False)
+    grid[0][0].set_ylabel("bandwidth (GB/s)")
+    handles = [matplotlib.patches.Patch(color=colours[a], label=f"{a}: on compulsory bytes") for a in algorithms]
+    handles.append(matplotlib.patches.Patch(fill=False, edgecolor="0.3", label="on the kernels' traffic"))
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize="x-small")
+    return figure

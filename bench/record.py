@@ -53,7 +53,7 @@ class Record:
     # configuration (CASE_FIELDS, then PROTOCOL_FIELDS)
     model: str
     optimizer: str
-    batch_size: int
+    batch_size: int | None  # None for optimizer-step cases
     precision: str  # fp32 | tf32 | bf16 | fp16
     channels_last: bool
     compile: bool
@@ -212,6 +212,15 @@ class Record:
     train_throughput: float | None = None  # samples_seen / train_time_s, samples/s
     data_load_s: float | None = None  # reading both splits from disk onto the device, once per run
     input_epoch_s: float | None = None  # one epoch of batches alone (gather, augment, normalise), synchronised
+    # what was timed: a whole training step, or the optimizer step alone (``convbench optim``)
+    kind: str = "training-step"  # training-step | optimizer-step
+    # optimizer-step cases: the step against the memory-bandwidth limit (bench.optimizer_step)
+    compulsory_bytes_per_param: float | None = None  # the algorithm's minimum (optimizers.traffic)
+    traffic_bytes_per_param: float | None = None  # what the implementation's kernels move
+    achieved_bandwidth_gbs: float | None = None  # compulsory bytes x params / median step, 1e9 B/s
+    traffic_bandwidth_gbs: float | None = None  # traffic bytes x params / median step, 1e9 B/s
+    measured_bandwidth_gbs: float | None = None  # the device's STREAM triad, median, same run
+    bandwidth_fraction: float | None = None  # achieved / measured bandwidth
 
     def to_dict(self) -> dict:
         return asdict(self)

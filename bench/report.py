@@ -46,11 +46,24 @@ class FigureSpec:
 
 
 def _records(run: Run) -> pd.DataFrame | None:
-    return run.frame() if run.records else None
+    """The training-step records (not the optimizer-step cases of ``convbench optim``)."""
+    frame = run.frame()
+    if "kind" in frame:
+        frame = frame[frame["kind"].fillna("training-step") == "training-step"]
+    return frame if len(frame) else None
+
+
+def _optimizer_steps(run: Run) -> pd.DataFrame | None:
+    frame = run.frame()
+    return (
+        frame[frame["kind"] == "optimizer-step"]
+        if "kind" in frame and (frame["kind"] == "optimizer-step").any()
+        else None
+    )
 
 
 def _ok_records(run: Run) -> pd.DataFrame | None:
-    frame = _records(run)
+    frame = run.frame() if run.records else None
     return frame if frame is not None and (frame["status"] == "ok").any() else None
 
 
@@ -153,6 +166,16 @@ FIGURES = [
         "theory: state buffers (Adam 2, SGDM 1) × bytes per parameter element.",
         figures.state_bytes_figure,
         _ok_records,
+    ),
+    FigureSpec(
+        "roofline",
+        "Optimizer step against the bandwidth limit",
+        "optimizer.step() alone on the model's parameters: the bandwidth each implementation achieved on "
+        "the bytes the algorithm must move (Adam 7, SGDM 5 tensor reads and writes per parameter), "
+        "with its percentage of the device's measured STREAM triad bandwidth (dashed), and the "
+        "bandwidth of its kernels' actual traffic (outline).",
+        figures.roofline_figure,
+        _optimizer_steps,
     ),
     FigureSpec(
         "batch_scaling",
@@ -351,6 +374,10 @@ SUMMARY_COLUMNS = [
     ("tracked_allocator_peak_bytes", "allocator peak (MiB)", 1 / MIB),
     ("max_batch_size", "largest batch", 1),
     ("max_batch_predicted", "largest batch predicted", 1),
+    ("compulsory_bytes_per_param", "compulsory (B/param)", 1),
+    ("traffic_bytes_per_param", "kernel traffic (B/param)", 1),
+    ("achieved_bandwidth_gbs", "achieved (GB/s)", 1),
+    ("bandwidth_fraction", "of bandwidth (%)", 100),
 ]
 #: Energy per sample: the record's energy per step over its batch size.
 ENERGY_PER_SAMPLE = "energy (J/sample)"
@@ -364,6 +391,18 @@ OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scal
 OPTIONAL_FIGURES = ("GFLOP/sample (fwd+bwd)", "TFLOP/s")
 OPTIONAL_FIGURES += ("tracked peak (MiB)", "predicted peak (MiB)", "allocator peak (MiB)")
 OPTIONAL_FIGURES += ("largest batch", "largest batch predicted")
+#: Columns that only one kind of case fills (training steps, optimizer steps), left out of the
+#: tables people read when no case of the run has a value in them.
+KIND_COLUMNS = (
+    "batch",
+    "throughput (samples/s)",
+    "peak memory (MiB)",
+    "activations (MiB)",
+    "compulsory (B/param)",
+    "kernel traffic (B/param)",
+    "achieved (GB/s)",
+    "of bandwidth (%)",
+)
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -382,10 +421,12 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary for people: channels-last, compile, the host, energy and
-    data-parallel columns only when some case has them."""
+    """The summary for people: channels-last, compile, the host, energy and data-parallel
+    columns only when some case has them, and the figures of one kind of case or device only
+    when some case has a value in them."""
     unused = [c for c in OPTIONAL_COLUMNS if not (summary[c].notna() & summary[c].astype(bool)).any()]
     unused += [c for c in OPTIONAL_FIGURES if summary[c].isna().all()]
+    unused += [c for c in KIND_COLUMNS if pd.to_numeric(summary[c], errors="coerce").isna().all()]
     return summary.drop(columns=unused)
 
 

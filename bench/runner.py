@@ -181,8 +181,9 @@ class Trainer:
         return float(losses[-1])
 
 
-def _hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
-    # weight_decay only when set, so that records of undecayed cases keep their old identity.
+def hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's ``HYPERPARAMETERS`` as JSON-ready values (tuples as lists);
+    weight_decay only when set, so that records of undecayed cases keep their old identity."""
     values = {k: optimizer.defaults[k] for k in HYPERPARAMETERS if optimizer.defaults.get(k) not in (None, 0)}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -215,7 +216,7 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
     out["params"] = sum(p.numel() for p in model.parameters())
     out["param_bytes"] = memory.param_bytes(model)
     optimizer = optimizers.build(case.optimizer, model.parameters(), **case.hyperparameters)
-    out["hyperparameters"] = _hyperparameters(optimizer)
+    out["hyperparameters"] = hyperparameters(optimizer)
     if case.compile:
         torch.compiler.reset()  # a fresh cache: Dynamo's recompile limit would fall back to eager
     compiled = torch.compile(model, mode=case.compile_mode) if case.compile else model

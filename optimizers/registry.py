@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 
 from models.registry import UnknownNameError
 from optimizers.hyperparameters import check_beta, check_eps, check_lr, check_weight_decay
-from optimizers.textbook import SGDM, Adam
+from optimizers.textbook import SGDM, Adam, CompiledAdam, CompiledSGDM
 
 #: Tensors shaped like the parameter that each algorithm keeps per parameter.
 STATE_BUFFERS = {"adam": 2, "sgdm": 1}
@@ -19,7 +19,7 @@ STATE_BUFFERS = {"adam": 2, "sgdm": 1}
 @dataclass(frozen=True)
 class OptimizerSpec:
     """A registry entry. ``algorithm`` is ``adam`` or ``sgdm``; ``implementation`` is
-    ``for-loop``, ``foreach`` or ``fused``; ``source`` is ``textbook`` or ``torch``."""
+    ``for-loop``, ``foreach``, ``fused`` or ``compiled``; ``source`` is ``textbook`` or ``torch``."""
 
     name: str
     builder: Callable[..., Optimizer]
@@ -125,12 +125,25 @@ def _textbook(cls: type[Optimizer], foreach: bool) -> Callable[..., Optimizer]:
     return builder
 
 
-for _algorithm, _cls, _torch in (("adam", Adam, _torch_adam), ("sgdm", SGDM, _torch_sgdm)):
+def _compiled(cls: type[Optimizer]) -> Callable[..., Optimizer]:
+    def builder(params: Iterable, **hyperparameters: object) -> Optimizer:
+        return cls(params, **hyperparameters)
+
+    return builder
+
+
+for _algorithm, _cls, _compiled_cls, _torch in (
+    ("adam", Adam, CompiledAdam, _torch_adam),
+    ("sgdm", SGDM, CompiledSGDM, _torch_sgdm),
+):
     register(_algorithm, algorithm=_algorithm, implementation="for-loop", source="textbook")(
         _textbook(_cls, foreach=False)
     )
     register(f"{_algorithm}-foreach", algorithm=_algorithm, implementation="foreach", source="textbook")(
         _textbook(_cls, foreach=True)
+    )
+    register(f"{_algorithm}-compiled", algorithm=_algorithm, implementation="compiled", source="textbook")(
+        _compiled(_compiled_cls)
     )
     for _implementation, _suffix in (("for-loop", ""), ("foreach", "-foreach"), ("fused", "-fused")):
         register(f"torch-{_algorithm}{_suffix}", algorithm=_algorithm, implementation=_implementation, source="torch")(

@@ -3,22 +3,53 @@
 Each keeps the state the algorithm needs and nothing else: Adam two tensors per
 parameter (first moment ``m``, second moment ``v``), SGDM one (``m``), plus an integer
 step count. ``foreach=False`` updates one parameter at a time; ``foreach=True`` updates
-all of a group's parameters with the multi-tensor ``torch._foreach_*`` kernels.
+many parameters per call with the multi-tensor ``torch._foreach_*`` kernels.
 
 ``weight_decay`` (lambda, default 0) is L2 regularisation added to the gradient before the
 update, g <- g + lambda w, exactly as ``torch.optim.SGD`` and ``torch.optim.Adam`` apply it
 (not AdamW's decoupled decay); with lambda = 0 the equations are the ones above unchanged.
+
+On a GPU one foreach call covers the whole group: each call is a few kernel launches
+whatever the list's length, which is the point of the multi-tensor path. On the CPU a foreach
+call is a loop over the list, so one call over every parameter makes each of the update's
+eight passes sweep all of p, g, m and v through main memory and allocates the temporary of
+its bias correction for the whole model at once (fresh pages from the kernel, zeroed, every
+step), where the per-parameter loop works on one cache-sized tensor at a time. The CPU path
+therefore applies the same foreach calls to consecutive buckets of at most
+``CPU_FOREACH_BUCKET_BYTES`` of parameters: identical arithmetic, element for element, with
+the working set of a bucket in the last-level cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from optimizers.hyperparameters import check_beta, check_eps, check_lr, check_weight_decay
+
+#: Parameter bytes per foreach call on the CPU (see the module docstring); with g, m, v and a
+#: temporary beside them the working set is about five times this.
+CPU_FOREACH_BUCKET_BYTES = 4 * 2**20
+
+
+def foreach_buckets(params: list[Tensor]) -> Iterator[slice]:
+    """Where ``params`` is split for foreach calls, as slices of it: whole on a GPU; on the
+    CPU, consecutive runs of at most ``CPU_FOREACH_BUCKET_BYTES`` (a larger tensor is a
+    bucket of its own)."""
+    if not params or params[0].device.type != "cpu":
+        yield slice(0, len(params))
+        return
+    start, size = 0, 0
+    for index, p in enumerate(params):
+        nbytes = p.numel() * p.element_size()
+        if index > start and size + nbytes > CPU_FOREACH_BUCKET_BYTES:
+            yield slice(start, index)
+            start, size = index, 0
+        size += nbytes
+    yield slice(start, len(params))
 
 
 class _Textbook(Optimizer):
@@ -47,7 +78,8 @@ class _Textbook(Optimizer):
                         state[buffer] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
             if group["foreach"]:
-                self._foreach_update(group, params, grads)
+                for bucket in foreach_buckets(params):
+                    self._foreach_update(group, params[bucket], grads[bucket])
             else:
                 for p, g in zip(params, grads, strict=True):
                     self._update(group, p, g, self.state[p])
@@ -160,3 +192,106 @@ class SGDM(_Textbook):
         torch._foreach_mul_(ms, group["momentum"])
         torch._foreach_add_(ms, grads)
         torch._foreach_add_(params, ms, alpha=-group["lr"])
+
+
+def _adam_kernel(params, grads, ms, vs, steps, lr, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    """Textbook Adam on lists of tensors, for ``torch.compile``. ``steps`` are 0-d float64
+    tensors and ``lr`` a 0-d tensor, so one compiled graph serves every step and every
+    learning rate (Python numbers would be specialised: a recompile per new value)."""
+    for p, g, m, v, t in zip(params, grads, ms, vs, steps, strict=True):
+        if weight_decay:
+            g = g.add(p, alpha=weight_decay)
+        t.add_(1)
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (v / (1 - beta2**t)).sqrt().add_(eps)
+        p.sub_(m / denom * (lr / (1 - beta1**t)))
+
+
+def _sgdm_kernel(params, grads, ms, lr, momentum: float, weight_decay: float) -> None:
+    """Textbook SGDM on lists of tensors, for ``torch.compile`` (``lr`` a 0-d tensor)."""
+    for p, g, m in zip(params, grads, ms, strict=True):
+        if weight_decay:
+            g = g.add(p, alpha=weight_decay)
+        m.mul_(momentum).add_(g)
+        p.sub_(m * lr)
+
+
+class _Compiled(_Textbook):
+    """The textbook update of a whole param group as one ``torch.compile``d function.
+
+    Inductor fuses each parameter's elementwise operations into one loop (one kernel on a
+    GPU), so every tensor is read and written once: the compulsory traffic. The arithmetic is
+    the textbook's equations; the bias corrections come from a 0-d float64 step count per
+    parameter (``state["step"]``, 8 bytes, as torch.optim keeps a 0-d ``step`` tensor), and the
+    learning rate from a 0-d tensor refreshed from ``group["lr"]`` every step, so learning-rate
+    schedules do not recompile. The first step on a new set of shapes compiles (seconds to
+    tens of seconds): warm up before timing.
+    """
+
+    kernel: Callable[..., None]
+
+    def __init__(self, params: Iterable, **hyperparameters: object) -> None:
+        super().__init__(params, **hyperparameters)
+        self._compiled = torch.compile(type(self).kernel, fullgraph=True)
+        self._lr: dict[int, Tensor] = {}
+
+    def _new_state(self, p: Tensor) -> dict:
+        state = {"step": torch.zeros((), dtype=torch.float64, device=p.device)}
+        state.update({b: torch.zeros_like(p, memory_format=torch.preserve_format) for b in self.buffers})
+        return state
+
+    def _lr_tensor(self, index: int, group: dict, device: torch.device) -> Tensor:
+        lr = self._lr.get(index)
+        if lr is None or lr.device != device:
+            lr = self._lr[index] = torch.zeros((), dtype=torch.float64, device=device)
+        lr.fill_(group["lr"])
+        return lr
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for index, group in enumerate(self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if not self.state[p]:
+                    self.state[p] = self._new_state(p)
+            self._compiled_update(group, params, self._lr_tensor(index, group, params[0].device))
+        return loss
+
+
+class CompiledAdam(_Compiled, Adam):
+    """Adam's textbook equations (see ``Adam``) through ``torch.compile``."""
+
+    kernel = staticmethod(_adam_kernel)
+
+    def _compiled_update(self, group: dict, params: list[Tensor], lr: Tensor) -> None:
+        states = [self.state[p] for p in params]
+        self._compiled(
+            _real(params),
+            _real([p.grad for p in params]),
+            _real([s["m"] for s in states]),
+            _real([s["v"] for s in states]),
+            [s["step"] for s in states],
+            lr,
+            *group["betas"],
+            group["eps"],
+            group["weight_decay"],
+        )
+
+
+class CompiledSGDM(_Compiled, SGDM):
+    """SGDM's textbook equations (see ``SGDM``) through ``torch.compile``."""
+
+    kernel = staticmethod(_sgdm_kernel)
+
+    def _compiled_update(self, group: dict, params: list[Tensor], lr: Tensor) -> None:
+        grads, ms = [p.grad for p in params], [self.state[p]["m"] for p in params]
+        self._compiled(params, grads, ms, lr, group["momentum"], group["weight_decay"])

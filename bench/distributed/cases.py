@@ -105,7 +105,7 @@ def build_for(
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
     parallel = parallelize(case.strategy, model, case.optimizer, group, device)
     out["param_bytes"] = memory.param_bytes(parallel.module)  # this rank's shard under fsdp
-    out["hyperparameters"] = runner._hyperparameters(parallel.local_optimizer)
+    out["hyperparameters"] = runner.hyperparameters(parallel.local_optimizer)
     module = torch.compile(parallel.module) if case.compile else parallel.module
     trainer = runner.Trainer(module, parallel.optimizer, batches, case.precision, device)
     return parallel.module, parallel.local_optimizer, trainer

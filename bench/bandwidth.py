@@ -1,0 +1,111 @@
+"""The device's achievable memory bandwidth, measured STREAM's way.
+
+McCalpin's STREAM benchmark ("Memory bandwidth and machine balance in current high
+performance computers", IEEE TCCA Newsletter, 1995; https://www.cs.virginia.edu/stream/)
+times simple kernels over arrays much larger than the last-level cache and counts the bytes
+the kernel must move, without write-allocate traffic:
+
+- copy   ``a = b``          2 arrays of n elements: 2 · n · s bytes
+- triad  ``a = b + q · c``  3 arrays:               3 · n · s bytes
+
+Here the kernels are torch's own (``Tensor.copy_`` and ``torch.add(b, c, alpha=q, out=a)``),
+so the figure is the bandwidth torch's elementwise kernels reach on this device, which is the
+limit an optimizer step written with them can approach. Each array is at least four times the
+last-level cache (the CPU's L3 from sysfs, the GPU's L2 from the device properties) and at
+least ``MIN_ARRAY_BYTES``, so the cache cannot hold the working set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench import timing
+
+MIN_ARRAY_BYTES = 64 * 2**20
+#: Copy moves 2 arrays, triad 3 (STREAM's counts, no write-allocate).
+ARRAYS_MOVED = {"copy": 2, "triad": 3}
+
+
+def last_level_cache_bytes(device: torch.device) -> int | None:
+    """The device's last-level cache in bytes: the GPU's L2 (``L2_cache_size``), the CPU's
+    largest cache level from ``/sys/devices/system/cpu/cpu0/cache``; None if unknown."""
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)) or None
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            sizes.append(_parse_cache_size((index / "size").read_text()))
+        except (OSError, ValueError):
+            continue
+    return max(sizes) if sizes else None
+
+
+def _parse_cache_size(text: str) -> int:
+    """sysfs cache sizes: ``32768K``, ``2M`` or a plain byte count."""
+    text = text.strip()
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
+    return int(text[:-1] if scale != 1 else text) * scale
+
+
+def array_bytes_for(device: torch.device) -> int:
+    """Bytes per array: 4 x the last-level cache, at least ``MIN_ARRAY_BYTES``."""
+    cache = last_level_cache_bytes(device) or 0
+    return max(4 * cache, MIN_ARRAY_BYTES)
+
+
+@dataclass
+class Bandwidth:
+    """Measured bandwidth, GB/s (1e9 bytes per second), of each kernel."""
+
+    device: str
+    array_bytes: int
+    dtype: str
+    samples_gbs: dict[str, list[float]] = field(default_factory=dict)  # kernel -> one rate per timing
+
+    def median_gbs(self, kernel: str) -> float:
+        return timing.summarize(self.samples_gbs[kernel]).median
+
+    def best_gbs(self, kernel: str) -> float:
+        """The highest rate (STREAM reports this one)."""
+        return max(self.samples_gbs[kernel])
+
+    def to_dict(self) -> dict:
+        return {
+            "device": self.device,
+            "array_bytes": self.array_bytes,
+            "dtype": self.dtype,
+            "samples_gbs": self.samples_gbs,
+            **{f"{k}_median_gbs": self.median_gbs(k) for k in self.samples_gbs},
+            **{f"{k}_best_gbs": self.best_gbs(k) for k in self.samples_gbs},
+        }
+
+
+def measure_bandwidth(
+    device: torch.device, array_bytes: int | None = None, repeats: int = 10, clock: timing.Clock | None = None
+) -> Bandwidth:
+    """Time STREAM copy and triad ``repeats`` times each (after one untimed run of each) on
+    arrays of ``array_bytes`` (default ``array_bytes_for(device)``) of float32, and return
+    every rate. Raises ValueError for fewer than 1 repeat or arrays under 1 KiB."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    array_bytes = array_bytes or array_bytes_for(device)
+    if array_bytes < 1024:
+        raise ValueError(f"array_bytes must be at least 1024, got {array_bytes}")
+    clock = clock or timing.clock_for(device)
+    n = math.ceil(array_bytes / 4)
+    a = torch.empty(n, device=device)
+    b = torch.rand(n, device=device)
+    c = torch.rand(n, device=device)
+    kernels = {"copy": lambda: a.copy_(b), "triad": lambda: torch.add(b, c, alpha=3.0, out=a)}
+    result = Bandwidth(str(device), n * 4, "float32", {name: [] for name in kernels})
+    for kernel in kernels.values():
+        kernel()  # first touch of every page, kernel selection
+    for _ in range(repeats):
+        for name, kernel in kernels.items():  # interleaved, so drift hits both alike
+            (milliseconds,) = timing.time_steps([kernel], 1, clock)
+            result.samples_gbs[name].append(ARRAYS_MOVED[name] * n * 4 / (milliseconds[0] * 1e-3) / 1e9)
+    return result

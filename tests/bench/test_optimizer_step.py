@@ -1,0 +1,178 @@
+"""Optimizer-step cases and the bandwidth they are placed against: STREAM's byte counts with a
+fake clock, the record's figures against closed forms, and ``convbench optim`` end to end."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import bandwidth, figures, history, optimizer_step
+from bench.cli import main
+from bench.store import load_run
+
+
+class FakeClock:
+    """Each stamp is 2 ms after the one before, whatever ran between them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def stamp(self) -> float:
+        self.now += 2.0
+        return self.now
+
+    def wait(self, stamp: object) -> None:
+        pass
+
+    def elapsed_ms(self, start: float, end: float) -> float:
+        return end - start
+
+
+def test_stream_rates_count_two_arrays_for_copy_and_three_for_triad():
+    result = bandwidth.measure_bandwidth(torch.device("cpu"), array_bytes=4096, repeats=3, clock=FakeClock())
+    n_bytes = 4096
+    assert result.samples_gbs["copy"] == pytest.approx([2 * n_bytes / 2e-3 / 1e9] * 3)
+    assert result.samples_gbs["triad"] == pytest.approx([3 * n_bytes / 2e-3 / 1e9] * 3)
+    assert result.to_dict()["triad_median_gbs"] == pytest.approx(3 * n_bytes / 2e-3 / 1e9)
+
+
+def test_stream_arrays_outsize_the_last_level_cache(monkeypatch):
+    monkeypatch.setattr(bandwidth, "last_level_cache_bytes", lambda device: 32 * 2**20)
+    assert bandwidth.array_bytes_for(torch.device("cpu")) == 128 * 2**20
+    monkeypatch.setattr(bandwidth, "last_level_cache_bytes", lambda device: None)
+    assert bandwidth.array_bytes_for(torch.device("cpu")) == bandwidth.MIN_ARRAY_BYTES
+    assert bandwidth._parse_cache_size("32768K\n") == 32 * 2**20
+    assert bandwidth._parse_cache_size("2M") == 2 * 2**20
+
+
+@pytest.mark.parametrize("repeats,array_bytes", [(0, 4096), (2, 100)])
+def test_stream_refuses_empty_measurements(repeats, array_bytes):
+    with pytest.raises(ValueError):
+        bandwidth.measure_bandwidth(torch.device("cpu"), array_bytes=array_bytes, repeats=repeats)
+
+
+def test_a_case_places_its_median_step_against_the_bandwidth():
+    measured = bandwidth.Bandwidth("cpu", 4096, "float32", {"copy": [10.0], "triad": [8.0, 12.0, 10.0]})
+    records = {}
+    for name in ("adam", "sgdm"):
+        case = optimizer_step.OptimizerStepCase("cnn", name, "fp32", steps=3, warmup=1, repeats=2)
+        records[name] = optimizer_step.run_case(
+            case, torch.device("cpu"), measured, run_id="r", suite="optim", env={}, device_name="cpu", clock=FakeClock()
+        )
+    adam, sgdm = records["adam"], records["sgdm"]
+    assert adam.status == sgdm.status == "ok"
+    params = 360_778  # the lab cnn (README's model table)
+    assert adam.params == params and adam.step_time_ms == 2.0 and len(adam.step_time_samples_ms) == 6
+    assert adam.compulsory_bytes_per_param == 28 and sgdm.compulsory_bytes_per_param == 20
+    assert adam.achieved_bandwidth_gbs == pytest.approx(28 * params / 2e-3 / 1e9)
+    assert adam.measured_bandwidth_gbs == 10.0
+    assert adam.bandwidth_fraction == pytest.approx(adam.achieved_bandwidth_gbs / 10.0)
+    assert adam.traffic_bytes_per_param == pytest.approx(80, abs=0.01)
+    assert adam.optimizer_state_bytes == 2 * sgdm.optimizer_state_bytes == 2 * 4 * params
+    assert adam.kind == "optimizer-step" and adam.batch_size is None and adam.case_id == "cnn/adam/optimizer-step/fp32"
+
+
+def test_a_failing_implementation_is_recorded_and_named(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this dtype")
+
+    monkeypatch.setattr(optimizer_step, "_parameters", broken)
+    case = optimizer_step.OptimizerStepCase("cnn", "adam", "fp16")
+    measured = bandwidth.Bandwidth("cpu", 4096, "float32", {"triad": [1.0]})
+    record = optimizer_step.run_case(case, torch.device("cpu"), measured, run_id="r", suite="o", env={}, device_name="")
+    assert record.status == "error" and "no kernel for this dtype" in record.error
+
+
+def test_bad_cases_are_refused_by_name():
+    with pytest.raises(ValueError, match="precision 'tf32'"):
+        optimizer_step.cases(["cnn"], ["adam"], ["tf32"])
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        optimizer_step.cases(["cnn"], ["adamw"], ["fp32"])
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        optimizer_step.cases(["cnn"], ["adam"], ["fp32"], steps=0)
+
+
+def test_roofline_figure_keeps_a_failed_case_in_its_place():
+    frame = pd.DataFrame(
+        [
+            dict(
+                optimizer="adam",
+                precision="fp32",
+                status="ok",
+                achieved_bandwidth_gbs=5.0,
+                traffic_bandwidth_gbs=14.0,
+                bandwidth_fraction=0.5,
+                measured_bandwidth_gbs=10.0,
+            ),
+            dict(
+                optimizer="torch-adam-fused",
+                precision="fp32",
+                status="error",
+                achieved_bandwidth_gbs=None,
+                traffic_bandwidth_gbs=None,
+                bandwidth_fraction=None,
+                measured_bandwidth_gbs=10.0,
+            ),
+            dict(
+                optimizer="sgdm",
+                precision="fp32",
+                status="ok",
+                achieved_bandwidth_gbs=8.0,
+                traffic_bandwidth_gbs=12.8,
+                bandwidth_fraction=0.8,
+                measured_bandwidth_gbs=10.0,
+            ),
+        ]
+    )
+    figure = figures.roofline_figure(frame)
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["adam", "torch-adam-fused", "sgdm"]
+    assert any(t.get_text() == "error" for t in axes.texts)
+    assert {round(line.get_ydata()[0], 6) for line in axes.lines} == {10.0}
+
+
+def test_convbench_optim_writes_a_run_folder_report_and_history(tmp_path, capsys):
+    code = main(
+        [
+            "optim",
+            "--models",
+            "cnn",
+            "--optimizers",
+            "adam,sgdm-foreach",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--bandwidth-mib",
+            "1",
+            "--results",
+            str(tmp_path),
+            "--run-id",
+            "o1",
+        ]
+    )
+    assert code == 0
+    run = load_run(tmp_path / "o1")
+    frame = run.frame()
+    assert list(frame["case_id"]) == ["cnn/adam/optimizer-step/fp32", "cnn/sgdm-foreach/optimizer-step/fp32"]
+    assert (frame["status"] == "ok").all() and run.manifest["status"] == "complete"
+    measured = json.loads((tmp_path / "o1" / "bandwidth.json").read_text())
+    assert frame["measured_bandwidth_gbs"].tolist() == [measured["triad_median_gbs"]] * 2
+    assert (tmp_path / "o1" / "figures" / "roofline.png").is_file()
+    assert "throughput" not in {p.stem for p in (tmp_path / "o1" / "figures").iterdir()}
+    assert "of bandwidth (%)" in (tmp_path / "o1" / "summary.md").read_text()
+    assert list(history.runs(tmp_path / "history.sqlite")["run_id"]) == ["o1"]
+    assert "achieved (GB/s)" in capsys.readouterr().out
+
+
+def test_convbench_optim_refuses_bad_input_before_any_folder(tmp_path, capsys):
+    assert main(["optim", "--precision", "fp64", "--results", str(tmp_path), "--device", "cpu"]) == 2
+    assert "precision 'fp64' is not one of fp32, bf16, fp16" in capsys.readouterr().err
+    assert main(["optim", "--models", "resnet19", "--results", str(tmp_path), "--device", "cpu"]) == 2
+    assert "unknown model 'resnet19'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
