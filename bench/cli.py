@@ -16,6 +16,7 @@ from bench.output import add_output_options, stdout_gone
 from bench.tables import format_number, text_table
 
 if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
+    import pandas as pd
     import torch
 
     from bench.progress import ProgressBar
@@ -302,7 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             progress.close()
             launch.world.leave()
-        return _close_run("run", writer, history_path, signals, stopped_by, code)
+        return close_run("run", writer, history_path, signals, stopped_by, code)
 
 
 @contextlib.contextmanager
@@ -353,15 +354,24 @@ def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:
     return EXIT_OK
 
 
-def _close_run(
-    command: str, writer: RunWriter, history_path: Path, signals: StopSignals, stopped_by: str | None, code: int
+def close_run(
+    command: str,
+    writer: RunWriter,
+    history_path: Path,
+    signals: StopSignals,
+    stopped_by: str | None,
+    code: int,
+    summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> int:
     """After the last record, or a stop: close the run folder (``run.json``), add the run to
-    the history, print the summary, write the report (unless a stop signal says otherwise),
-    and return the exit status: ``code``, EXIT_CASE_ERROR where closing, the history, the
-    report or a case failed, or the stop signal's."""
+    the history, print the summary (``summary(records)``, by default the report's table),
+    write the report (unless a stop signal says otherwise), and return the exit status:
+    ``code``, EXIT_CASE_ERROR where closing, the history, the report or a case failed, or the
+    stop signal's."""
     from bench import history, report
     from bench.store import load_run
+
+    summary = summary or (lambda records: report.readable(report.summary_frame(records)))
 
     try:
         status = writer.finish(stopped_by)
@@ -377,7 +387,8 @@ def _close_run(
         print(f"convbench {command}: not added to the history {history_path}: {error}", file=sys.stderr)
         code = code or EXIT_CASE_ERROR
     try:
-        print(text_table(report.readable(report.summary_frame(records)), format_number), flush=True)
+        if not records.empty:
+            print(text_table(summary(records), format_number), flush=True)
     except BrokenPipeError:  # a reader that went away must not cost the run its report
         stdout_gone()
     for line in report.failures(records):
@@ -486,7 +497,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
             print(f"convbench optim: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
         finally:
             progress.close()
-        return _close_run("optim", writer, history_path, signals, stopped_by, code)
+        return close_run("optim", writer, history_path, signals, stopped_by, code)
 
 
 # The switches timm's benchmark script taught people, and models by reference.

@@ -27,11 +27,12 @@ def append_curve(run_dir: Path, rows: list[dict]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train every (model, recipe, seed) of a training suite; write records, curves, report."""
-    from bench import cli, history, report, runner
+    from bench import cli, history, runner
     from bench.env import collect_env
+    from bench.machine import machine_identity
     from bench.progress import ProgressBar
-    from bench.store import RunWriter, load_run, new_run_id
-    from bench.tables import format_number, text_table
+    from bench.stopping import Terminated, stop_signals
+    from bench.store import RunWriter, check_run_id, new_run_id
     from bench.train import datasets, loop
     from bench.train.report import summary_frame
     from bench.train.suite import load_train_suite
@@ -50,48 +51,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     runner.check_cases(cases, device)
     dataset = datasets.load(suite.dataset, args.data_root or "data", device, args.download)
 
+    run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
     env = collect_env()
-    run_id = args.run_id or new_run_id()
-    writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases))
-    context = runner.RunContext(run_id, suite.name, device, env)
-    progress = ProgressBar(len(cases))
-    code = cli.EXIT_OK
-    try:
-        with cli.sigterm_raises():
-            for case in cases:
-                progress.start(case.case_id)
-                record, curve = loop.run_training_case(case, dataset, context)
-                append_curve(writer.path, curve)
-                writer.append(record)
-                progress.finish(case.case_id, record.status)
-    except KeyboardInterrupt:
-        code = cli.EXIT_INTERRUPTED
-    except cli.Terminated:
-        code = cli.EXIT_TERMINATED
-    finally:
-        progress.close()
-        status = writer.finish()
-
-    records = load_run(writer.path).frame()
-    if not records.empty:
-        print(text_table(summary_frame(records), format_number))
-    for line in report.failures(records):
-        print(line, file=sys.stderr)
-    try:
-        report.write_report(writer.path)
-    except Exception as error:  # the records are safe; say what broke
-        print(f"convbench train: the report failed: {type(error).__name__}: {error}", file=sys.stderr)
-        code = code or cli.EXIT_CASE_ERROR
+    machine = machine_identity(device, env, None)
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
-    try:
-        history.record_run(writer.path, history_path)
-    except Exception as error:
-        print(f"convbench train: not added to the history {history_path}: {error}", file=sys.stderr)
-        code = code or cli.EXIT_CASE_ERROR
-    print(f"run {status}: {writer.path} (report: {writer.path / 'report.html'})", file=sys.stderr)
-    if code == cli.EXIT_OK and not records.empty and (records["status"] == "error").any():
-        code = cli.EXIT_CASE_ERROR
-    return code
+    history.check_writable(history_path)
+
+    with stop_signals() as signals:
+        writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases), machine=machine)
+        context = runner.RunContext(run_id, suite.name, device, env)
+        progress = ProgressBar(len(cases))
+        code, stopped_by = cli.EXIT_OK, None
+        try:
+            with signals.interruptible():
+                for case in cases:
+                    progress.start(case.case_id)
+                    record, curve = loop.run_training_case(case, dataset, context)
+                    append_curve(writer.path, curve)
+                    writer.append(record)
+                    progress.finish(case.case_id, record.status)
+        except KeyboardInterrupt:
+            code, stopped_by = cli.EXIT_INTERRUPTED, "SIGINT"
+        except Terminated:
+            code, stopped_by = cli.EXIT_TERMINATED, "SIGTERM"
+        except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
+            code, stopped_by = cli.EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
+            print(f"convbench train: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+        finally:
+            progress.close()
+        return cli.close_run("train", writer, history_path, signals, stopped_by, code, summary_frame)
 
 
 def add_parser(commands: argparse._SubParsersAction, names: type, positive: type) -> None:
