@@ -60,7 +60,8 @@ import torch.utils.benchmark
 import models
 from bench import history, host, memory, timing
 from bench.env import collect_env
-from bench.runner import RunContext, build, cuda_backend_settings, run_cases
+from bench.precision import cuda_backend_settings
+from bench.runner import RunContext, build, run_cases
 from bench.suite import Case
 from bench.telemetry import gpu
 
