@@ -208,9 +208,11 @@ def _adam_kernel(params, grads, ms, vs, steps, lr, beta1: float, beta2: float, e
         p.sub_(m / denom * (lr / (1 - beta1**t)))
 
 
-def _sgdm_kernel(params, grads, ms, lr, momentum: float, weight_decay: float) -> None:
-    """Textbook SGDM on lists of tensors, for ``torch.compile`` (``lr`` a 0-d tensor)."""
-    for p, g, m in zip(params, grads, ms, strict=True):
+def _sgdm_kernel(params, grads, ms, steps, lr, momentum: float, weight_decay: float) -> None:
+    """Textbook SGDM on lists of tensors, for ``torch.compile`` (``lr`` a 0-d tensor; ``steps``
+    count the updates, as the eager optimizers' integer step does)."""
+    for p, g, m, t in zip(params, grads, ms, steps, strict=True):
+        t.add_(1)
         if weight_decay:
             g = g.add(p, alpha=weight_decay)
         m.mul_(momentum).add_(g)
@@ -294,4 +296,5 @@ class CompiledSGDM(_Compiled, SGDM):
 
     def _compiled_update(self, group: dict, params: list[Tensor], lr: Tensor) -> None:
         grads, ms = [p.grad for p in params], [self.state[p]["m"] for p in params]
-        self._compiled(params, grads, ms, lr, group["momentum"], group["weight_decay"])
+        steps = [self.state[p]["step"] for p in params]
+        self._compiled(params, grads, ms, steps, lr, group["momentum"], group["weight_decay"])

@@ -179,13 +179,18 @@ def test_case_ids_stay_unambiguous_whatever_a_reference_holds():
 @pytest.mark.slow
 def test_hyperparameters_per_grid_make_distinct_cases_and_reach_the_optimizer(tmp_path):
     suite = load_suite("smoke").override(
-        models=["cnn"], optimizers=["sgdm", "torch-adam"], batch_sizes=[2], lr=[0.01, 0.5], weight_decay=[0.1]
+        models=["cnn"],
+        optimizers=["sgdm", "torch-adam"],
+        batch_sizes=[2],
+        lr=[0.01, 0.5],
+        momentum=[0.5],
+        weight_decay=[0.1],
     )
     ids = [case.case_id.split("/")[1] for case in suite.cases()]
-    # sgdm's default lr is 0.01 and it takes no weight decay; torch-adam takes both
+    # sgdm's default lr is 0.01; torch-adam takes no momentum; both take weight decay
     assert ids == [
-        "sgdm",
-        "sgdm[lr=0.5]",
+        "sgdm[momentum=0.5,weight_decay=0.1]",
+        "sgdm[lr=0.5,momentum=0.5,weight_decay=0.1]",
         "torch-adam[lr=0.01,weight_decay=0.1]",
         "torch-adam[lr=0.5,weight_decay=0.1]",
     ]
@@ -201,7 +206,7 @@ def test_hyperparameters_per_grid_make_distinct_cases_and_reach_the_optimizer(tm
     "flags,message",
     [
         (["--amp", "--precision", "fp32"], "give --amp or --precision, not both"),
-        (["--optimizers", "adam", "--weight-decay", "0.1"], "--weight-decay: none of the optimizers adam takes"),
+        (["--optimizers", "adam", "--momentum", "0.5"], "--momentum: none of the optimizers adam takes"),
         (["--optimizers", "sgdm", "--momentum", "1.5"], "optimizer 'sgdm': momentum must be in (0, 1)"),
         (["--input-size", "3,0,8"], "--input-size[1]: expected a positive integer"),
     ],

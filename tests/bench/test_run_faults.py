@@ -126,7 +126,7 @@ def test_every_file_of_a_run_folder_gets_the_umask_permissions(tmp_path, group_u
 
 def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
     run_dir = smoke_run(tmp_path, "r1")
-    code, _, err = run_cli(capsys, "compare", run_dir, run_dir, "--markdown", tmp_path / "r1")
+    code, _, err = run_cli(capsys, "compare", run_dir, run_dir, "--format", "markdown", "--output", tmp_path / "r1")
     assert code == 1 and "Is a directory" in err and len(err.splitlines()) == 1, err
 
 

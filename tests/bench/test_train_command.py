@@ -94,7 +94,7 @@ def test_compare_and_gpus_read_training_runs(digits_run, capsys, tmp_path):
     for name in ("run.json", "records.jsonl"):
         (twin / name).write_text((twin / name).read_text().replace('"digits"', '"twin"'))
     stem = tmp_path / "gpus"
-    assert main(["gpus", str(path), str(twin), "--output", str(stem), "--history", str(tmp_path / "h.sqlite")]) == 0
+    assert main(["gpus", str(path), str(twin), "--figure", str(stem), "--history", str(tmp_path / "h.sqlite")]) == 0
     assert "s to target" in capsys.readouterr().out and stem.with_suffix(".png").is_file()
 
 
