@@ -11,7 +11,8 @@ Each record then says how close the step came to the physical limit:
 - ``compulsory_bytes_per_param``: what the algorithm must move (28 B for fp32 Adam, 20 B
   for SGDM; ``optimizers.traffic``), so ``achieved_bandwidth_gbs`` = compulsory bytes x
   parameters / median step time, and ``bandwidth_fraction`` = that / the device's measured
-  triad bandwidth (``bench.bandwidth``, measured in the same run): the roofline position.
+  bandwidth of an in-place update kernel (``bench.bandwidth``, measured in the same run):
+  the roofline position.
 - ``traffic_bytes_per_param``: what the implementation's kernels actually move, counted by
   ``count_traffic`` over one untimed step, and ``traffic_bandwidth_gbs`` at the same step
   time: an implementation near the bandwidth on this figure but far below on the compulsory
@@ -30,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import models
 import optimizers
 from bench import memory, timing
-from bench.bandwidth import Bandwidth
+from bench.bandwidth import LIMIT_KERNEL, Bandwidth
 from bench.record import Record
 from bench.runner import hyperparameters
 from bench.store import utc_now
@@ -188,7 +189,7 @@ def measure(
     out["achieved_bandwidth_gbs"] = compulsory * out["params"] / seconds / 1e9
     if out["traffic_bytes_per_param"] is not None:
         out["traffic_bandwidth_gbs"] = out["traffic_bytes_per_param"] * out["params"] / seconds / 1e9
-    out["measured_bandwidth_gbs"] = bandwidth.median_gbs("triad")
+    out["measured_bandwidth_gbs"] = bandwidth.median_gbs(LIMIT_KERNEL)
     out["bandwidth_fraction"] = out["achieved_bandwidth_gbs"] / out["measured_bandwidth_gbs"]
 
 

@@ -219,7 +219,9 @@ class Record:
     traffic_bytes_per_param: float | None = None  # what the implementation's kernels move
     achieved_bandwidth_gbs: float | None = None  # compulsory bytes x params / median step, 1e9 B/s
     traffic_bandwidth_gbs: float | None = None  # traffic bytes x params / median step, 1e9 B/s
-    measured_bandwidth_gbs: float | None = None  # the device's STREAM triad, median, same run
+    measured_bandwidth_gbs: float | None = (
+        None  # the device's in-place update kernel (bench.bandwidth), median, same run
+    )
     bandwidth_fraction: float | None = None  # achieved / measured bandwidth
 
     def to_dict(self) -> dict:

@@ -172,8 +172,8 @@ FIGURES = [
         "Optimizer step against the bandwidth limit",
         "optimizer.step() alone on the model's parameters: the bandwidth each implementation achieved on "
         "the bytes the algorithm must move (Adam 7, SGDM 5 tensor reads and writes per parameter), "
-        "with its percentage of the device's measured STREAM triad bandwidth (dashed), and the "
-        "bandwidth of its kernels' actual traffic (outline).",
+        "with its percentage of the bandwidth an in-place update kernel reached on the device right before "
+        "that case (black dash), and the bandwidth of its kernels' actual traffic (outline).",
         figures.roofline_figure,
         _optimizer_steps,
     ),

@@ -194,18 +194,23 @@ class SGDM(_Textbook):
         torch._foreach_add_(params, ms, alpha=-group["lr"])
 
 
-def _adam_kernel(params, grads, ms, vs, steps, lr, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
-    """Textbook Adam on lists of tensors, for ``torch.compile``. ``steps`` are 0-d float64
-    tensors and ``lr`` a 0-d tensor, so one compiled graph serves every step and every
-    learning rate (Python numbers would be specialised: a recompile per new value)."""
-    for p, g, m, v, t in zip(params, grads, ms, vs, steps, strict=True):
+def _adam_kernel(
+    params, grads, ms, vs, bias_corrections2, step_sizes, beta1: float, beta2: float, eps: float, weight_decay: float
+) -> None:
+    """Textbook Adam on lists of tensors, for ``torch.compile``: ``bias_corrections2`` are
+    the 0-d tensors 1 - b2^t and ``step_sizes`` lr / (1 - b1^t), computed before the call
+    (``CompiledAdam``), so one compiled graph serves every step and every learning rate
+    (Python numbers would be specialised: a recompile per new value), and the scalars are not
+    recomputed for every element inside the fused loops."""
+    for p, g, m, v, bias_correction2, step_size in zip(
+        params, grads, ms, vs, bias_corrections2, step_sizes, strict=True
+    ):
         if weight_decay:
             g = g.add(p, alpha=weight_decay)
-        t.add_(1)
         m.mul_(beta1).add_(g, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = (v / (1 - beta2**t)).sqrt().add_(eps)
-        p.sub_(m / denom * (lr / (1 - beta1**t)))
+        denom = (v / bias_correction2).sqrt().add_(eps)
+        p.sub_(m / denom * step_size)
 
 
 def _sgdm_kernel(params, grads, ms, steps, lr, momentum: float, weight_decay: float) -> None:
@@ -275,15 +280,28 @@ class CompiledAdam(_Compiled, Adam):
     kernel = staticmethod(_adam_kernel)
 
     def _compiled_update(self, group: dict, params: list[Tensor], lr: Tensor) -> None:
+        beta1, beta2 = group["betas"]
         states = [self.state[p] for p in params]
+        steps = [s["step"] for s in states]
+        # t <- t + 1; 1 - b^t and lr / (1 - b1^t) per parameter, a few multi-tensor ops on
+        # the 0-d step tensors where they live (no host sync on a GPU)
+        torch._foreach_add_(steps, 1)
+        bias_corrections1 = torch._foreach_pow(beta1, steps)
+        bias_corrections2 = torch._foreach_pow(beta2, steps)
+        for corrections in (bias_corrections1, bias_corrections2):
+            torch._foreach_neg_(corrections)
+            torch._foreach_add_(corrections, 1)
+        step_sizes = torch._foreach_div(bias_corrections1, lr)
+        torch._foreach_reciprocal_(step_sizes)
         self._compiled(
             _real(params),
             _real([p.grad for p in params]),
             _real([s["m"] for s in states]),
             _real([s["v"] for s in states]),
-            [s["step"] for s in states],
-            lr,
-            *group["betas"],
+            bias_corrections2,
+            step_sizes,
+            beta1,
+            beta2,
             group["eps"],
             group["weight_decay"],
         )
