@@ -94,14 +94,16 @@ def _fake_build(case: Case, device: torch.device, mode: FakeTensorMode) -> tuple
     from bench.runner import Trainer  # the runner imports this module
 
     with mode, torch.device(device):
-        model = models.build(case.model, in_channels=case.input_shape[0], num_classes=case.num_classes)
+        model = models.build(
+            case.model, in_channels=case.input_shape[0], num_classes=case.num_classes, **case.model_kwargs
+        )
         if case.channels_last:
             _to_channels_last(model)
         images = torch.randn(case.batch_size, *case.input_shape)
         labels = torch.randint(0, case.num_classes, (case.batch_size,))
         if case.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        optimizer = optimizers.build(case.optimizer, model.parameters())
+        optimizer = optimizers.build(case.optimizer, model.parameters(), **case.hyperparameters)
         trainer = Trainer(model, optimizer, [(images, labels)], case.precision, device)
     # fp16's loss scaler decides whether to step by reading its overflow flag, a value fake
     # tensors do not have. Without it the step differs by a few 0-d tensors (the scale, the

@@ -281,3 +281,21 @@ def test_mixed_precision_is_predicted_within_a_few_scalars(precision):
     case = make_case("mlp", "adam", precision=precision)
     measured = memory_pass.tracked_step(case, CPU, runner_build).peak
     assert abs(memory_pass.predict(case, CPU).breakdown.peak - measured) <= 16 * F32
+
+
+def test_the_prediction_builds_the_case_with_its_model_arguments_and_hyperparameters():
+    """A narrower resnet20 (width 8) and an optimizer with non-default hyperparameters: the
+    fake step must build the same model as the tracked one, not the builder's default."""
+    case = make_case(
+        "resnet20",
+        "sgdm",
+        batch_size=2,
+        input_shape=(3, 16, 16),
+        model_kwargs={"width": 8},
+        hyperparameters={"lr": 0.1},
+    )
+    measured = memory_pass.tracked_step(case, CPU, runner_build)
+    predicted = memory_pass.predict(case, CPU)
+    narrow = sum(p.numel() * 4 for p in models.build("resnet20", width=8).parameters())
+    assert measured.parameters == predicted.breakdown.parameters == narrow
+    assert predicted.breakdown.peak == measured.peak
