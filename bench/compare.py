@@ -167,13 +167,24 @@ def _verdict(change: float | None, threshold: float, significant: bool = True) -
     return "unchanged"
 
 
+def judged_peak_field(base: dict, cand: dict) -> str:
+    """The peak the memory verdict is on: ``tracked_peak_bytes`` (the memory pass's tensor
+    tracker, exact) where both sides are CPU records that have it, since a CPU's
+    ``peak_memory_bytes`` is the whole process's resident set, which grows with whatever ran
+    earlier in the process; else ``peak_memory_bytes``."""
+    on_cpu = all(str(r.get("peak_memory_source") or "").startswith("process_rss") for r in (base, cand))
+    tracked = all(_number(r.get("tracked_peak_bytes")) is not None for r in (base, cand))
+    return "tracked_peak_bytes" if on_cpu and tracked else "peak_memory_bytes"
+
+
 def _memory_verdict(base: dict, cand: dict, memory_threshold: float) -> str:
     verdicts = []
     for field in EXACT_MEMORY_FIELDS:
         b, c = _number(base.get(field)), _number(cand.get(field))
         if b is not None and c is not None:
             verdicts.append("regression" if c > b else "improvement" if c < b else "unchanged")
-    peak = _relative_change(_number(base.get("peak_memory_bytes")), _number(cand.get("peak_memory_bytes")))
+    field = judged_peak_field(base, cand)
+    peak = _relative_change(_number(base.get(field)), _number(cand.get(field)))
     verdicts.append(_verdict(peak, memory_threshold))
     for verdict in ("regression", "improvement"):
         if verdict in verdicts:
@@ -238,9 +249,10 @@ def compare_runs(
         row["p_value"] = None
         row["baseline_state_bytes"] = b.get("optimizer_state_bytes") if b else None
         row["candidate_state_bytes"] = c.get("optimizer_state_bytes") if c else None
+        field = judged_peak_field(b, c) if b_ok and c_ok else "peak_memory_bytes"
         row["peak_change"] = _relative_change(
-            _number(b.get("peak_memory_bytes")) if b_ok else None,
-            _number(c.get("peak_memory_bytes")) if c_ok else None,
+            _number(b.get(field)) if b_ok else None,
+            _number(c.get(field)) if c_ok else None,
         )
         if b is None:
             row["time"] = row["memory"] = "new"

@@ -405,3 +405,18 @@ def test_flag_history_with_several_baseline_runs(tmp_path):
     assert set(by_run.get_group("fri")["all_cases"]) == {"unchanged"}
     # Tuesday and Wednesday have fewer than three runs behind them: no all-cases verdict.
     assert by_run.get_group("wed")["all_cases"].isna().all() and by_run.get_group("mon")["time"].isna().all()
+
+
+def test_cpu_peak_memory_is_judged_on_the_tracked_peak_not_the_process():
+    """Two runs in one process: the resident set grew by what the first left behind, the
+    tensors of the step did not. The verdict follows the tracker where both sides have it."""
+    base, cand = (
+        record(run_id, peak_memory_source="process_rss", peak_memory_bytes=rss, tracked_peak_bytes=8_830_000).to_dict()
+        for run_id, rss in (("a", 800 * 2**20), ("b", 928 * 2**20))
+    )
+    verdicts = compare_runs(pd.DataFrame([base]), pd.DataFrame([cand]))
+    assert verdicts.iloc[0]["memory"] == "unchanged" and verdicts.iloc[0]["peak_change"] == 0
+    cand["tracked_peak_bytes"] = 10_000_000
+    assert compare_runs(pd.DataFrame([base]), pd.DataFrame([cand])).iloc[0]["memory"] == "regression"
+    del cand["tracked_peak_bytes"]  # an older record: the process's peak is all there is
+    assert compare_runs(pd.DataFrame([base]), pd.DataFrame([cand])).iloc[0]["memory"] == "regression"
