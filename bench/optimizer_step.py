@@ -33,7 +33,7 @@ import optimizers
 from bench import memory, timing
 from bench.bandwidth import LIMIT_KERNEL, Bandwidth
 from bench.record import Record
-from bench.runner import hyperparameters
+from bench.runner import fault_outcome, hyperparameters
 from bench.store import utc_now
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
 
@@ -213,10 +213,8 @@ def run_case(
     try:
         with device_scope:
             measure(case, device, clock or timing.clock_for(device), bandwidth, out)
-    except torch.cuda.OutOfMemoryError as fault:
-        status, error = "oom", str(fault).strip()
     except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
-        status, error = "error", f"{type(fault).__name__}: {str(fault).strip()}"
+        status, error = fault_outcome(fault)
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -343,13 +343,8 @@ def run_case(case: Case, context: RunContext) -> Record:
     try:
         with device_scope, precision.cuda_backend_settings(case.precision, device):
             measure(case, context, clock, meter, out)
-    except Diverged as fault:
-        status, error = "diverged", str(fault)
     except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
-        if faults.is_out_of_memory(fault):
-            status, error = "oom", _message(fault)
-        else:
-            status, error = "error", f"{type(fault).__name__}: {_message(fault)}"
+        status, error = fault_outcome(fault)
     finally:
         # Past the except clauses the exception and its frames are gone, so nothing holds
         # the case's tensors any more and their memory can go back.
@@ -396,6 +391,17 @@ def case_record(case: Case, context: RunContext, status: str, error: str | None,
         error=error,
         **out,
     )
+
+
+def fault_outcome(fault: Exception) -> tuple[str, str]:
+    """(status, error) of a case that raised ``fault``: ``diverged`` for a non-finite loss,
+    ``oom`` for running out of device memory whoever allocated (``bench.faults``: cuBLAS and
+    cuDNN allocation failures too), else ``error`` with the exception's type and message."""
+    if isinstance(fault, Diverged):
+        return "diverged", str(fault)
+    if faults.is_out_of_memory(fault):
+        return "oom", _message(fault)
+    return "error", f"{type(fault).__name__}: {_message(fault)}"
 
 
 def _message(fault: BaseException) -> str:

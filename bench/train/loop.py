@@ -25,7 +25,7 @@ import models
 import optimizers
 from bench import memory
 from bench.record import Record
-from bench.runner import Diverged, RunContext, _message, device_name
+from bench.runner import Diverged, RunContext, device_name, fault_outcome
 from bench.store import utc_now
 from bench.train.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
 from bench.train.suite import TrainCase
@@ -185,12 +185,8 @@ def run_training_case(
     try:
         with scope:
             train(case, dataset, device, progress)
-    except torch.cuda.OutOfMemoryError as fault:
-        status, error = "oom", _message(fault)
-    except Diverged as fault:
-        status, error = "diverged", str(fault)
     except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
-        status, error = "error", f"{type(fault).__name__}: {_message(fault)}"
+        status, error = fault_outcome(fault)
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -181,3 +181,14 @@ def test_convbench_optim_refuses_bad_input_before_any_folder(tmp_path, capsys):
     assert main(["optim", "--models", "resnet19", "--results", str(tmp_path), "--device", "cpu"]) == 2
     assert "unknown model 'resnet19'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_cublas_allocation_failure_is_out_of_memory_as_in_a_training_case(monkeypatch):
+    def no_workspace(*args, **kwargs):
+        raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+
+    monkeypatch.setattr(optimizer_step, "_parameters", no_workspace)
+    case = optimizer_step.OptimizerStepCase("cnn", "adam", "fp32")
+    measured = bandwidth.Bandwidth("cpu", 4096, "float32", {"update": [1.0]})
+    record = optimizer_step.run_case(case, torch.device("cpu"), measured, run_id="r", suite="o", env={}, device_name="")
+    assert record.status == "oom" and "CUBLAS_STATUS_ALLOC_FAILED" in record.error
