@@ -157,6 +157,9 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
     with _transaction(connection):
+        # Checked again under the write lock: another process may have created the schema
+        # since the first look.
+        _check_tables(connection, path)
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise HistoryError(
@@ -171,9 +174,14 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
 
 
 def _check_tables(connection: sqlite3.Connection, path: Path) -> None:
-    """Refuse an SQLite database that holds tables but no convbench schema version."""
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    tables = connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    """Refuse an SQLite database that holds tables but no convbench schema version.
+
+    One statement reads both, so they come from one snapshot: read apart, a schema another
+    process commits in between shows as tables without a version."""
+    version, tables = connection.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version),"
+        " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table')"
+    ).fetchone()
     if version == 0 and tables:
         raise HistoryError(f"{path} is an SQLite database but not a convbench history; pass another --history")
 
