@@ -259,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if ranks is not None and joined.rank != 0:
         return launch.follow(cases, context, run_case)  # rank 0 alone writes the run
-    if ranks is None:  # data-parallel ranks run each case in processes of their own already
+    if ranks is None:  # data-parallel ranks run their cases in turn (isolation is refused for them)
         run_case = isolation.CaseRunner(
             suite.isolate, lambda message: print(f"convbench run: {message}", file=sys.stderr)
         )

@@ -83,7 +83,8 @@ def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
 
     Raises:
         SuiteError: a bad flag, a world size larger than the run, strategies in a
-            single-process run, multi-node flags without an endpoint.
+            single-process run, multi-node flags without an endpoint, isolated cases in a
+            data-parallel run.
     """
     from bench.runner import SetupError
     from bench.suite import SuiteError
@@ -96,6 +97,11 @@ def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
                 "add --nproc-per-node N, or start convbench under torchrun"
             )
         return suite, None
+    if suite.isolate:
+        raise SuiteError(
+            "isolate: a data-parallel run's cases share their rank processes, so cases cannot run in "
+            "processes of their own; drop --isolate (or the suite's isolate = true), or --nproc-per-node"
+        )
     if args.nnodes > 1 and not args.rdzv_endpoint and not world.launched():
         raise SuiteError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, reachable from every node)")
     if not 0 <= args.node_rank < args.nnodes:

@@ -362,6 +362,7 @@ def test_torchrun_runs_one_node_standalone_and_several_by_static_rendezvous():
         (["--nproc-per-node", "2", "--strategies", "zero2"], "'zero2' is not one of ddp, zero1, fsdp"),
         (["--nproc-per-node", "1", "--nnodes", "2"], "--nnodes > 1 needs --rdzv-endpoint"),
         (["--nproc-per-node", "2", "--sync-batchnorm"], "sync_batchnorm needs CUDA"),
+        (["--nproc-per-node", "2", "--isolate"], "cases share their rank processes"),
     ],
 )
 def test_bad_data_parallel_input_exits_2_before_anything_runs(tmp_path, monkeypatch, capsys, flags, message):
