@@ -141,8 +141,15 @@ def cmd_rf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -174,7 +181,7 @@ def max_batch_gpus() -> list[str]:
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return value
@@ -576,7 +583,10 @@ def _shape(text: str) -> list[int]:
 
 
 def _positive_real(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -835,16 +845,20 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag or value is one line on stderr (``convbench run: error: ...``,
     exit status 2) rather than the whole usage block; ``--help`` still shows it."""
 
+    #: The top-level parser's command parsers, by command name.
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="convbench",
         description="Benchmark and profile convolutional-network training with Adam and SGD with momentum.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = commands.choices
 
     models_parser = commands.add_parser("models", help="list the model registry")
     models_parser.add_argument("names", nargs="*", metavar="MODEL", help="only these models (default: all)")
@@ -1107,7 +1121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named against the command they were given to, whose --help lists its flags
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
     from bench.data import DatasetNotFoundError

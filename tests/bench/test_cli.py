@@ -23,6 +23,23 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["run", "--bogus", "x"], "convbench run: error: unrecognized arguments: --bogus x (see convbench run --help)"),
+        (["optim", "--steps", "abc"], "convbench optim: error: argument --steps: expected an integer, got 'abc'"),
+        (["run", "--peak-tflops", "x"], "convbench run: error: argument --peak-tflops: expected a number, got 'x'"),
+        (["models", "--zz"], "convbench models: error: unrecognized arguments: --zz (see convbench models --help)"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_the_command_it_was_given_to(capsys, argv, line):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [err.strip()] and err.startswith(line)
+
+
 def test_python_dash_m_bench_answers_help():
     done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0
