@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -214,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.load import busy_warning
     from bench.machine import machine_identity
     from bench.progress import ProgressBar
-    from bench.stopping import Terminated, stop_signals
+    from bench.stopping import stop_signals
     from bench.store import RunWriter, check_run_id, new_run_id
     from bench.suite import load_suite
     from bench.telemetry.fairness import sharing_warnings
@@ -290,27 +291,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if busy:
             print(f"convbench run: warning: {busy}", file=sys.stderr)
         progress = ProgressBar(len(cases) + (rf is not None))
-        code, stopped_by = EXIT_OK, None
         try:
-            with signals.interruptible(), _memory_guard(device, args.memory_limit):
+            with measuring("run", writer, signals, progress) as outcome, _memory_guard(device, args.memory_limit):
                 for case in cases:
                     progress.start(case.case_id)
                     record = _run_case_watched(run_case, case, context)
                     writer.append(record)
                     progress.finish(case.case_id, record.status)
                 if rf is not None:
-                    code = _run_rf(rf, writer, progress)
-        except KeyboardInterrupt:
-            code, stopped_by = EXIT_INTERRUPTED, "SIGINT"
-        except Terminated:
-            code, stopped_by = EXIT_TERMINATED, "SIGTERM"
-        except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
-            code, stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
-            print(f"convbench run: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+                    outcome.code = _run_rf(rf, writer, progress)
         finally:
-            progress.close()
             launch.world.leave()
-        return close_run("run", writer, history_path, signals, stopped_by, code)
+        return close_run("run", writer, history_path, signals, outcome.stopped_by, outcome.code)
 
 
 @contextlib.contextmanager
@@ -359,6 +351,37 @@ def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:
     progress.finish(label, "ok")
     writer.section_done("rf", "ok")
     return EXIT_OK
+
+
+@dataclasses.dataclass
+class Measuring:
+    """How the measuring part of a run is ending: ``code``, the exit status so far, and
+    ``stopped_by``, what cut it short (None: it ran to its end)."""
+
+    code: int = EXIT_OK
+    stopped_by: str | None = None
+
+
+@contextlib.contextmanager
+def measuring(command: str, writer: RunWriter, signals: StopSignals, progress: ProgressBar) -> Iterator[Measuring]:
+    """The measuring part of ``convbench COMMAND``: stop signals may interrupt it (between two
+    records), and a stop or an unwritable run folder ends it without an exception, recorded
+    in the yielded Measuring for ``close_run``; the progress bar is closed either way."""
+    from bench.stopping import Terminated
+
+    outcome = Measuring()
+    try:
+        with signals.interruptible():
+            yield outcome
+    except KeyboardInterrupt:
+        outcome.code, outcome.stopped_by = EXIT_INTERRUPTED, "SIGINT"
+    except Terminated:
+        outcome.code, outcome.stopped_by = EXIT_TERMINATED, "SIGTERM"
+    except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
+        outcome.code, outcome.stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
+        print(f"convbench {command}: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+    finally:
+        progress.close()
 
 
 def close_run(
@@ -445,7 +468,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
     from bench.env import collect_env
     from bench.machine import machine_identity
     from bench.progress import ProgressBar
-    from bench.stopping import Terminated, stop_signals
+    from bench.stopping import stop_signals
     from bench.store import RunWriter, check_run_id, new_run_id, write_json
     from bench.toml_writer import dumps
 
@@ -473,39 +496,28 @@ def cmd_optim(args: argparse.Namespace) -> int:
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, "optim", dumps(configuration), env, len(cases), machine=machine)
         progress = ProgressBar(len(cases))
-        code, stopped_by = EXIT_OK, None
-        try:
-            with signals.interruptible():
-                array_bytes = args.bandwidth_mib * 2**20 if args.bandwidth_mib else None
-                measured: dict[str, dict] = {}
-                for case in cases:
-                    progress.start(case.case_id)
-                    # The limit is measured right before each case, so both see the machine
-                    # in the same state (a shared machine's bandwidth drifts by tens of %).
-                    bandwidth = measure_bandwidth(device, array_bytes)
-                    measured[case.case_id] = bandwidth.to_dict()
-                    write_json(writer.path / "bandwidth.json", measured)
-                    record = optimizer_step.run_case(
-                        case,
-                        device,
-                        bandwidth,
-                        run_id=run_id,
-                        suite="optim",
-                        env=env,
-                        device_name=runner.device_name(device, env),
-                    )
-                    writer.append(record)
-                    progress.finish(case.case_id, record.status)
-        except KeyboardInterrupt:
-            code, stopped_by = EXIT_INTERRUPTED, "SIGINT"
-        except Terminated:
-            code, stopped_by = EXIT_TERMINATED, "SIGTERM"
-        except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
-            code, stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
-            print(f"convbench optim: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
-        finally:
-            progress.close()
-        return close_run("optim", writer, history_path, signals, stopped_by, code)
+        with measuring("optim", writer, signals, progress) as outcome:
+            array_bytes = args.bandwidth_mib * 2**20 if args.bandwidth_mib else None
+            measured: dict[str, dict] = {}
+            for case in cases:
+                progress.start(case.case_id)
+                # The limit is measured right before each case, so both see the machine
+                # in the same state (a shared machine's bandwidth drifts by tens of %).
+                bandwidth = measure_bandwidth(device, array_bytes)
+                measured[case.case_id] = bandwidth.to_dict()
+                write_json(writer.path / "bandwidth.json", measured)
+                record = optimizer_step.run_case(
+                    case,
+                    device,
+                    bandwidth,
+                    run_id=run_id,
+                    suite="optim",
+                    env=env,
+                    device_name=runner.device_name(device, env),
+                )
+                writer.append(record)
+                progress.finish(case.case_id, record.status)
+        return close_run("optim", writer, history_path, signals, outcome.stopped_by, outcome.code)
 
 
 # The switches timm's benchmark script taught people, and models by reference.

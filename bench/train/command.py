@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 CURVES = "curves.jsonl"
@@ -31,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bench.env import collect_env
     from bench.machine import machine_identity
     from bench.progress import ProgressBar
-    from bench.stopping import Terminated, stop_signals
+    from bench.stopping import stop_signals
     from bench.store import RunWriter, check_run_id, new_run_id
     from bench.train import datasets, loop
     from bench.train.report import summary_frame
@@ -61,25 +60,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases), machine=machine)
         context = runner.RunContext(run_id, suite.name, device, env)
         progress = ProgressBar(len(cases))
-        code, stopped_by = cli.EXIT_OK, None
-        try:
-            with signals.interruptible():
-                for case in cases:
-                    progress.start(case.case_id)
-                    record, curve = loop.run_training_case(case, dataset, context)
-                    append_curve(writer.path, curve)
-                    writer.append(record)
-                    progress.finish(case.case_id, record.status)
-        except KeyboardInterrupt:
-            code, stopped_by = cli.EXIT_INTERRUPTED, "SIGINT"
-        except Terminated:
-            code, stopped_by = cli.EXIT_TERMINATED, "SIGTERM"
-        except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
-            code, stopped_by = cli.EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
-            print(f"convbench train: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
-        finally:
-            progress.close()
-        return cli.close_run("train", writer, history_path, signals, stopped_by, code, summary_frame)
+        with cli.measuring("train", writer, signals, progress) as outcome:
+            for case in cases:
+                progress.start(case.case_id)
+                record, curve = loop.run_training_case(case, dataset, context)
+                append_curve(writer.path, curve)
+                writer.append(record)
+                progress.finish(case.case_id, record.status)
+        return cli.close_run("train", writer, history_path, signals, outcome.stopped_by, outcome.code, summary_frame)
 
 
 def add_parser(commands: argparse._SubParsersAction, names: type, positive: type) -> None:

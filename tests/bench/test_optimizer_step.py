@@ -192,3 +192,28 @@ def test_a_cublas_allocation_failure_is_out_of_memory_as_in_a_training_case(monk
     measured = bandwidth.Bandwidth("cpu", 4096, "float32", {"update": [1.0]})
     record = optimizer_step.run_case(case, torch.device("cpu"), measured, run_id="r", suite="o", env={}, device_name="")
     assert record.status == "oom" and "CUBLAS_STATUS_ALLOC_FAILED" in record.error
+
+
+def test_sigterm_between_optimizer_cases_keeps_the_first_and_marks_the_run_incomplete(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    measure = bandwidth.measure_bandwidth
+    calls = []
+
+    def second_call_is_stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # as the second case begins
+            os.kill(os.getpid(), signal.SIGTERM)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(bandwidth, "measure_bandwidth", second_call_is_stopped)
+    flags = ["--models", "cnn", "--optimizers", "adam,sgdm", "--device", "cpu", "--steps", "1", "--warmup", "1"]
+    flags += ["--repeats", "1", "--bandwidth-mib", "1", "--results", str(tmp_path), "--run-id", "o2"]
+    assert main(["optim", *flags]) == 143
+    run = load_run(tmp_path / "o2")
+    assert list(run.frame()["case_id"]) == ["cnn/adam/optimizer-step/fp32"]
+    assert (run.manifest["status"], run.manifest["stopped_by"]) == ("incomplete", "SIGTERM")
+    assert history.runs(tmp_path / "history.sqlite")["status"].tolist() == ["incomplete"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert "Traceback" not in capsys.readouterr().err
