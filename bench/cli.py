@@ -263,6 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.download,
         peak_tflops=args.peak_tflops,
         find_max_batch=args.find_max_batch,
+        memory_pass=not args.no_memory_pass,
         memory_cap_bytes=args.memory_cap,
     )
     if ranks is not None and joined.rank != 0:
@@ -968,6 +969,12 @@ def build_parser() -> _Parser:
         "--find-max-batch",
         action="store_true",
         help="also search each case's largest batch that trains without running out of memory",
+    )
+    run_parser.add_argument(
+        "--no-memory-pass",
+        action="store_true",
+        help="skip each case's untimed memory pass (tracked breakdown and prediction): faster, "
+        "but no tracked_* or predicted_* figures",
     )
     run_parser.add_argument(
         "--memory-cap",

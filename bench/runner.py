@@ -67,7 +67,12 @@ class RunContext:
     builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
     peak_tflops: float | None = None  # --peak-tflops: the device's peak, over bench.peaks' table
     find_max_batch: bool = False  # search each case's largest batch (bench.max_batch)
+    memory_pass: bool = True  # run each case's untimed memory pass (bench.memory_pass)
     memory_cap_bytes: int | None = None  # the memory that search fits in (None: the device's)
+
+
+#: ``memory_pass_error`` of a case run with ``--no-memory-pass``.
+SKIPPED_MEMORY_PASS = "not run (--no-memory-pass)"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -353,7 +358,10 @@ def run_case(case: Case, context: RunContext) -> Record:
         status, error = "error", release_error
     if status == "ok":
         build_case = functools.partial(_build_for, context)
-        out.update(memory_pass.record_fields(case, device, build_case, out))
+        if context.memory_pass:
+            out.update(memory_pass.record_fields(case, device, build_case, out))
+        else:
+            out["memory_pass_error"] = SKIPPED_MEMORY_PASS
         if context.find_max_batch:
             out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
     return case_record(case, context, status, error, out)

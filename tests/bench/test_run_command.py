@@ -108,6 +108,23 @@ def test_flags_override_the_suite(tmp_path, capsys, fault_models):
     assert all(len(r["step_time_samples_ms"]) == 2 and r["forward_ms"] > 0 for r in records)
 
 
+def test_no_memory_pass_skips_it_and_says_so_in_every_record(tmp_path, capsys, fault_models, monkeypatch):
+    from bench import memory_pass
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the memory pass ran")
+
+    monkeypatch.setattr(memory_pass, "record_fields", must_not_run)
+    args = ["--suite", tiny_suite(tmp_path), "--results", str(tmp_path), "--run-id", "n1", "--no-memory-pass"]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    records = load_run(tmp_path / "n1").records
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert all(r["memory_pass_error"] == "not run (--no-memory-pass)" for r in records)
+    assert not any(key.startswith(("tracked_", "predicted_")) and r[key] is not None for r in records for key in r)
+    assert (tmp_path / "n1" / "report.html").is_file()
+
+
 def test_faults_are_recorded_and_the_sweep_goes_on(tmp_path, capsys, fault_models):
     suite = tiny_suite(tmp_path, '["oom-net", "error-net", "nan-net", "ok-net"]')
     code, out, err = run(capsys, "--suite", suite, "--optimizers", "sgdm", "--results", str(tmp_path), "--run-id", "f")
