@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bench.history import ResolvedRun
+    from bench.storage.history import ResolvedRun
 
 
 def run_suite(
@@ -32,13 +32,13 @@ def run_suite(
     ``models=["cnn", "torchvision:squeezenet1_1"]``, ``batch_sizes=[32]``, ``steps=10``,
     ``lr=[0.1]``, ``model_kwargs={"width": 32}``, ``input_size=[3, 64, 64]``, ``amp=True``.
     Bad input raises before any work (models.UnknownNameError, bench.suite.SuiteError,
-    bench.runner.SetupError, ...); an unknown flag raises TypeError naming the valid ones.
+    bench.measure.runner.SetupError, ...); an unknown flag raises TypeError naming the valid ones.
     Progress goes to standard error and the summary table to standard output, as from the
     command. Ctrl-C ends the run between cases, keeps its folder and re-raises
     KeyboardInterrupt.
     """
     from bench.cli import EXIT_INTERRUPTED, build_parser, cmd_run
-    from bench.store import load_run, new_run_id
+    from bench.storage.store import load_run, new_run_id
 
     args = build_parser().parse_args(["run"])
     settable = sorted(set(vars(args)) - {"command", "handler", "suite", "results", "run_id", "history"})
@@ -67,8 +67,8 @@ def resolve_runs(
     DataFrame of records; ``earlier`` the ``baseline_runs - 1`` runs before the baseline in
     the history (same suite and machine), skipping any measured differently. Baselines are
     complete runs unless ``include_incomplete``."""
-    from bench import compare
-    from bench.history import ResolvedRun, earlier_runs, resolve
+    from bench.analyse import compare
+    from bench.storage.history import ResolvedRun, earlier_runs, resolve
 
     def named(run: str | pd.DataFrame, after: ResolvedRun | None = None) -> ResolvedRun:
         if isinstance(run, str | Path):
@@ -102,8 +102,8 @@ def compare_results(
     """Verdicts per case, ``candidate`` against ``baseline``, as ``convbench compare`` gives
     them: columns ``case``, ``time`` and ``memory`` (regression, improvement, unchanged, new,
     missing), the changes and p-values, a ``note``. ``threshold`` and ``memory_threshold`` are
-    percentages; runs are as in ``resolve_runs``. Raises bench.compare.IncomparableError for
-    cases measured differently, bench.history.HistoryError for a run it cannot find."""
+    percentages; runs are as in ``resolve_runs``. Raises bench.analyse.compare.IncomparableError for
+    cases measured differently, bench.storage.history.HistoryError for a run it cannot find."""
     base, cand, earlier = resolve_runs(baseline, candidate, history, baseline_runs)
     return judge(base, cand, earlier, threshold, memory_threshold)
 
@@ -111,8 +111,8 @@ def compare_results(
 def judge(
     baseline: ResolvedRun, candidate: ResolvedRun, earlier: list[ResolvedRun], threshold: float, memory_threshold: float
 ) -> pd.DataFrame:
-    """bench.compare.compare_runs on resolved runs, thresholds in percent."""
-    from bench import compare
+    """bench.analyse.compare.compare_runs on resolved runs, thresholds in percent."""
+    from bench.analyse import compare
 
     return compare.compare_runs(
         baseline.frame,

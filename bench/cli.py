@@ -13,19 +13,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from bench.output import add_output_options, stdout_gone
-from bench.tables import format_number, text_table
+from bench.reporting.output import add_output_options, stdout_gone
+from bench.reporting.tables import format_number, text_table
 
 if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
     import pandas as pd
     import torch
 
-    from bench.progress import ProgressBar
+    from bench.measure.runner import RunContext
+    from bench.measure.stopping import StopSignals
     from bench.receptive.section import RfSection
     from bench.record import Record
-    from bench.runner import RunContext
-    from bench.stopping import StopSignals
-    from bench.store import RunWriter
+    from bench.reporting.progress import ProgressBar
+    from bench.storage.store import RunWriter
     from bench.suite import Case
 
 Handler = Callable[[argparse.Namespace], int]
@@ -110,7 +110,7 @@ def cmd_optimizers(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the machine and software description as JSON."""
-    from bench.env import collect_env
+    from bench.measure.env import collect_env
 
     print(json.dumps(collect_env(), indent=2))
     return 0
@@ -167,7 +167,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _bytes(text: str) -> int:
-    from bench.max_batch import parse_bytes
+    from bench.measure.max_batch import parse_bytes
 
     try:
         return parse_bytes(text)
@@ -176,7 +176,7 @@ def _bytes(text: str) -> int:
 
 
 def max_batch_gpus() -> list[str]:
-    from bench.max_batch import GPU_MEMORY_BYTES
+    from bench.measure.max_batch import GPU_MEMORY_BYTES
 
     return list(GPU_MEMORY_BYTES)
 
@@ -209,14 +209,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     can write again, is skipped or stopped with a message saying so."""
     import torch
 
-    from bench import data, history, isolation, runner
     from bench.distributed import launch
-    from bench.env import collect_env
-    from bench.load import busy_warning
-    from bench.machine import machine_identity
-    from bench.progress import ProgressBar
-    from bench.stopping import stop_signals
-    from bench.store import RunWriter, check_run_id, new_run_id
+    from bench.measure import data, isolation, runner
+    from bench.measure.env import collect_env
+    from bench.measure.load import busy_warning
+    from bench.measure.machine import machine_identity
+    from bench.measure.stopping import stop_signals
+    from bench.reporting.progress import ProgressBar
+    from bench.storage import history
+    from bench.storage.store import RunWriter, check_run_id, new_run_id
     from bench.suite import load_suite
     from bench.telemetry.fairness import sharing_warnings
 
@@ -308,9 +309,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[None]:
-    """On the CPU, the address-space cap of bench.memguard while the cases run (``limit_gib``
+    """On the CPU, the address-space cap of bench.measure.memguard while the cases run (``limit_gib``
     GiB of headroom, or the default); on CUDA nothing."""
-    from bench.memguard import GIB, address_space_limit, default_headroom
+    from bench.measure.memguard import GIB, address_space_limit, default_headroom
 
     if device.type != "cpu" or limit_gib == 0:
         yield
@@ -323,8 +324,8 @@ def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[Non
 def _run_case_watched(run_case: Callable[[Case, RunContext], Record], case: Case, context: RunContext) -> Record:
     """``run_case(case, context)`` with the machine's other load while it ran in the record (and
     a warning on stderr when other processes took more than ``BUSY_FRACTION`` of the CPUs)."""
-    from bench.load import BUSY_FRACTION, OtherLoad
-    from bench.memguard import mark_out_of_memory
+    from bench.measure.load import BUSY_FRACTION, OtherLoad
+    from bench.measure.memguard import mark_out_of_memory
 
     other = OtherLoad().start()
     record = mark_out_of_memory(run_case(case, context))
@@ -368,7 +369,7 @@ def measuring(command: str, writer: RunWriter, signals: StopSignals, progress: P
     """The measuring part of ``convbench COMMAND``: stop signals may interrupt it (between two
     records), and a stop or an unwritable run folder ends it without an exception, recorded
     in the yielded Measuring for ``close_run``; the progress bar is closed either way."""
-    from bench.stopping import Terminated
+    from bench.measure.stopping import Terminated
 
     outcome = Measuring()
     try:
@@ -399,8 +400,9 @@ def close_run(
     write the report (unless a stop signal says otherwise), and return the exit status:
     ``code``, EXIT_CASE_ERROR where closing, the history, the report or a case failed, or the
     stop signal's."""
-    from bench import history, report
-    from bench.store import load_run
+    from bench.reporting import report
+    from bench.storage import history
+    from bench.storage.store import load_run
 
     summary = summary or (lambda records: report.readable(report.summary_frame(records)))
 
@@ -436,8 +438,8 @@ def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
     """Write the run's report unless a stop signal came first; a stop signal while it is
     written ends it. Either way the message says how to write it later. Returns the exit
     status so far."""
-    from bench import report
-    from bench.stopping import Terminated
+    from bench.measure.stopping import Terminated
+    from bench.reporting import report
 
     later = f"`convbench report {run_dir}` writes it"
     if signals.received:
@@ -464,13 +466,14 @@ def cmd_optim(args: argparse.Namespace) -> int:
     bandwidth.json by case, report with the roofline figure) and a history entry."""
     import models
     import optimizers
-    from bench import history, optimizer_step, runner
-    from bench.bandwidth import measure_bandwidth
-    from bench.env import collect_env
-    from bench.machine import machine_identity
-    from bench.progress import ProgressBar
-    from bench.stopping import stop_signals
-    from bench.store import RunWriter, check_run_id, new_run_id, write_json
+    from bench.measure import optimizer_step, runner
+    from bench.measure.bandwidth import measure_bandwidth
+    from bench.measure.env import collect_env
+    from bench.measure.machine import machine_identity
+    from bench.measure.stopping import stop_signals
+    from bench.reporting.progress import ProgressBar
+    from bench.storage import history
+    from bench.storage.store import RunWriter, check_run_id, new_run_id, write_json
     from bench.toml_writer import dumps
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -637,7 +640,7 @@ def add_run_switches(run_parser: argparse.ArgumentParser) -> None:
         "--peak-tflops",
         type=_positive_real,
         metavar="X",
-        help="the device's dense peak TFLOP/s for MFU (default: bench.peaks' table of known GPUs)",
+        help="the device's dense peak TFLOP/s for MFU (default: bench.measure.peaks' table of known GPUs)",
     )
 
 
@@ -660,9 +663,9 @@ def _integers(text: str) -> list[int]:
 
 
 def _print_output(frame: object, args: argparse.Namespace, **around: object) -> None:
-    """Print ``frame`` (and the lines and fields ``around`` it, see bench.output.render) in
+    """Print ``frame`` (and the lines and fields ``around`` it, see bench.reporting.output.render) in
     ``--format``, to ``--output`` if given."""
-    from bench.output import emit, render
+    from bench.reporting.output import emit, render
 
     text, to_stderr = render(frame, args.format, **around)
     emit(text, args.output, to_stderr)
@@ -676,8 +679,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
     import models
     import optimizers
-    from bench import max_batch, memory_pass
-    from bench.memory_breakdown import CATEGORIES
+    from bench.measure import max_batch, memory_pass
+    from bench.measure.memory_breakdown import CATEGORIES
     from bench.suite import Case
 
     spec = models.spec(args.model)
@@ -708,7 +711,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """List the runs in the history, oldest first."""
-    from bench import history
+    from bench.storage import history
 
     runs = history.runs(args.history)
     runs["commit"] = runs["commit"].str[:10]
@@ -718,7 +721,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Add run folders (e.g. copied from other machines) to the history."""
-    from bench import history
+    from bench.storage import history
 
     for run_id, added in history.ingest(args.run_dirs, args.history):
         print(f"added {run_id}" if added else f"skipped {run_id}: already in the history")
@@ -727,7 +730,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
-    from bench import compare
+    from bench.analyse import compare
     from bench.api import judge, resolve_runs
     from bench.telemetry import fairness
 
@@ -762,7 +765,9 @@ def cmd_trend(args: argparse.Namespace) -> int:
     """Throughput and memory over the recorded runs, flagged where compare would flag them."""
     import pandas as pd
 
-    from bench import compare, figures, history
+    from bench.analyse import compare
+    from bench.reporting import figures
+    from bench.storage import history
 
     records = history.records(args.history)
     if records.empty:
@@ -807,7 +812,9 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 def cmd_gpus(args: argparse.Namespace) -> int:
     """Runs of one suite on different devices, side by side, with a speed-up figure."""
-    from bench import compare, figures, history
+    from bench.analyse import compare
+    from bench.reporting import figures
+    from bench.storage import history
 
     runs = [history.resolve(reference, args.history).frame for reference in args.runs]
     table, notes = compare.side_by_side(runs, reference=args.reference)
@@ -824,8 +831,8 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A run (or, with --all, the whole history) as github-action-benchmark or pytest-benchmark JSON."""
-    from bench import export
-    from bench.output import emit
+    from bench.reporting.output import emit
+    from bench.storage import export
     from bench.suite import SuiteError
 
     if args.all:
@@ -847,7 +854,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a run folder's figures, tables, report.html and report.md."""
-    from bench.report import write_report
+    from bench.reporting.report import write_report
 
     for path in write_report(args.run_dir):
         print(path)
@@ -1145,11 +1152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
-    from bench.data import DatasetNotFoundError
-    from bench.history import HistoryError
-    from bench.machine import MachineNameError
-    from bench.runner import SetupError
-    from bench.store import RunFolderError
+    from bench.measure.data import DatasetNotFoundError
+    from bench.measure.machine import MachineNameError
+    from bench.measure.runner import SetupError
+    from bench.storage.history import HistoryError
+    from bench.storage.store import RunFolderError
     from bench.suite import SuiteError
     from models.registry import UnknownNameError
 
@@ -1168,7 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
     )
     if args.command in ("history", "ingest", "compare", "trend", "gpus", "export"):
-        from bench.compare import IncomparableError
+        from bench.analyse.compare import IncomparableError
 
         bad_input += (IncomparableError,)
     handler: Handler = args.handler

@@ -102,7 +102,7 @@ class Record:
     skipped_steps_warmup: int | None = None  # fp16: warm-up updates GradScaler skipped (inf/NaN gradients)
     skipped_steps_timed: int | None = None  # fp16: timed steps whose update GradScaler skipped
     loss_scale: float | None = None  # fp16: GradScaler's scale after the last timed step
-    matmul_precision: str | None = None  # CUDA: float32 matmuls in effect, ieee | tf32 (bench.precision)
+    matmul_precision: str | None = None  # CUDA: float32 matmuls in effect, ieee | tf32 (bench.measure.precision)
     cudnn_conv_precision: str | None = None  # CUDA: float32 cuDNN convolutions in effect, ieee | tf32
     tf32_override: str | None = None  # CUDA: NVIDIA_TF32_OVERRIDE / TORCH_ALLOW_TF32_CUBLAS_OVERRIDE as set
     optimizer_state_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current delta, same update
@@ -112,7 +112,7 @@ class Record:
     peak_memory_reserved_bytes: int | None = None  # CUDA: max_memory_reserved over the timed steps (cache too)
     isolated: bool = False  # ran in a process of its own (--isolate)
     static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
-    # what a step costs the host (bench.host), from untimed steps after warm-up and the timed steps
+    # what a step costs the host (bench.measure.host), from untimed steps after warm-up and the timed steps
     host_syncs_per_step: int | None = None  # host-device synchronisations in one step
     host_syncs_source: str | None = None  # cuda_sync_debug_mode | host_reads (ops that synchronise on CUDA)
     host_time_ms: float | None = None  # median host-clock time of a timed step's Python code; CUDA: enqueue
@@ -147,7 +147,7 @@ class Record:
     rank_grad_bytes: list[int] | None = None
     rank_optimizer_state_bytes: list[int] | None = None  # its partition's state under zero1/fsdp
     rank_peak_memory_bytes: list[int] | None = None  # peak_memory_source as for the case
-    # interference (bench.load): the machine's load while the case ran
+    # interference (bench.measure.load): the machine's load while the case ran
     load_average_1m: float | None = None  # 1-minute load average as the case started (os.getloadavg)
     other_cpu_fraction: float | None = None  # share of all CPUs' time other processes used during the case, 0-1
     # models by reference, run switches, FLOPs and utilisation
@@ -156,10 +156,12 @@ class Record:
     flops_per_sample: float | None = None  # forward + backward FLOPs of one sample (torch FlopCounterMode, meta device)
     achieved_tflops: float | None = None  # flops_per_sample * throughput / 1e12, TFLOP/s
     peak_tflops: float | None = None  # the device's dense peak for the case's precision, TFLOP/s
-    peak_tflops_source: str | None = None  # where peak_tflops comes from (bench.peaks table entry or --peak-tflops)
+    peak_tflops_source: str | None = (
+        None  # where peak_tflops comes from (bench.measure.peaks table entry or --peak-tflops)
+    )
     mfu: float | None = None  # model FLOP utilisation, achieved_tflops / peak_tflops (a fraction)
-    # memory pass (bench.memory_pass): one untimed steady-state step after the timed ones,
-    # every live tensor storage sorted by what it is at the step's peak (bench.memory_breakdown),
+    # memory pass (bench.measure.memory_pass): one untimed steady-state step after the timed ones,
+    # every live tensor storage sorted by what it is at the step's peak (bench.measure.memory_breakdown),
     # bytes; the categories add up to the peak. tracked_*: real tensors; predicted_*: the same
     # step on fake tensors, before anything is allocated.
     tracked_parameters_bytes: int | None = None
@@ -185,7 +187,7 @@ class Record:
     predicted_device: str | None = None  # what the fake step ran as: cpu | cuda | "cpu for cuda"
     prediction_s: float | None = None  # wall time of the prediction, s
     memory_pass_error: str | None = None  # why tracked_* or predicted_* are missing
-    # --find-max-batch (bench.max_batch): the largest batch whose step fits, by doubling then bisection
+    # --find-max-batch (bench.measure.max_batch): the largest batch whose step fits, by doubling then bisection
     max_batch_size: int | None = None  # measured: the largest batch that trained without running out
     max_batch_predicted: int | None = None  # the same search on predicted peaks
     max_batch_memory_bytes: int | None = None  # the memory it had to fit in
@@ -214,13 +216,13 @@ class Record:
     input_epoch_s: float | None = None  # one epoch of batches alone (gather, augment, normalise), synchronised
     # what was timed: a whole training step, or the optimizer step alone (``convbench optim``)
     kind: str = "training-step"  # training-step | optimizer-step
-    # optimizer-step cases: the step against the memory-bandwidth limit (bench.optimizer_step)
+    # optimizer-step cases: the step against the memory-bandwidth limit (bench.measure.optimizer_step)
     compulsory_bytes_per_param: float | None = None  # the algorithm's minimum (optimizers.traffic)
     traffic_bytes_per_param: float | None = None  # what the implementation's kernels move
     achieved_bandwidth_gbs: float | None = None  # compulsory bytes x params / median step, 1e9 B/s
     traffic_bandwidth_gbs: float | None = None  # traffic bytes x params / median step, 1e9 B/s
     measured_bandwidth_gbs: float | None = (
-        None  # the device's in-place update kernel (bench.bandwidth), median, same run
+        None  # the device's in-place update kernel (bench.measure.bandwidth), median, same run
     )
     bandwidth_fraction: float | None = None  # achieved / measured bandwidth
 

@@ -13,7 +13,7 @@ twice runs once). Several blocks let different models have different batch sizes
     warmup = 5                # untimed steps before timing; >= 1, the first creates the optimizer state   (default 5)
     repeats = 3               # (default 5)
     detailed = false          # also time forward, backward and optimizer step apart   (default false)
-    isolate = false           # each case in a process of its own (bench.isolation)   (default false)
+    isolate = false           # each case in a process of its own (bench.measure.isolation)   (default false)
 
     input_size = [3, 64, 64]  # (C, H, W) of synthetic samples, for every model   (default: each model's own)
     num_classes = 100         # classes of synthetic labels   (default: each model's own)
@@ -63,8 +63,8 @@ from pathlib import Path
 
 import models
 import optimizers
-from bench import data
 from bench.distributed import STRATEGIES
+from bench.measure import data
 from bench.record import case_id
 from bench.toml_writer import dumps
 

@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 
-from bench.env import cpu_model, nvidia_driver
+from bench.measure.env import cpu_model, nvidia_driver
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 

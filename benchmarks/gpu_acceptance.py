@@ -58,10 +58,11 @@ import torch
 import torch.utils.benchmark
 
 import models
-from bench import history, host, memory, timing
-from bench.env import collect_env
-from bench.precision import cuda_backend_settings
-from bench.runner import RunContext, build, run_cases
+from bench.measure import host, memory, timing
+from bench.measure.env import collect_env
+from bench.measure.precision import cuda_backend_settings
+from bench.measure.runner import RunContext, build, run_cases
+from bench.storage import history
 from bench.suite import Case
 from bench.telemetry import gpu
 

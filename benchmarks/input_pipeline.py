@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import models
 import optimizers
-from bench.runner import resolve_device
+from bench.measure.runner import resolve_device
 from bench.train.datasets import DeviceDataset, Split, epoch_batches
 from bench.train.loop import _synchronise
 

@@ -95,7 +95,7 @@ def as_convbench(argv: list[str]) -> int:
 
 def run_smoke(out: Path, run_id: str, design: list[str], delays_ms: dict[str, float] | None = None) -> pd.DataFrame:
     """One smoke run in a fresh process; its records."""
-    from bench.store import load_run
+    from bench.storage.store import load_run
 
     env = {k: v for k, v in os.environ.items() if k != DELAY_ENV}
     if delays_ms:
@@ -114,7 +114,7 @@ def run_smoke(out: Path, run_id: str, design: list[str], delays_ms: dict[str, fl
 
 def load_runs(out: Path, prefix: str) -> list[pd.DataFrame]:
     """The runs ``prefix``-00, -01, ... that a measurement left in ``out``, in order."""
-    from bench.store import load_run
+    from bench.storage.store import load_run
 
     loads_file = out / LOADS
     loads = json.loads(loads_file.read_text()) if loads_file.exists() else {}
@@ -125,7 +125,7 @@ def load_runs(out: Path, prefix: str) -> list[pd.DataFrame]:
 def step_level_time_verdicts(baseline: pd.DataFrame, candidate: pd.DataFrame, threshold: float = 0.05) -> list[str]:
     """The replaced design: Mann–Whitney U on every step sample, Holm over the cases, the
     same threshold. The smoke runs list their cases in the same order."""
-    from bench.stats import holm, mann_whitney
+    from bench.analyse.stats import holm, mann_whitney
 
     pairs = list(zip(baseline["step_time_samples_ms"], candidate["step_time_samples_ms"], strict=True))
     p_values = holm([mann_whitney(c, b).p_value for b, c in pairs])
@@ -149,7 +149,7 @@ def compare_pairs(
     """Every case of every comparison, with the comparison's name and kind, the verdicts of
     ``compare`` and (single-run baselines only) the step-level time verdict. ``earlier``:
     for each pair, the runs that join its baseline (``compare --baseline-runs``)."""
-    from bench.compare import compare_runs
+    from bench.analyse.compare import compare_runs
 
     rows = []
     for index, (name, baseline, candidate) in enumerate(pairs):
@@ -253,7 +253,7 @@ def analyse(out: Path, args: argparse.Namespace, design: list[str], unchanged: l
     summary = summarise(verdicts, env, unchanged, slowed, args, design)
     (out / "summary.md").write_text(summary)
     print(summary)
-    from bench import figures
+    from bench.reporting import figures
 
     figures.use_theme()
     figures.save(noise_figure(verdicts, args.slowdown), out / "noise")
@@ -261,13 +261,13 @@ def analyse(out: Path, args: argparse.Namespace, design: list[str], unchanged: l
 
 
 def current_commit() -> str | None:
-    from bench.env import collect_env
+    from bench.measure.env import collect_env
 
     return collect_env().get("git_commit")
 
 
 def summarise(verdicts, env, unchanged, slowed, args, design) -> str:
-    from bench.tables import markdown_table
+    from bench.reporting.tables import markdown_table
 
     rows = []
     for kind, group in verdicts.groupby("kind", sort=False):
@@ -333,8 +333,8 @@ def noise_figure(verdicts: pd.DataFrame, slowdown: float):
     import matplotlib.ticker
     import seaborn as sns
 
-    from bench.compare import ALL_CASES
-    from bench.figures import COLUMN
+    from bench.analyse.compare import ALL_CASES
+    from bench.reporting.figures import COLUMN
 
     shown = verdicts[verdicts["time_change"].notna()].assign(
         ratio=lambda f: 1 + f["time_change"].astype(float),

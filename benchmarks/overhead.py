@@ -5,12 +5,12 @@
 
 In one process, for each model, each round runs the same case twice, in alternating order:
 
-- the harness: ``bench.runner.run_case`` with ``warmup`` untimed steps and ``steps`` timed
+- the harness: ``bench.measure.runner.run_case`` with ``warmup`` untimed steps and ``steps`` timed
   ones, reporting ``throughput`` = batch / median step time;
 - a hand-written loop: the same model (same seed), optimizer and batch, ``warmup`` steps,
   then ``steps`` steps between two synchronisations of the device, read by the host clock:
   throughput = batch x steps / elapsed. On CUDA it runs under the harness's own cuDNN and
-  TF32 settings (``bench.precision.cuda_backend_settings``), so the two differ only in the
+  TF32 settings (``bench.measure.precision.cuda_backend_settings``), so the two differ only in the
   loop around the step.
 
 Interleaving spreads slow phases of a shared machine over both. Per model the script prints
@@ -40,10 +40,10 @@ from torch import nn
 
 import models
 import optimizers
-from bench import timing
-from bench.env import collect_env
-from bench.precision import cuda_backend_settings
-from bench.runner import RunContext, build, resolve_device, run_case
+from bench.measure import timing
+from bench.measure.env import collect_env
+from bench.measure.precision import cuda_backend_settings
+from bench.measure.runner import RunContext, build, resolve_device, run_case
 from bench.suite import Case
 
 

@@ -4,7 +4,7 @@ repeating it.
 
 Synthetic data already on the device, as in the harness; optimizer state created by an
 untimed step; on CUDA, the harness's cuDNN autotuning and TF32 settings for the case's
-precision (``bench.precision.cuda_backend_settings``). ``extra_info`` carries samples per
+precision (``bench.measure.precision.cuda_backend_settings``). ``extra_info`` carries samples per
 second (batch / median step time) and the parameter, gradient and optimizer-state bytes.
 """
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import models
 import optimizers
-from bench.precision import cuda_backend_settings
+from bench.measure.precision import cuda_backend_settings
 from bench.suite import load_suite
 
 # The smoke suite's cases (fp32, eager, synthetic data), read from the shipped suite so the

@@ -46,9 +46,9 @@ import torch.distributed as dist
 from torch import nn
 
 import models
-from bench import data, memory, runner, timing
 from bench.distributed.strategies import parallelize
 from bench.distributed.world import World
+from bench.measure import data, memory, runner, timing
 from bench.record import Record
 from bench.suite import Case
 

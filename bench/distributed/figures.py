@@ -1,6 +1,6 @@
 """Figures of data-parallel runs, one function per figure, each taking the run's records as
 a DataFrame (rows with a ``strategy``) and returning a matplotlib Figure in the suite's theme
-(``bench.figures``). A failed case keeps its place: its status is written where its point
+(``bench.reporting.figures``). A failed case keeps its place: its status is written where its point
 would be, never drawn as a zero.
 """
 
@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bench.figures import COLUMN, MIB, PAGE, PALETTE, algorithm
+from bench.reporting.figures import COLUMN, MIB, PAGE, PALETTE, algorithm
 
 STRATEGY_MARKERS = {"ddp": "o", "zero1": "s", "fsdp": "D"}
 

@@ -86,7 +86,7 @@ def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
             single-process run, multi-node flags without an endpoint, isolated cases in a
             data-parallel run.
     """
-    from bench.runner import SetupError
+    from bench.measure.runner import SetupError
     from bench.suite import SuiteError
 
     ranks = ranks_requested(args)
@@ -136,7 +136,7 @@ def check_device(suite: Suite, device: object) -> None:
     Raises:
         SetupError: a SyncBatchNorm case on a non-CUDA device.
     """
-    from bench.runner import SetupError
+    from bench.measure.runner import SetupError
 
     if getattr(device, "type", "cpu") != "cuda" and any(True in grid.sync_batchnorm for grid in suite.grids):
         raise SetupError(

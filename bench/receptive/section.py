@@ -40,7 +40,7 @@ import pandas as pd
 
 from bench.receptive.analytic import InputTooSmallError, LayerField, ReceptiveFieldError, analyse
 from bench.receptive.table import build_seeded, measure
-from bench.store import write_atomic
+from bench.storage.store import write_atomic
 
 KEYS = ("models", "input_size", "heatmap_layers", "erf_samples")
 

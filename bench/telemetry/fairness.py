@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import history
-from bench.compare import IncomparableError
-from bench.store import MANIFEST, load_run
+from bench.analyse.compare import IncomparableError
+from bench.storage import history
+from bench.storage.store import MANIFEST, load_run
 
 #: GPU settings that must agree, and software versions only noted, (key, what) in env.json.
 REFUSED = (("power_limit_w", "enforced power limit (W)"), ("mig_mode", "MIG mode"))

@@ -1,6 +1,6 @@
 """``convbench train``: train a suite's grid to accuracy and write a run folder.
 
-The run folder is a benchmark run's (``bench.store``: run.json, env.json, suite.toml,
+The run folder is a benchmark run's (``bench.storage.store``: run.json, env.json, suite.toml,
 records.jsonl with one Record per (model, recipe, seed)) plus ``curves.jsonl``, one line per
 evaluation of every training run, appended and flushed as each run finishes. The report
 and the history follow, as after ``convbench run``.
@@ -26,12 +26,14 @@ def append_curve(run_dir: Path, rows: list[dict]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train every (model, recipe, seed) of a training suite; write records, curves, report."""
-    from bench import cli, history, runner
-    from bench.env import collect_env
-    from bench.machine import machine_identity
-    from bench.progress import ProgressBar
-    from bench.stopping import stop_signals
-    from bench.store import RunWriter, check_run_id, new_run_id
+    from bench import cli
+    from bench.measure import runner
+    from bench.measure.env import collect_env
+    from bench.measure.machine import machine_identity
+    from bench.measure.stopping import stop_signals
+    from bench.reporting.progress import ProgressBar
+    from bench.storage import history
+    from bench.storage.store import RunWriter, check_run_id, new_run_id
     from bench.train import datasets, loop
     from bench.train.report import summary_frame
     from bench.train.suite import load_train_suite

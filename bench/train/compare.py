@@ -18,7 +18,7 @@ differ from the baseline's by more than seeds differ from one another.
   regression of both; ``new`` and ``missing`` as for benchmark runs.
 
 Matched cases must have been trained the same way (hyperparameters, target) on the same
-kind of device and device name, else ``bench.compare.IncomparableError``.
+kind of device and device name, else ``bench.analyse.compare.IncomparableError``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.stats import holm, welch
+from bench.analyse.stats import holm, welch
 
 GROUP_FIELDS = ("model", "recipe", "batch_size", "precision", "dataset", "target_accuracy")
 COMPARABLE_FIELDS = ("hyperparameters", "device_name", "device_kind")
@@ -87,7 +87,7 @@ def compare_training(
     """One row per case of either run (baseline order, then new cases): ``accuracy`` and
     ``time`` verdicts, the medians over seeds behind them, the Holm-adjusted p-values and a
     note. Raises IncomparableError if matched cases were trained differently."""
-    from bench.compare import IncomparableError
+    from bench.analyse.compare import IncomparableError
 
     found = mismatches(baseline, candidate)
     if found:

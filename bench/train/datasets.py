@@ -1,7 +1,7 @@
 """A whole dataset on the training device, and the batches of an epoch drawn from it there.
 
 ``load`` reads both splits of MNIST, FashionMNIST or CIFAR-10 through torchvision's own
-dataset classes (``bench.data.open_dataset``: torchvision's on-disk formats, nothing
+dataset classes (``bench.measure.data.open_dataset``: torchvision's on-disk formats, nothing
 downloaded unless asked) and keeps the raw bytes, uint8 (N, C, H, W), on the device: 47 MB
 for MNIST, 184 MB for CIFAR-10. Every batch is then gathered, augmented and normalised on
 the device by tensor operations, so no host-side loader, worker or copy sits between two
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench import data
+from bench.measure import data
 
 #: Datasets that get the crop-and-flip augmentation unless a suite says otherwise; flipping
 #: a digit makes another glyph, so MNIST-style data trains without it.
@@ -74,7 +74,7 @@ def _split(source: object, device: torch.device) -> Split:
 
 
 def load(name: str, root: Path | str, device: torch.device, download: bool = False) -> DeviceDataset:
-    """Both splits of dataset ``name`` (a ``bench.data.DATASETS`` key) from ``root`` on
+    """Both splits of dataset ``name`` (a ``bench.measure.data.DATASETS`` key) from ``root`` on
     ``device``. Raises DatasetNotFoundError naming the folder when a split is missing."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.figures import COLUMN, PAGE, plt, sns
+from bench.reporting.figures import COLUMN, PAGE, plt, sns
 
 #: Model families the degradation figure compares (models/cifar.py).
 PLAIN, RESIDUAL = "cifar-plain", "cifar-resnet"

@@ -23,10 +23,10 @@ from torch import nn
 
 import models
 import optimizers
-from bench import memory
+from bench.measure import memory
+from bench.measure.runner import Diverged, RunContext, device_name, fault_outcome
 from bench.record import Record
-from bench.runner import Diverged, RunContext, device_name, fault_outcome
-from bench.store import utc_now
+from bench.storage.store import utc_now
 from bench.train.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
 from bench.train.suite import TrainCase
 

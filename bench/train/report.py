@@ -3,7 +3,7 @@
 ``write_training_report(run)`` reads the run folder (records.jsonl and curves.jsonl; it
 never trains) and writes summary.csv / .md / .tex (one row per model and recipe, with
 medians and ranges over seeds), ``curves.csv`` and the figures of ``FIGURES``, then
-report.html and report.md through ``bench.report``'s page writers.
+report.html and report.md through ``bench.reporting.report``'s page writers.
 
 Time to target over seeds: a seed that never reached the target counts as infinitely slow,
 so the median is "not reached" (empty) when half or more of the seeds missed it, and the
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import models
-from bench.report import (
+from bench.reporting.report import (
     FIGURES_DIR,
     FigureSpec,
     Sections,
@@ -28,8 +28,8 @@ from bench.report import (
     run_status,
     write_figures,
 )
-from bench.store import Run, write_atomic
-from bench.tables import format_number, latex_table, markdown_table
+from bench.reporting.tables import format_number, latex_table, markdown_table
+from bench.storage.store import Run, write_atomic
 from bench.train import figures as train_figures
 from bench.train.command import CURVES
 from bench.train.compare import time_spread

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import models
 import optimizers
-from bench import data
+from bench.measure import data
 from bench.suite import SuiteError, _bool, _device, _list_of, _one_of, _positive_int, _table, _text, _type_name
 from bench.toml_writer import dumps
 from bench.train.datasets import AUGMENTED_BY_DEFAULT

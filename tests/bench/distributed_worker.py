@@ -24,9 +24,10 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 import models
-from bench import report, runner
 from bench.cli import main
 from bench.distributed import cases
+from bench.measure import runner
+from bench.reporting import report
 
 STALL_S = 4.0
 SHAPE = (1, 8, 8)

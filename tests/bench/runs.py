@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.record import Record, case_id
-from bench.store import RunFolderError, RunWriter
+from bench.storage.store import RunFolderError, RunWriter
 
 SMOKE = [("cnn", "adam"), ("cnn", "sgdm"), ("resnet20", "adam"), ("resnet20", "sgdm")]
 SHAPES = {"cnn": [1, 28, 28], "resnet20": [3, 32, 32], "mlp": [1, 28, 28]}

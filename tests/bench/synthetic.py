@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.record import Record, case_id
-from bench.store import RunWriter
+from bench.storage.store import RunWriter
 
 PARAMS = {"cnn": 360_778, "resnet20": 272_474}
 INPUT = {"cnn": [1, 28, 28], "resnet20": [3, 32, 32]}

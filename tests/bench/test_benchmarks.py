@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.runner import RunContext
+from bench.measure.runner import RunContext
 from bench.suite import Case
 from models import registry
 

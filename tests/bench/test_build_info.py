@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from bench import env
+from bench.measure import env
 
 
 def _head() -> str | None:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.compare import (
+from bench.analyse.compare import (
     ALL_CASES,
     IncomparableError,
     between_runs,
@@ -16,8 +16,8 @@ from bench.compare import (
     side_by_side,
     summary,
 )
-from bench.stats import mann_whitney, welch
-from bench.store import load_run
+from bench.analyse.stats import mann_whitney, welch
+from bench.storage.store import load_run
 from models.registry import UnknownNameError
 from tests.bench.runs import record, samples, smoke_run
 

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import optimizers
-from bench import runner
-from bench.memory import CudaMeter
-from bench.runner import RunContext, run_case
+from bench.measure import runner
+from bench.measure.memory import CudaMeter
+from bench.measure.runner import RunContext, run_case
+from bench.measure.timing import HostClock
 from bench.suite import Case
-from bench.timing import HostClock
 from models.registry import _REGISTRY, ModelSpec
 
 CPU = torch.device("cpu")

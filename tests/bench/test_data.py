@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import data
-from bench.data import DatasetNotFoundError, make_batches
+from bench.measure import data
+from bench.measure.data import DatasetNotFoundError, make_batches
 from tests.bench.ondisk import write_cifar10, write_mnist
 
 CPU = torch.device("cpu")

@@ -22,18 +22,19 @@ import torch.nn.functional as F
 
 import models
 import optimizers
-from bench import data, history
 from bench.cli import build_parser, main
 from bench.distributed.cases import RANK_FIELDS, DistributedRunner
 from bench.distributed.launch import plan, torchrun_arguments
 from bench.distributed.world import LAUNCH_VARIABLES, World
+from bench.measure import data
 from bench.record import Record
-from bench.store import load_run
+from bench.storage import history
+from bench.storage.store import load_run
 from bench.suite import Case, load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
-# warmup 1 + 1 repeat x 2 steps + the untimed step after them that counts host syncs (bench.host)
+# warmup 1 + 1 repeat x 2 steps + the untimed step after them that counts host syncs (bench.measure.host)
 PER_RANK_BATCH, WORLD, STEPS = 2, 2, 4
 TIMEOUT_S = 3  # the collective timeout of the test run; rank1-stall sleeps longer
 

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from bench import env
+from bench.measure import env
 
 PROC_DRIVER = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"

@@ -1,6 +1,6 @@
 import matplotlib.pyplot as plt
 
-from bench.figures import COLUMN, save, use_theme
+from bench.reporting.figures import COLUMN, save, use_theme
 
 
 def test_save_writes_png_and_pdf_and_closes(tmp_path):
@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 
-from bench import figures  # noqa: E402
+from bench.reporting import figures  # noqa: E402
 from tests.bench import synthetic  # noqa: E402
 
 MIB = 2**20

@@ -7,9 +7,9 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from bench import history
-from bench.history import SCHEMA_VERSION, HistoryError, ingest, record_run, resolve
-from bench.store import load_run
+from bench.storage import history
+from bench.storage.history import SCHEMA_VERSION, HistoryError, ingest, record_run, resolve
+from bench.storage.store import load_run
 from tests.bench.runs import record, samples, smoke_run, write_run
 
 

@@ -1,4 +1,4 @@
-"""Host syncs, host time and the host-bound flag (bench.host), on the CPU; CUDA parts with fakes
+"""Host syncs, host time and the host-bound flag (bench.measure.host), on the CPU; CUDA parts with fakes
 for the device only."""
 
 import types
@@ -10,8 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import models
 import optimizers
-from bench import host
-from bench.runner import RunContext, run_case
+from bench.measure import host
+from bench.measure.runner import RunContext, run_case
 from bench.suite import Case
 
 CPU = torch.device("cpu")

@@ -5,8 +5,8 @@ import tomllib
 import pytest
 
 from bench.cli import main
-from bench.isolation import CaseRunner
-from bench.store import load_run
+from bench.measure.isolation import CaseRunner
+from bench.storage.store import load_run
 from bench.suite import SuiteError, load_suite
 from tests.bench.conftest import register_fault_models
 from tests.bench.test_runner import CONTEXT, case

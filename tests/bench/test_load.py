@@ -7,8 +7,8 @@ import time
 import pandas as pd
 import psutil
 
-from bench.compare import compare_runs
-from bench.load import OtherLoad, busy_warning
+from bench.analyse.compare import compare_runs
+from bench.measure.load import OtherLoad, busy_warning
 from tests.bench.runs import record, samples
 
 

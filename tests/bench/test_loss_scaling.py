@@ -7,8 +7,8 @@ from torch import nn
 
 import models
 import optimizers
-from bench import runner
-from bench.runner import run_case
+from bench.measure import runner
+from bench.measure.runner import run_case
 from bench.suite import Case
 from models.registry import _REGISTRY, ModelSpec
 from tests.bench.test_runner import CONTEXT
@@ -89,7 +89,7 @@ def test_skipped_warm_up_updates_extend_the_warm_up_until_the_state_exists(overf
     assert record.status == "ok", record.error
     assert (record.warmup_steps_run, record.skipped_steps_warmup, record.skipped_steps_timed) == (6, 5, 0)
     # The optimizer's own calls: the one real warm-up update, the six timed ones, and the
-    # untimed step after them that counts host syncs (bench.host).
+    # untimed step after them that counts host syncs (bench.measure.host).
     assert overflow_net["updates"] == 1 + 6 + 1
     # Adam's two fp32 buffers per parameter, as theory says, not the 0 of an optimizer that never stepped.
     params = models.build("overflow-net").parameters()

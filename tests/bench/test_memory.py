@@ -9,7 +9,7 @@ from torch import nn
 
 import models
 import optimizers
-from bench import memory
+from bench.measure import memory
 
 #: The lab's theory: parameter-shaped buffers each algorithm keeps (Adam m and v; SGDM m).
 THEORY = {"adam": 2, "sgdm": 1}

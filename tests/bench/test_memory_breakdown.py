@@ -7,9 +7,9 @@ from torch import nn
 
 import models
 import optimizers
-from bench import max_batch, memory_breakdown, memory_pass
-from bench.memory_breakdown import CATEGORIES, track_step
-from bench.runner import RunContext, build, run_case
+from bench.measure import max_batch, memory_breakdown, memory_pass
+from bench.measure.memory_breakdown import CATEGORIES, track_step
+from bench.measure.runner import RunContext, build, run_case
 from bench.suite import Case
 from tests.bench.test_runner import case
 

@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from bench import figures, memory_figures, report
 from bench.cli import main
-from bench.max_batch import parse_bytes
-from bench.memory_breakdown import CATEGORIES
+from bench.measure.max_batch import parse_bytes
+from bench.measure.memory_breakdown import CATEGORIES
+from bench.reporting import figures, memory_figures, report
 from tests.bench import synthetic
 from tests.bench.test_figures import close_figures  # noqa: F401  (autouse: the theme, and no figure left open)
 

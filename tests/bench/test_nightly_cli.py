@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 
 from bench.cli import main
-from bench.store import load_run
+from bench.storage.store import load_run
 from tests.bench.runs import record, smoke_run, write_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -3,7 +3,7 @@
 import pandas as pd
 from matplotlib.collections import PathCollection
 
-from bench.figures import speedup_figure, trend_figure, use_theme
+from bench.reporting.figures import speedup_figure, trend_figure, use_theme
 
 
 def marked_points(axes) -> int:

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import bandwidth, figures, history, optimizer_step
 from bench.cli import main
-from bench.store import load_run
+from bench.measure import bandwidth, optimizer_step
+from bench.reporting import figures
+from bench.storage import history
+from bench.storage.store import load_run
 
 
 class FakeClock:

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import precision
-from bench.precision import cuda_backend_settings
+from bench.measure import precision
+from bench.measure.precision import cuda_backend_settings
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 

@@ -2,7 +2,7 @@
 
 import io
 
-from bench.progress import ProgressBar
+from bench.reporting.progress import ProgressBar
 
 
 class Terminal(io.StringIO):

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import history
 from bench.cli import main
-from bench.store import load_run
+from bench.storage import history
+from bench.storage.store import load_run
 from tests.bench.test_data import mnist_like
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -109,7 +109,7 @@ def test_flags_override_the_suite(tmp_path, capsys, fault_models):
 
 
 def test_no_memory_pass_skips_it_and_says_so_in_every_record(tmp_path, capsys, fault_models, monkeypatch):
-    from bench import memory_pass
+    from bench.measure import memory_pass
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the memory pass ran")

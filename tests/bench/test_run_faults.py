@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from bench import history
-from bench.report import write_tables
-from bench.store import RunWriter, write_atomic
+from bench.reporting.report import write_tables
+from bench.storage import history
+from bench.storage.store import RunWriter, write_atomic
 from tests.bench.runs import record, smoke_run
 from tests.bench.test_run_command import ROOT, TINY, tiny_suite
 from tests.bench.test_run_lifecycle import run_cli

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from bench import history
 from bench.cli import main
-from bench.history import HistoryError, ingest, resolve
-from bench.report import run_status
-from bench.store import RunWriter, effective_status, load_run
+from bench.reporting.report import run_status
+from bench.storage import history
+from bench.storage.history import HistoryError, ingest, resolve
+from bench.storage.store import RunWriter, effective_status, load_run
 from tests.bench.runs import claim_run_ids, record, smoke_run, write_run
 from tests.bench.test_run_command import ROOT, TINY, tiny_suite
 
@@ -63,7 +63,7 @@ def test_ctrl_c_twice_while_the_history_is_written_still_writes_it(tmp_path, cap
 def test_sigterm_while_the_report_is_written_stops_it_and_keeps_the_history(
     tmp_path, capsys, fault_models, monkeypatch
 ):
-    from bench import report
+    from bench.reporting import report
 
     monkeypatch.setattr(report, "write_report", signalling(report.write_report, signal.SIGTERM))
     args = ["--suite", tiny_suite(tmp_path), "--optimizers", "sgdm", "--results", tmp_path, "--run-id", "r"]
@@ -106,7 +106,7 @@ def test_a_run_whose_process_is_gone_reads_as_killed(tmp_path):
     manifest_path = run_dir / "run.json"
     manifest = json.loads(manifest_path.read_text())
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    from bench.store import _process_start
+    from bench.storage.store import _process_start
 
     started = _process_start(child.pid)
     manifest.update(status="running", pid=child.pid, process_started=started)
@@ -208,7 +208,7 @@ def test_two_runs_on_different_hosts_with_one_machine_name_compare(tmp_path, cap
 def test_the_machine_defaults_to_the_environment_variable_then_the_device(monkeypatch):
     import torch
 
-    from bench.machine import MachineNameError, machine_identity
+    from bench.measure.machine import MachineNameError, machine_identity
 
     env = {"cpu": {"model": "AMD EPYC 7B13"}}
     monkeypatch.delenv("CONVBENCH_MACHINE", raising=False)
@@ -264,7 +264,7 @@ def test_compare_says_when_it_falls_back_to_a_broken_run(tmp_path, capsys):
 
 
 def test_trend_judges_each_run_against_the_complete_run_before_it(tmp_path):
-    from bench.compare import flag_history
+    from bench.analyse.compare import flag_history
 
     database = _nights(tmp_path, ["complete", "incomplete", "complete"])
     flagged = flag_history(history.records(database))

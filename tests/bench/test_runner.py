@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import models
-from bench import runner
-from bench.memory import CudaMeter
-from bench.runner import RunContext, SetupError, check_cases, run_case
+from bench.measure import runner
+from bench.measure.memory import CudaMeter
+from bench.measure.runner import RunContext, SetupError, check_cases, run_case
+from bench.measure.timing import CudaClock
 from bench.suite import Case
-from bench.timing import CudaClock
 
 CPU = torch.device("cpu")
 CONTEXT = RunContext(run_id="r", suite="test", device=CPU, env={"hostname": "h", "cpu": {"model": "a cpu"}})

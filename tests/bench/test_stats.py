@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.stats import average_ranks, holm, mann_whitney, regularized_beta, student_t_two_sided, welch
+from bench.analyse.stats import average_ranks, holm, mann_whitney, regularized_beta, student_t_two_sided, welch
 
 
 def pairs_u(x, y) -> float:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.record import CASE_FIELDS, RECORD_FIELDS, Record, case_id
-from bench.store import RECORDS, RunFolderError, RunWriter, load_run, new_run_id, write_atomic
+from bench.storage.store import RECORDS, RunFolderError, RunWriter, load_run, new_run_id, write_atomic
 
 
 def record(run_id: str, model: str = "cnn", status: str = "ok") -> Record:

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from bench.tables import format_number, html_table, latex_table, markdown_table, text_table
+from bench.reporting.tables import format_number, html_table, latex_table, markdown_table, text_table
 
 
 def frame() -> pd.DataFrame:

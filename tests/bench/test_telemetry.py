@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bench import cli
+from bench.measure.runner import RunContext, run_case
 from bench.record import RECORD_FIELDS
-from bench.runner import RunContext, run_case
-from bench.store import write_json
+from bench.storage.store import write_json
 from bench.telemetry import fairness, gpu, nvml
 from tests.bench.runs import smoke_run
 from tests.bench.test_host import case

@@ -4,8 +4,8 @@ import statistics
 
 import pytest
 
-from bench import timing
-from bench.timing import CudaClock, HostClock, summarize, time_steps
+from bench.measure import timing
+from bench.measure.timing import CudaClock, HostClock, summarize, time_steps
 
 
 def test_statistics_of_an_even_number_of_samples_by_hand():

@@ -12,7 +12,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 import optimizers
-from bench.runner import RunContext
+from bench.measure.runner import RunContext
 from bench.suite import SuiteError
 from bench.train import compare as training_compare
 from bench.train import datasets, loop
@@ -274,7 +274,7 @@ def test_fewer_seeds_reaching_the_target_is_a_time_regression_and_one_seed_is_no
 
 
 def test_trained_differently_is_refused():
-    from bench.compare import IncomparableError
+    from bench.analyse.compare import IncomparableError
 
     base = pd.DataFrame([_record()])
     with pytest.raises(IncomparableError, match="hyperparameters"):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import history
 from bench.cli import main
-from bench.runner import RunContext
-from bench.store import load_run
+from bench.measure.runner import RunContext
+from bench.storage import history
+from bench.storage.store import load_run
 from bench.train import datasets, loop
 from tests.bench.ondisk import write_cifar10, write_digits
 from tests.bench.test_train import _suite, _write_tiny_mnist

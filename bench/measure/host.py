@@ -37,7 +37,7 @@ import torch
 from torch.optim import Optimizer
 from torch.overrides import TorchFunctionMode
 
-from bench import timing
+from bench.measure import timing
 
 #: Device busy time below this fraction of the median step time flags the case host-bound.
 HOST_BOUND_BUSY = 0.9

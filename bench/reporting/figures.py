@@ -64,7 +64,7 @@ def trend_figure(frame: pd.DataFrame) -> Figure:
 
     ``frame``: one row per case and run with ``started`` (ISO time), ``series`` (the line a
     row belongs to, e.g. the case id), ``throughput``, ``peak_memory_bytes``, and the
-    ``time`` and ``memory`` verdicts from ``bench.compare.flag_history``; flagged points get
+    ``time`` and ``memory`` verdicts from ``bench.analyse.compare.flag_history``; flagged points get
     a large open marker, pointing down for a regression and up for an improvement."""
     frame = frame.assign(when=pd.to_datetime(frame["started"]), peak_mib=frame["peak_memory_bytes"] / 2**20)
     series = list(dict.fromkeys(frame["series"]))
@@ -93,7 +93,7 @@ def speedup_figure(frame: pd.DataFrame) -> Figure:
     """Throughput of each case on each device relative to the reference device (1 = as fast).
 
     ``frame``: one row per case and device with ``case``, ``device`` and ``speedup``, as
-    ``bench.compare.side_by_side`` returns it; ``frame.attrs["speedup_of"]`` names what the
+    ``bench.analyse.compare.side_by_side`` returns it; ``frame.attrs["speedup_of"]`` names what the
     speed-up is of when it is not throughput (training runs: time to target)."""
     cases = list(dict.fromkeys(frame["case"]))
     figure, axes = plt.subplots(figsize=(PAGE, 1.0 + 0.3 * len(cases) * frame["device"].nunique()))

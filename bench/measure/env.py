@@ -17,7 +17,7 @@ import torchvision
 
 from bench.telemetry.gpu import environment_variables, gpu_state
 
-SOURCE_DIR = Path(__file__).resolve().parent.parent
+SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout: bench/measure/env.py
 
 
 def _run(command: list[str], cwd: Path | None = None) -> str | None:
@@ -29,7 +29,7 @@ def _run(command: list[str], cwd: Path | None = None) -> str | None:
 
 
 #: Written into the package when it is built (setup.py): the commit it was built from.
-BUILD_INFO = Path(__file__).resolve().parent / "_build.json"
+BUILD_INFO = Path(__file__).resolve().parents[1] / "_build.json"
 
 
 def git_state(directory: Path = SOURCE_DIR) -> tuple[str | None, bool | None]:

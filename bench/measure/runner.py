@@ -4,7 +4,7 @@ and turn the outcome into a Record.
 The training step is ``Trainer.step``: forward under autocast, loss, backward through the
 GradScaler, optimizer step, gradients zeroed in place. Everything else here is set-up,
 measurement and bookkeeping around it. A case that fails is a Record too: ``oom`` (out
-of device memory, the caching allocator's or cuBLAS's/cuDNN's, see ``bench.faults``; the
+of device memory, the caching allocator's or cuBLAS's/cuDNN's, see ``bench.measure.faults``; the
 case's memory is freed and the sweep goes on), ``diverged`` (a non-finite loss, or fp16
 gradients that overflowed at every loss scale so the optimizer never stepped) or ``error``
 (any other exception, message kept). Fields measured before the fault stay in the record.
@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 import models
 import optimizers
-from bench import data, faults, flops, host, max_batch, memory, memory_pass, peaks, precision, timing
+from bench.measure import data, faults, flops, host, max_batch, memory, memory_pass, peaks, precision, timing
 from bench.record import Record
-from bench.store import utc_now
+from bench.storage.store import utc_now
 from bench.suite import Case
 from bench.telemetry.gpu import CaseTelemetry
 
@@ -59,15 +59,15 @@ class RunContext:
     run_id: str
     suite: str
     device: torch.device
-    env: dict = field(default_factory=dict)  # bench.env.collect_env()
+    env: dict = field(default_factory=dict)  # bench.measure.env.collect_env()
     data_root: Path | str = data.DEFAULT_ROOT
     download: bool = False
     #: Builds a case's model, optimizer and trainer instead of ``build`` (same signature);
     #: data-parallel runs wrap the model for their strategy here.
     builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
-    peak_tflops: float | None = None  # --peak-tflops: the device's peak, over bench.peaks' table
-    find_max_batch: bool = False  # search each case's largest batch (bench.max_batch)
-    memory_pass: bool = True  # run each case's untimed memory pass (bench.memory_pass)
+    peak_tflops: float | None = None  # --peak-tflops: the device's peak, over bench.measure.peaks' table
+    find_max_batch: bool = False  # search each case's largest batch (bench.measure.max_batch)
+    memory_pass: bool = True  # run each case's untimed memory pass (bench.measure.memory_pass)
     memory_cap_bytes: int | None = None  # the memory that search fits in (None: the device's)
 
 
@@ -92,7 +92,7 @@ def resolve_device(name: str) -> torch.device:
 
 def check_cases(cases: Sequence[Case], device: torch.device) -> None:
     """Fail before any work on a case that cannot run: a float32 precision that cannot be
-    set as asked (``bench.precision.check``: TF32 off CUDA or turned off by the environment,
+    set as asked (``bench.measure.precision.check``: TF32 off CUDA or turned off by the environment,
     settings PyTorch refuses), or a model that cannot take its input (checked by a forward
     pass on the meta device, which costs no memory)."""
     problem = precision.check({case.precision for case in cases}, device)
@@ -403,7 +403,7 @@ def case_record(case: Case, context: RunContext, status: str, error: str | None,
 
 def fault_outcome(fault: Exception) -> tuple[str, str]:
     """(status, error) of a case that raised ``fault``: ``diverged`` for a non-finite loss,
-    ``oom`` for running out of device memory whoever allocated (``bench.faults``: cuBLAS and
+    ``oom`` for running out of device memory whoever allocated (``bench.measure.faults``: cuBLAS and
     cuDNN allocation failures too), else ``error`` with the exception's type and message."""
     if isinstance(fault, Diverged):
         return "diverged", str(fault)

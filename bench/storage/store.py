@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from bench.load import load_average
+from bench.measure.load import load_average
 from bench.record import Record
 
 MANIFEST = "run.json"

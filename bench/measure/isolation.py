@@ -1,6 +1,6 @@
 """Cases in processes of their own, so that one case's fatal fault cannot take the others.
 
-A sticky CUDA error (``bench.faults.poisons_process``) leaves the process's CUDA context
+A sticky CUDA error (``bench.measure.faults.poisons_process``) leaves the process's CUDA context
 unusable: every case after it would fail the same way. With isolation each case runs in a
 new process, which sends its Record back through a pipe; the parent hands the Record on as
 soon as it arrives, so records are still written case by case. A child that dies without a
@@ -25,7 +25,7 @@ import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from bench import faults, runner
+from bench.measure import faults, runner
 from bench.record import Record
 from bench.suite import Case
 
@@ -52,7 +52,7 @@ def _how_it_ended(exitcode: int | None) -> str:
 def _start_method() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bench.runner"])  # torch, models, optimizers: imported once
+        context.set_forkserver_preload(["bench.measure.runner"])  # torch, models, optimizers: imported once
         return context
     return multiprocessing.get_context("spawn")
 

@@ -1,6 +1,6 @@
-"""Figures of the memory pass (``bench.memory_pass``): predicted against measured peak over
+"""Figures of the memory pass (``bench.measure.memory_pass``): predicted against measured peak over
 the batch sweep, and the largest batch that fits for Adam against SGDM. Each takes the
-run's records as a DataFrame and returns a Figure, like those of ``bench.figures``."""
+run's records as a DataFrame and returns a Figure, like those of ``bench.reporting.figures``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from matplotlib import pyplot as plt
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from bench.figures import COLUMN, MIB, PALETTE, algorithm
+from bench.reporting.figures import COLUMN, MIB, PALETTE, algorithm
 
 #: The series one line of the sweep follows: everything but the batch size.
 SERIES = ["model", "optimizer", "precision", "channels_last"]

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import figures, memory_figures
 from bench.distributed import figures as parallel_figures
-from bench.store import Run, load_run, write_atomic
-from bench.tables import format_number, html_table, latex_table, markdown_table
+from bench.reporting import figures, memory_figures
+from bench.reporting.tables import format_number, html_table, latex_table, markdown_table
+from bench.storage.store import Run, load_run, write_atomic
 
 FIGURES_DIR = "figures"
 RF_CSV = "rf.csv"
@@ -383,7 +383,7 @@ SUMMARY_COLUMNS = [
 ENERGY_PER_SAMPLE = "energy (J/sample)"
 #: Columns left out of the tables people read when no case of the run sets them: configuration
 #: switches, and marks and figures that only some devices or cases have (MFU needs a known
-#: peak: a GPU in bench.peaks or --peak-tflops).
+#: peak: a GPU in bench.measure.peaks or --peak-tflops).
 OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE, "MFU (%)")
 OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
 #: Figures left out of the tables people read when no case has them (runs from before the

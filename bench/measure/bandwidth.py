@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bench import timing
+from bench.measure import timing
 
 MIN_ARRAY_BYTES = 64 * 2**20
 #: Arrays each kernel moves (STREAM's counts, no write-allocate).

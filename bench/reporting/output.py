@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.tables import markdown_table, text_table
+from bench.reporting.tables import markdown_table, text_table
 
 FORMATS = ("text", "markdown", "json", "csv")
 
@@ -60,7 +60,7 @@ def render(
 
 def emit(text: str, output: Path | None, stderr_lines: Sequence[str] = ()) -> None:
     """Write ``text`` to ``output`` (atomically) or to standard output."""
-    from bench.store import write_atomic
+    from bench.storage.store import write_atomic
 
     for line in stderr_lines:
         print(line, file=sys.stderr)

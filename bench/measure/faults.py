@@ -11,7 +11,7 @@ Some CUDA errors are sticky: after an illegal memory access, a device-side asser
 misaligned address, an illegal instruction or an unspecified launch failure, the CUDA
 context is corrupt and every later CUDA call in the process fails with the same error
 (CUDA C++ Programming Guide, "Error Checking"; CUDA Runtime API, ``cudaError``). Only a new
-process gets a working device, which is what ``bench.isolation`` provides.
+process gets a working device, which is what ``bench.measure.isolation`` provides.
 """
 
 from __future__ import annotations

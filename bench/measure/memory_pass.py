@@ -2,10 +2,10 @@
 tensors and predicted on fake ones, and the largest batch that fits.
 
 It runs after a case is timed, on a fresh model and optimizer built exactly as the timed
-pass builds them (``bench.runner.build``, handed in as ``build``), so timing is untouched.
+pass builds them (``bench.measure.runner.build``, handed in as ``build``), so timing is untouched.
 The same code measures and predicts: ``tracked_step`` builds the case, trains one step to
 create the gradients and the optimizer state, then breaks down a second, steady-state step
-(``bench.memory_breakdown``). Under ``FakeTensorMode``
+(``bench.measure.memory_breakdown``). Under ``FakeTensorMode``
 (``torch._subclasses.fake_tensor``) every tensor is shape and dtype only, so the same step
 costs no memory and needs no device: that is the prediction.
 
@@ -27,11 +27,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import models
 import optimizers
-from bench import memory_breakdown
-from bench.memory_breakdown import Breakdown
+from bench.measure import memory_breakdown
+from bench.measure.memory_breakdown import Breakdown
 from bench.suite import Case
 
-#: ``build(case, out)`` -> (model, optimizer, trainer): ``bench.runner.build`` for one run
+#: ``build(case, out)`` -> (model, optimizer, trainer): ``bench.measure.runner.build`` for one run
 #: context; ``out`` collects what it records about the case.
 Build = Callable[[Case, dict], tuple[nn.Module, torch.optim.Optimizer, object]]
 
@@ -72,7 +72,7 @@ def predict(case: Case, device: torch.device) -> Prediction:
     """The breakdown of ``case`` on ``device``, from one step on fake tensors.
 
     The case is predicted eager, on synthetic data (a real dataset's batches have the same
-    shapes and dtypes), with the model, optimizer and ``bench.runner.Trainer`` the timed
+    shapes and dtypes), with the model, optimizer and ``bench.measure.runner.Trainer`` the timed
     pass uses. Raises ``memory_breakdown.TrackerUnavailable`` where torch lacks the
     tracker, ``KeyError`` for an unknown model or optimizer."""
     device = torch.device(device)
@@ -87,11 +87,11 @@ def predict(case: Case, device: torch.device) -> Prediction:
 
 
 def _fake_build(case: Case, device: torch.device, mode: FakeTensorMode) -> tuple:
-    """``bench.runner.build`` on fake tensors, made on ``device`` directly: ``Module.to``
+    """``bench.measure.runner.build`` on fake tensors, made on ``device`` directly: ``Module.to``
     cannot convert a fake module (it swaps tensors, and fake ones are weakly referenced),
     so channels-last conversion replaces the parameters and buffers instead, as ``to``
     would convert them (the 4-D and 5-D ones), before the optimizer sees them."""
-    from bench.runner import Trainer  # the runner imports this module
+    from bench.measure.runner import Trainer  # the runner imports this module
 
     with mode, torch.device(device):
         model = models.build(

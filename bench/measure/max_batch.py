@@ -11,12 +11,12 @@ steps each (the first creates the gradients and optimizer state):
   cap the allocator is limited to it (``torch.cuda.set_per_process_memory_fraction``);
   without one the device's whole memory is available.
 - on the CPU a batch fits when the tensors alive during both steps, as the tensor-level
-  tracker counts them (``bench.memory_breakdown``), never exceed the cap: the tracker stops
+  tracker counts them (``bench.measure.memory_breakdown``), never exceed the cap: the tracker stops
   the step the moment they do, as an allocator with only that much memory would. The RAM
   of the machine is never the limit; the default cap is ``DEFAULT_CPU_CAP_BYTES``.
 
 *Predicted*: the same search on the peaks predicted on fake tensors
-(``bench.memory_pass.predict``): a batch fits when its predicted peak is within the memory.
+(``bench.measure.memory_pass.predict``): a batch fits when its predicted peak is within the memory.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench import memory_breakdown, memory_pass
+from bench.measure import memory_breakdown, memory_pass
 from bench.suite import Case
 
 #: Memory of common NVIDIA GPUs, bytes: ``memory.total`` as ``nvidia-smi`` reports it, in MiB.

@@ -4,14 +4,14 @@ A case is one registry optimizer on one model's real parameter shapes, in one pr
 dtype of the parameters, gradients and, in every registry optimizer, the state). The
 gradients are fixed random tensors and the state already exists (``warmup`` untimed steps),
 so the timed function is exactly ``optimizer.step()``, timed like a training step
-(``bench.timing``: CUDA events on a GPU, the host clock on the CPU; every sample kept).
+(``bench.measure.timing``: CUDA events on a GPU, the host clock on the CPU; every sample kept).
 
 Each record then says how close the step came to the physical limit:
 
 - ``compulsory_bytes_per_param``: what the algorithm must move (28 B for fp32 Adam, 20 B
   for SGDM; ``optimizers.traffic``), so ``achieved_bandwidth_gbs`` = compulsory bytes x
   parameters / median step time, and ``bandwidth_fraction`` = that / the device's measured
-  bandwidth of an in-place update kernel (``bench.bandwidth``, measured in the same run):
+  bandwidth of an in-place update kernel (``bench.measure.bandwidth``, measured in the same run):
   the roofline position.
 - ``traffic_bytes_per_param``: what the implementation's kernels actually move, counted by
   ``count_traffic`` over one untimed step, and ``traffic_bandwidth_gbs`` at the same step
@@ -30,11 +30,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import models
 import optimizers
-from bench import memory, timing
-from bench.bandwidth import LIMIT_KERNEL, Bandwidth
+from bench.measure import memory, timing
+from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth
+from bench.measure.runner import fault_outcome, hyperparameters
 from bench.record import Record
-from bench.runner import fault_outcome, hyperparameters
-from bench.store import utc_now
+from bench.storage.store import utc_now
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
 
 KIND = "optimizer-step"

@@ -43,7 +43,7 @@ Each case gets two verdicts, one for step time and one for memory, each one of
   regression of both; the reverse an improvement of both.
 - ``new``: the case is only in the candidate; ``missing``: only in the baseline.
 
-A case measured while other processes used more than ``bench.load.BUSY_FRACTION`` of the
+A case measured while other processes used more than ``bench.measure.load.BUSY_FRACTION`` of the
 CPUs, on either side, says so in its note: its verdict may be the neighbours', not the code's.
 """
 
@@ -55,9 +55,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.load import BUSY_FRACTION
+from bench.analyse.stats import holm, student_t_two_sided, welch
+from bench.measure.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
-from bench.stats import holm, student_t_two_sided, welch
 from bench.train import compare as training
 from models.registry import UnknownNameError
 
@@ -194,7 +194,7 @@ def _memory_verdict(base: dict, cand: dict, memory_threshold: float) -> str:
 
 def _busy_note(base: dict | None, cand: dict | None) -> str:
     """Which side was measured while other processes took more than ``BUSY_FRACTION`` of the
-    CPUs (``other_cpu_fraction``, bench.load): its step times say as much about them."""
+    CPUs (``other_cpu_fraction``, bench.measure.load): its step times say as much about them."""
     parts = []
     for side, record in (("baseline", base), ("candidate", cand)):
         share = _number(record.get("other_cpu_fraction")) if record else None

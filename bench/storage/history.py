@@ -22,7 +22,7 @@ Only ``convbench run`` and ``ingest`` create a history; the reading commands (``
 creating an empty one. A file that is not a convbench history is refused with its name.
 
 Baselines: ``previous`` and the runs of a several-run baseline are runs of the same suite on
-the same *machine* (``bench.machine``: a given name or the device's identity, not the host
+the same *machine* (``bench.measure.machine``: a given name or the device's identity, not the host
 name) that are ``complete``. An interrupted, killed or empty run compares against nothing
 useful, so it is only taken when asked (``include_incomplete``), or, for ``previous``, as a
 fall-back when no complete run exists, with a note saying so.
@@ -42,7 +42,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from bench.store import MANIFEST, Run, effective_status, load_run, utc_now, writer_alive
+from bench.storage.store import MANIFEST, Run, effective_status, load_run, utc_now, writer_alive
 
 DEFAULT_NAME = "history.sqlite"
 DEFAULT_PATH = Path("results") / DEFAULT_NAME
@@ -111,7 +111,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_by_start ON runs (started)",
     ),
     (
-        # The machine a run is filed under (bench.machine); runs recorded before it have
+        # The machine a run is filed under (bench.measure.machine); runs recorded before it have
         # only their host name, which was their machine then.
         "ALTER TABLE runs ADD COLUMN machine TEXT",
         "UPDATE runs SET machine = COALESCE(json_extract(manifest, '$.machine'), hostname)",
@@ -238,7 +238,7 @@ def _hostname(run: Run) -> str | None:
 
 
 def machine_of(run: Run) -> str | None:
-    """The machine ``run`` is filed under: the one its manifest names (``bench.machine``),
+    """The machine ``run`` is filed under: the one its manifest names (``bench.measure.machine``),
     else, for runs made before runs named one, its host name."""
     return run.manifest.get("machine") or _hostname(run)
 
@@ -315,7 +315,7 @@ def _status(status: str | None, manifest: str) -> str | None:
 
 
 def runs(history_path: Path | str = DEFAULT_PATH) -> pd.DataFrame:
-    """One row per run, oldest first: id, start time, machine (``bench.machine``), device,
+    """One row per run, oldest first: id, start time, machine (``bench.measure.machine``), device,
     suite, commit, status (``killed`` for a run stored ``running`` whose process is gone),
     case count and failures."""
     with connect(history_path) as connection:
@@ -331,7 +331,7 @@ def runs(history_path: Path | str = DEFAULT_PATH) -> pd.DataFrame:
 
 def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
-    would give them, plus the run's ``started`` time, ``machine`` (``bench.machine``) and
+    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``) and
     ``run_status``."""
     query = (
         "SELECT cases.record, runs.started, runs.machine, runs.status, runs.manifest "

@@ -145,8 +145,8 @@ def run_documents(reference: str, history_path: Path | str) -> tuple[pd.DataFram
     """(records, manifest, env) of a run folder, a run id in the history, or ``latest``."""
     import json
 
-    from bench import history
-    from bench.store import MANIFEST, load_run
+    from bench.storage import history
+    from bench.storage.store import MANIFEST, load_run
 
     folder = Path(reference)
     if (folder / MANIFEST).is_file():
@@ -165,8 +165,8 @@ def history_storage(history_path: Path | str, root: Path) -> list[Path]:
     under ``root``; returns the files written."""
     import json
 
-    from bench import history
-    from bench.store import write_atomic
+    from bench.storage import history
+    from bench.storage.store import write_atomic
 
     written = []
     for index, run_id in enumerate(history.runs(history_path)["run_id"], start=1):
