@@ -209,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     can write again, is skipped or stopped with a message saying so."""
     import torch
 
+    from bench.analyse.fairness import sharing_warnings
     from bench.distributed import launch
     from bench.measure import data, isolation, runner
     from bench.measure.env import collect_env
@@ -219,7 +220,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.storage import history
     from bench.storage.store import RunWriter, check_run_id, new_run_id
     from bench.suite import load_suite
-    from bench.telemetry.fairness import sharing_warnings
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_suite(args.suite or ("nightly" if torch.cuda.is_available() else "smoke"))
@@ -730,9 +730,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
-    from bench.analyse import compare
+    from bench.analyse import compare, fairness
     from bench.api import judge, resolve_runs
-    from bench.telemetry import fairness
 
     baseline, candidate, earlier = resolve_runs(
         args.baseline, args.candidate, args.history, args.baseline_runs, args.include_incomplete

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from urllib.parse import quote
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 in UTC, to the second (a Record's ``timestamp``)."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
 
 #: Outcomes of a case. ``oom``: out of device memory; ``error``: any other exception
 #: (message in ``error``); ``diverged``: the loss became non-finite; ``timeout``: in a

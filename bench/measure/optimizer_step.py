@@ -33,8 +33,7 @@ import optimizers
 from bench.measure import memory, timing
 from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth
 from bench.measure.runner import fault_outcome, hyperparameters
-from bench.record import Record
-from bench.storage.store import utc_now
+from bench.record import Record, utc_now
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
 
 KIND = "optimizer-step"

@@ -29,8 +29,7 @@ from torch import Tensor, nn
 import models
 import optimizers
 from bench.measure import data, faults, flops, host, max_batch, memory, memory_pass, peaks, precision, timing
-from bench.record import Record
-from bench.storage.store import utc_now
+from bench.record import Record, utc_now
 from bench.suite import Case
 from bench.telemetry.gpu import CaseTelemetry
 

@@ -42,7 +42,8 @@ from typing import TypeVar
 
 import pandas as pd
 
-from bench.storage.store import MANIFEST, Run, effective_status, load_run, utc_now, writer_alive
+from bench.record import utc_now
+from bench.storage.store import MANIFEST, Run, effective_status, load_run, writer_alive
 
 DEFAULT_NAME = "history.sqlite"
 DEFAULT_PATH = Path("results") / DEFAULT_NAME

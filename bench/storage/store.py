@@ -36,7 +36,7 @@ import pandas as pd
 import psutil
 
 from bench.measure.load import load_average
-from bench.record import Record
+from bench.record import Record, utc_now
 
 MANIFEST = "run.json"
 ENV = "env.json"
@@ -56,11 +56,6 @@ _START_TIME_TOLERANCE_S = 1.0
 class RunFolderError(ValueError):
     """A run folder that cannot be made or read as asked: a bad run id, a folder that exists
     already, a results root that is not a folder, a damaged ``run.json`` or record."""
-
-
-def utc_now() -> str:
-    """The current time as ISO 8601 in UTC, to the second."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def new_run_id() -> str:

@@ -5,6 +5,6 @@
 - ``gpu``: each GPU's state for env.json (identity, modes, power limits, clocks, throttle
   reasons, other processes, free memory; nvidia-smi where NVML cannot be loaded), the
   CUDA-related environment variables, and per-repeat samples and energy for the Record.
-- ``fairness``: what ``compare`` notes or refuses when two runs' GPUs were set up
-  differently, and what ``run`` warns about before it starts.
+
+What ``compare`` makes of two runs' telemetry is ``bench.analyse.fairness``.
 """

@@ -25,8 +25,7 @@ import models
 import optimizers
 from bench.measure import memory
 from bench.measure.runner import Diverged, RunContext, device_name, fault_outcome
-from bench.record import Record
-from bench.storage.store import utc_now
+from bench.record import Record, utc_now
 from bench.train.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
 from bench.train.suite import TrainCase
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from bench import cli
+from bench.analyse import fairness
 from bench.measure.runner import RunContext, run_case
 from bench.record import RECORD_FIELDS
 from bench.storage.store import write_json
-from bench.telemetry import fairness, gpu, nvml
+from bench.telemetry import gpu, nvml
 from tests.bench.runs import smoke_run
 from tests.bench.test_host import case
 
