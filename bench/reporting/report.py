@@ -74,7 +74,8 @@ def _batch_sweep(run: Run) -> pd.DataFrame | None:
 
 def _rf(run: Run) -> pd.DataFrame | None:
     path = run.path / RF_CSV
-    return pd.read_csv(path) if path.is_file() else None
+    # Layer names such as the lab cnn's "0", "2" are names, not numbers.
+    return pd.read_csv(path, dtype={"model": str, "layer": str}) if path.is_file() else None
 
 
 #: The columns of rf.csv the pages show (the CSV beside them has them all).

@@ -86,3 +86,15 @@ def test_without_erf_samples_there_are_no_erf_maps(tmp_path):
     table = run_rf_section(section, tmp_path)
     assert sorted(np.load(tmp_path / "rf_maps.npz").files) == ["cnn/6/field", "cnn/6/mask"]
     assert table.erf95.isna().all() and (table.input_size.map(tuple) == (40, 40)).all()
+
+
+def test_a_run_of_only_the_cnn_fields_gets_its_report(tmp_path, capsys):
+    # cnn's layers are named "0", "2", ...: read back from rf.csv, they are names, not numbers.
+    from bench.cli import main
+
+    suite = tmp_path / "rf-only.toml"
+    suite.write_text('[suite]\nname = "rf-only"\ndevice = "cpu"\n\n[rf]\nmodels = ["cnn"]\nerf_samples = 0\n')
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path), "--run-id", "r"]) == 0, capsys.readouterr()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Traceback" not in capsys.readouterr().err
+    assert (tmp_path / "r" / "figures" / "receptive_field.png").is_file() and "<h2 id=receptive-fields>" in page
