@@ -845,8 +845,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     frame, manifest, env = export.run_documents(args.run, args.history)
     if args.format == "github-action-benchmark":
         document: object = export.github_action_benchmark(frame, args.metric)
+        exported = len(document)
     else:
         document = export.pytest_benchmark(frame, manifest, env)
+        exported = len(document["benchmarks"])
+    if not exported:
+        throughput = args.format == "github-action-benchmark" and args.metric == "throughput"
+        measured = "a throughput" if throughput else "step times"
+        print(
+            f"convbench export: note: run {manifest.get('run_id')} has no ok case with {measured} "
+            "(a training-to-accuracy run has none; an optimizer-step run has step times but no throughput)",
+            file=sys.stderr,
+        )
     emit(json.dumps(document, indent=2) + "\n", args.output)
     return 0
 

@@ -24,8 +24,12 @@ GITHUB_TOOLS = {"throughput": "customBiggerIsBetter", "step_time": "customSmalle
 FORMATS = ("github-action-benchmark", "pytest-benchmark")
 
 
-def _ok(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["status"] == "ok"] if not frame.empty else frame
+def _timed(frame: pd.DataFrame, column: str = "step_time_ms") -> pd.DataFrame:
+    """The ``ok`` cases of ``frame`` that measured ``column``: a training-to-accuracy run has
+    no step times, an optimizer-step run no throughput."""
+    if frame.empty or column not in frame:
+        return frame.iloc[0:0]
+    return frame[(frame["status"] == "ok") & frame[column].notna()]
 
 
 def _name(row: pd.Series) -> str:
@@ -34,10 +38,10 @@ def _name(row: pd.Series) -> str:
 
 
 def github_action_benchmark(frame: pd.DataFrame, metric: str = "throughput") -> list[dict]:
-    """One entry per ``ok`` case of ``frame`` (a run's records): ``metric`` is
+    """One entry per ``ok`` case of ``frame`` (a run's records) that measured ``metric``:
     ``throughput`` (samples/s) or ``step_time`` (median, ms)."""
     entries = []
-    for _, row in _ok(frame).iterrows():
+    for _, row in _timed(frame, "throughput" if metric == "throughput" else "step_time_ms").iterrows():
         iqr_ms = _number(row.get("step_time_iqr_ms"))
         if metric == "throughput":
             # the IQR of step time, carried to samples/s at the median (first-order)
@@ -74,19 +78,24 @@ def pytest_benchmark(frame: pd.DataFrame, manifest: dict, env: dict) -> dict:
     import pytest_benchmark as pb
 
     benchmarks = []
-    for _, row in _ok(frame).iterrows():
-        samples = list(row["step_time_samples_ms"])
+    for _, row in _timed(frame).iterrows():
+        samples = list(row["step_time_samples_ms"] or [])
         if len(samples) < 1:
             continue
+        batch_size = _number(row.get("batch_size"))
         benchmarks.append(
             {
                 "group": f"{row['suite']} on {row['device_name'] or row['device']}",
                 "name": row["case_id"],
                 "fullname": f"convbench::{row['suite']}::{row['case_id']}",
-                "params": {"model": row["model"], "optimizer": row["optimizer"], "batch_size": int(row["batch_size"])},
+                "params": {
+                    "model": row["model"],
+                    "optimizer": row["optimizer"],
+                    "batch_size": None if batch_size is None else int(batch_size),
+                },
                 "param": row["case_id"],
                 "extra_info": {
-                    "throughput_samples_per_s": float(row["throughput"]),
+                    "throughput_samples_per_s": _number(row.get("throughput")),
                     "device_name": row["device_name"],
                     "peak_memory_bytes": _number(row.get("peak_memory_bytes")),
                     "optimizer_state_bytes": _number(row.get("optimizer_state_bytes")),

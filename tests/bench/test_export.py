@@ -134,3 +134,16 @@ def test_a_reader_that_goes_away_gets_no_traceback():
     _, err = process.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipeError" not in err
     assert process.returncode == 141
+
+
+def test_a_training_to_accuracy_run_exports_nothing_and_says_so(tmp_path, capsys):
+    # A training run's records carry accuracy and time to target, no step times.
+    trained = record("tr", status="ok", throughput=None, step_time_ms=None, step_time_samples_ms=[])
+    run_dir = write_run(tmp_path, "tr", [trained], suite="mnist")
+    history = tmp_path / "h.sqlite"
+    for form in ("github-action-benchmark", "pytest-benchmark"):
+        code, out, err = cli(capsys, "export", run_dir, "--format", form, "--history", history)
+        assert code == 0 and "Traceback" not in err
+        document = json.loads(out)
+        assert (document if form == "github-action-benchmark" else document["benchmarks"]) == []
+        assert "run tr has no ok case with" in err

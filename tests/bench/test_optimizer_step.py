@@ -176,6 +176,20 @@ def test_convbench_optim_writes_a_run_folder_report_and_history(tmp_path, capsys
     assert list(history.runs(tmp_path / "history.sqlite")["run_id"]) == ["o1"]
     assert "achieved (GB/s)" in capsys.readouterr().out
 
+    # Exports: step times, never a throughput an optimizer step does not have.
+    export = ["export", str(tmp_path / "o1"), "--history", str(tmp_path / "history.sqlite")]
+    assert main([*export, "--format", "github-action-benchmark", "--metric", "step_time"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["value"] for e in entries] == frame["step_time_ms"].tolist() and {e["unit"] for e in entries} == {"ms"}
+    assert main([*export, "--format", "github-action-benchmark"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [] and "run o1 has no ok case with a throughput" in err
+    assert main([*export, "--format", "pytest-benchmark"]) == 0
+    session = json.loads(capsys.readouterr().out)
+    medians = [b["stats"]["median"] * 1e3 for b in session["benchmarks"]]
+    assert medians == pytest.approx([float(pd.Series(s).median()) for s in frame["step_time_samples_ms"]])
+    assert {b["params"]["batch_size"] for b in session["benchmarks"]} == {None}
+
 
 def test_convbench_optim_refuses_bad_input_before_any_folder(tmp_path, capsys):
     assert main(["optim", "--precision", "fp64", "--results", str(tmp_path), "--device", "cpu"]) == 2
