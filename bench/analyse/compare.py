@@ -84,6 +84,41 @@ class IncomparableError(ValueError):
         super().__init__("refusing to compare cases measured differently:\n" + "\n".join(lines))
 
 
+class DifferentRunsError(IncomparableError):
+    """Two runs that share nothing to compare: different kinds of run, different suites
+    side by side, or no case in common."""
+
+    def __init__(self, message: str) -> None:
+        self.mismatches = []
+        ValueError.__init__(self, message)
+
+
+#: What a run measured, by its records: the training step, the optimizer step alone, or
+#: training to a target accuracy.
+RUN_KINDS = {
+    "training-step": "a training-step benchmark",
+    "optimizer-step": "an optimizer-step",
+    "training": "a training-to-accuracy",
+}
+
+
+def run_kind(frame: pd.DataFrame) -> str:
+    """``training`` for ``convbench train``'s runs, else the records' ``kind``
+    (``training-step`` or ``optimizer-step``; records from before the field are training-step)."""
+    if training.is_training(frame):
+        return "training"
+    kinds = set(frame["kind"].dropna()) if "kind" in frame else set()
+    return kinds.pop() if len(kinds) == 1 else "training-step"
+
+
+def check_same_kind(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> None:
+    """Raise DifferentRunsError naming each run's kind if ``frames`` are not all one kind."""
+    kinds = [run_kind(frame) for frame in frames]
+    if len(set(kinds)) > 1:
+        described = ", ".join(f"{name} is {RUN_KINDS[kind]} run" for name, kind in zip(names, kinds, strict=True))
+        raise DifferentRunsError(f"runs of different kinds cannot be compared: {described}")
+
+
 def _hashable(value: object) -> object:
     # A field missing from older records (NaN in a frame, or absent) means "not set", as None does.
     if value is None or (isinstance(value, float) and value != value):
@@ -213,11 +248,40 @@ def compare_runs(
 ) -> pd.DataFrame:
     """One row per case of either run, baseline order first, then the new cases: its
     verdicts and the figures behind them. ``earlier``: runs before the baseline (same suite,
-    same machine) that join it as a several-run baseline for step time. Raises
-    IncomparableError if matched cases were measured differently. Training runs go to
-    ``bench.train.compare`` (seeds are their replicates; ``earlier`` does not apply)."""
-    if training.is_training(baseline) or training.is_training(candidate):
-        return training.compare_training(baseline, candidate, threshold=threshold, alpha=alpha)
+    same machine) that join it as a several-run baseline for step time. Training runs go to
+    ``bench.train.compare`` (seeds are their replicates; ``earlier`` does not apply).
+
+    Raises:
+        IncomparableError: matched cases were measured differently.
+        DifferentRunsError: the runs are of different kinds (``run_kind``) or share no case.
+    """
+    check_same_kind([baseline, candidate], ["the baseline", "the candidate"])
+    if training.is_training(baseline):
+        verdicts = training.compare_training(baseline, candidate, threshold=threshold, alpha=alpha)
+    else:
+        verdicts = _compare_steps(baseline, candidate, threshold, memory_threshold, alpha, earlier)
+    if len(verdicts) and verdicts["time"].isin(["new", "missing"]).all():
+        raise DifferentRunsError(
+            f"the two runs have no case in common ({_cases(baseline)} in the baseline, {_cases(candidate)} in the "
+            "candidate): every case would be new or missing; compare runs of one suite"
+        )
+    return verdicts
+
+
+def _cases(frame: pd.DataFrame) -> str:
+    suites = ", ".join(sorted(set(frame["suite"].dropna()))) if "suite" in frame else ""
+    return f"{len(frame)} case{'s' if len(frame) != 1 else ''}" + (f" of {suites}" if suites else "")
+
+
+def _compare_steps(
+    baseline: pd.DataFrame,
+    candidate: pd.DataFrame,
+    threshold: float,
+    memory_threshold: float,
+    alpha: float,
+    earlier: Sequence[pd.DataFrame],
+) -> pd.DataFrame:
+    """``compare_runs`` for two benchmark runs (training step or optimizer step)."""
     found = mismatches(baseline, candidate)
     for older in earlier:
         found += mismatches(older, baseline)
@@ -446,12 +510,25 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
     over the ``reference`` device (default: the first run's) and memory.
 
     Returns the long table (one row per case and device, cases in first-seen order) and
-    one sentence per case that some device lacks or failed, naming the devices."""
+    one sentence per case that some device lacks or failed, naming the devices. The
+    speed-up is the ratio of throughputs, or of step times where a case has no throughput
+    (an optimizer step).
+
+    Raises:
+        UnknownNameError: ``reference`` is none of the runs' devices.
+        DifferentRunsError: the runs are of different kinds or suites.
+    """
     labels = _device_labels(frames)
     reference = reference or labels[0]
     if reference not in labels:
         raise UnknownNameError("device", reference, labels)
-    if any(training.is_training(frame) for frame in frames):
+    names = [str(frame["run_id"].iloc[0]) if len(frame) else "an empty run" for frame in frames]
+    check_same_kind(frames, names)
+    suites = [", ".join(sorted(set(frame["suite"].dropna()))) if "suite" in frame else "" for frame in frames]
+    if len(set(suites)) > 1:
+        described = ", ".join(f"{name} is {suite or 'of no suite'}" for name, suite in zip(names, suites, strict=True))
+        raise DifferentRunsError(f"gpus puts runs of one suite side by side: {described}")
+    if training.is_training(frames[0]):
         return training.side_by_side(frames, labels, reference)
     rows = []
     for label, frame in zip(labels, frames, strict=True):
@@ -470,8 +547,12 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
             )
     table = pd.DataFrame(rows)
     cases = list(dict.fromkeys(table["case"]))
-    reference_throughput = table[table["device"] == reference].set_index("case")["throughput"]
-    table["speedup"] = table["throughput"] / table["case"].map(reference_throughput)
+    table["throughput"] = pd.to_numeric(table["throughput"])
+    table["step_time_ms"] = pd.to_numeric(table["step_time_ms"])
+    at_reference = table[table["device"] == reference].set_index("case")
+    by_throughput = table["throughput"] / table["case"].map(at_reference["throughput"])
+    by_step_time = table["case"].map(at_reference["step_time_ms"]) / table["step_time_ms"]
+    table["speedup"] = by_throughput.fillna(by_step_time)
     table["case"] = pd.Categorical(table["case"], categories=cases, ordered=True)
     table["device"] = pd.Categorical(table["device"], categories=labels, ordered=True)
     table = table.sort_values(["case", "device"]).reset_index(drop=True)
@@ -498,7 +579,10 @@ def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
     wide = pd.DataFrame({"case": list(dict.fromkeys(table["case"]))})
     for device in devices:
         rows = table[table["device"] == device].set_index("case")
-        wide[f"{device} samples/s"] = wide["case"].map(rows["throughput"].round(1))
+        if rows["throughput"].notna().any():
+            wide[f"{device} samples/s"] = wide["case"].map(rows["throughput"].round(1))
+        else:  # optimizer-step cases: no samples, a step time
+            wide[f"{device} step ms"] = wide["case"].map(rows["step_time_ms"].round(3))
         wide[f"{device} speed-up"] = wide["case"].map(rows["speedup"].round(2))
-        wide[f"{device} peak MiB"] = wide["case"].map((rows["peak_memory_bytes"] / 2**20).round(1))
+        wide[f"{device} peak MiB"] = wide["case"].map((pd.to_numeric(rows["peak_memory_bytes"]) / 2**20).round(1))
     return wide

@@ -6,6 +6,7 @@ import pytest
 
 from bench.analyse.compare import (
     ALL_CASES,
+    DifferentRunsError,
     IncomparableError,
     between_runs,
     compare_runs,
@@ -14,6 +15,7 @@ from bench.analyse.compare import (
     readable,
     repeat_medians,
     side_by_side,
+    side_by_side_wide,
     summary,
 )
 from bench.analyse.stats import mann_whitney, welch
@@ -420,3 +422,44 @@ def test_cpu_peak_memory_is_judged_on_the_tracked_peak_not_the_process():
     assert compare_runs(pd.DataFrame([base]), pd.DataFrame([cand])).iloc[0]["memory"] == "regression"
     del cand["tracked_peak_bytes"]  # an older record: the process's peak is all there is
     assert compare_runs(pd.DataFrame([base]), pd.DataFrame([cand])).iloc[0]["memory"] == "regression"
+
+
+def optimizer_step_run(run_id: str, device_name: str, step_ms: float) -> pd.DataFrame:
+    """An optimizer-step run: step times, no throughput and no batch."""
+    records = []
+    for k, (optimizer, factor) in enumerate([("adam", 2.0), ("sgdm", 1.0)]):
+        one = record(run_id, "cnn", optimizer, samples(step_ms * factor, n=10, seed=k), device_name=device_name)
+        one.kind, one.case_id, one.throughput, one.batch_size = (
+            "optimizer-step",
+            f"cnn/{optimizer}/optimizer-step/fp32",
+            None,
+            None,
+        )
+        one.suite = "optim"
+        records.append(one)
+    return frame(*records)
+
+
+def test_runs_of_different_kinds_or_without_a_common_case_are_refused():
+    benchmark = frame(record("b", "cnn", "adam", samples(40.0)))
+    optim = optimizer_step_run("o", "AMD EPYC", 1.0)
+    with pytest.raises(DifferentRunsError, match="the baseline is a training-step benchmark run, the candidate is an"):
+        compare_runs(benchmark, optim)
+    other_batch = frame(record("c", "cnn", "adam", samples(40.0), batch_size=64, suite="other"))
+    with pytest.raises(
+        DifferentRunsError, match=r"no case in common \(1 case of smoke in the baseline, 1 case of other"
+    ):
+        compare_runs(benchmark, other_batch)
+    with pytest.raises(DifferentRunsError, match="r-a100 is smoke, c is other"):
+        side_by_side([gpu_run("r-a100", "NVIDIA A100", {"cnn": 1000.0}), other_batch])
+
+
+def test_optimizer_steps_side_by_side_are_sped_up_by_their_step_times():
+    # The same optimizer step in 0.4 ms against 1.0 ms: 2.5 times as fast.
+    table, notes = side_by_side(
+        [optimizer_step_run("o1", "NVIDIA A100", 1.0), optimizer_step_run("o2", "NVIDIA H100", 0.4)]
+    )
+    assert table["speedup"].tolist() == pytest.approx([1.0, 2.5, 1.0, 2.5], rel=0.05) and notes == []
+    wide = side_by_side_wide(table)
+    assert list(wide.columns[1:3]) == ["NVIDIA A100 step ms", "NVIDIA A100 speed-up"]
+    assert wide["NVIDIA H100 speed-up"].tolist() == pytest.approx([2.5, 2.5], abs=0.1)
