@@ -65,7 +65,8 @@ def resolve_runs(
     """(baseline, candidate, earlier runs) for a comparison: each of ``baseline`` and
     ``candidate`` a run folder, a run id in ``history``, ``latest``, ``previous``, or a
     DataFrame of records; ``earlier`` the ``baseline_runs - 1`` runs before the baseline in
-    the history (same suite and machine), skipping any measured differently. Baselines are
+    the history (same suite and machine) nearest the baseline that share a case with it and
+    measured it the same way (others are skipped and take no place). Baselines are
     complete runs unless ``include_incomplete``."""
     from bench.analyse import compare
     from bench.storage.history import ResolvedRun, earlier_runs, resolve
@@ -82,11 +83,13 @@ def resolve_runs(
     baseline_run = named(baseline, after=candidate_run)
     earlier = []
     if baseline_runs > 1:
-        earlier = [
-            run
-            for run in earlier_runs(baseline_run, baseline_runs - 1, history, include_incomplete)
-            if not compare.mismatches(run.frame, baseline_run.frame)
-        ]
+        earlier = earlier_runs(
+            baseline_run,
+            baseline_runs - 1,
+            history,
+            include_incomplete,
+            accept=lambda run: compare.joins_baseline(run.frame, baseline_run.frame),
+        )
     return baseline_run, candidate_run, earlier
 
 

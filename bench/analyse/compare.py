@@ -102,6 +102,13 @@ RUN_KINDS = {
 }
 
 
+def joins_baseline(run: pd.DataFrame, baseline: pd.DataFrame) -> bool:
+    """Whether an earlier ``run`` can join ``baseline`` in a several-run baseline: it shares
+    a case with it, and every case they share was measured the same way."""
+    shared = set(run["case_id"]) & set(baseline["case_id"]) if len(run) and len(baseline) else set()
+    return bool(shared) and not mismatches(run, baseline)
+
+
 def run_kind(frame: pd.DataFrame) -> str:
     """``training`` for ``convbench train``'s runs, else the records' ``kind``
     (``training-step`` or ``optimizer-step``; records from before the field are training-step)."""
@@ -475,12 +482,16 @@ def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float
             current["time"] = current["memory"] = current["all_cases"] = None
             if before:
                 previous = before[-1]
-                earlier = [run for run in before[-baseline_runs:-1] if not mismatches(run, previous)]
+                joining = [run for run in reversed(before[:-1]) if joins_baseline(run, previous)]
+                earlier = joining[: baseline_runs - 1][::-1]
                 skip = {case for case, *_ in mismatches(previous, current)}
                 comparable = ~current["case_id"].isin(skip)
-                verdicts = compare_runs(
-                    previous[~previous["case_id"].isin(skip)], current[comparable], earlier=earlier, **options
-                )
+                try:
+                    verdicts = compare_runs(
+                        previous[~previous["case_id"].isin(skip)], current[comparable], earlier=earlier, **options
+                    )
+                except DifferentRunsError:  # nothing in common with the run before: no verdicts
+                    verdicts = pd.DataFrame(columns=["case", "time", "memory"])
                 by_case = verdicts.set_index("case")
                 current.loc[comparable, "time"] = current.loc[comparable, "case_id"].map(by_case["time"])
                 current.loc[comparable, "memory"] = current.loc[comparable, "case_id"].map(by_case["memory"])

@@ -465,14 +465,25 @@ def resolve(
 
 
 def earlier_runs(
-    run: ResolvedRun, count: int, history_path: Path | str = DEFAULT_PATH, include_incomplete: bool = False
+    run: ResolvedRun,
+    count: int,
+    history_path: Path | str = DEFAULT_PATH,
+    include_incomplete: bool = False,
+    accept: Callable[[ResolvedRun], bool] | None = None,
 ) -> list[ResolvedRun]:
     """Up to ``count`` complete runs (with ``include_incomplete``: any runs with records)
-    recorded before ``run`` (by start time) of the same suite on the same machine, oldest
-    first: the rest of a several-run baseline."""
+    recorded before ``run`` (by start time) of the same suite on the same machine, the
+    nearest that ``accept`` takes (default: all), oldest first: the rest of a several-run
+    baseline. A run ``accept`` refuses does not take a place."""
     if count < 1 or run.started is None:
         return []
+    chosen: list[ResolvedRun] = []
     with connect(history_path) as connection:
-        before = _before(connection, run)
-        chosen = [run_id for run_id, status, done in before if _usable(status, done, include_incomplete)]
-        return [_from_history(connection, history_path, run_id) for run_id in reversed(chosen[:count])]
+        for run_id, status, done in _before(connection, run):
+            if len(chosen) == count:
+                break
+            if _usable(status, done, include_incomplete):
+                candidate = _from_history(connection, history_path, run_id)
+                if accept is None or accept(candidate):
+                    chosen.append(candidate)
+    return chosen[::-1]

@@ -463,3 +463,20 @@ def test_optimizer_steps_side_by_side_are_sped_up_by_their_step_times():
     wide = side_by_side_wide(table)
     assert list(wide.columns[1:3]) == ["NVIDIA A100 step ms", "NVIDIA A100 speed-up"]
     assert wide["NVIDIA H100 speed-up"].tolist() == pytest.approx([2.5, 2.5], abs=0.1)
+
+
+def test_a_run_measured_differently_takes_no_place_among_the_baseline_runs(tmp_path):
+    from bench.api import resolve_runs
+    from bench.storage.history import ingest
+    from tests.bench.runs import write_run
+
+    def night(run_id: str, day: int, **protocol) -> object:
+        cases = [record(run_id, "cnn", o, samples(40.0, seed=day), **protocol) for o in ("adam", "sgdm")]
+        return write_run(tmp_path, run_id, cases, started=f"2026-11-2{day}T01:00:00+00:00")
+
+    # Wednesday ran 20 steps a repeat (so did a run of other batch sizes on Thursday): neither
+    # can join Friday's baseline, and neither may use up one of its two places.
+    runs = [night("mon", 1), night("tue", 2), night("wed", 3, steps=20), night("thu", 4, batch_size=8)]
+    ingest([*runs, night("fri", 5), night("sat", 6)], tmp_path / "h.sqlite")
+    baseline, _, earlier = resolve_runs("fri", "sat", tmp_path / "h.sqlite", baseline_runs=3)
+    assert baseline.run_id == "fri" and [run.run_id for run in earlier] == ["mon", "tue"]
