@@ -679,8 +679,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
     import models
     import optimizers
-    from bench.measure import max_batch, memory_pass
+    from bench.measure import max_batch, memory_pass, runner
     from bench.measure.memory_breakdown import CATEGORIES
+    from bench.measure.runner import SetupError
     from bench.suite import Case
 
     spec = models.spec(args.model)
@@ -693,7 +694,14 @@ def cmd_memory(args: argparse.Namespace) -> int:
         args.model, args.optimizer, args.batch_size, args.precision, args.channels_last, False, "synthetic",
         spec.input_shape, spec.num_classes, steps=1, warmup=1, repeats=1, detailed=False,
     )  # fmt: skip
-    prediction = memory_pass.predict(case, device)
+    reason = memory_pass.eager_only(case)
+    if reason is not None:
+        raise SetupError(f"--optimizer {args.optimizer}: {reason}; predict its eager form instead")
+    runner.check_cases([case], device)  # the precision on this device, and the model on its input
+    try:
+        prediction = memory_pass.predict(case, device)
+    except (RuntimeError, ValueError, TypeError) as error:  # e.g. a batch whose tensors overflow
+        raise SetupError(f"cannot predict {args.model} / {args.optimizer} / batch {args.batch_size}: {error}") from None
     breakdown = prediction.breakdown
     rows = [{"": name.replace("_", " "), "bytes": getattr(breakdown, name)} for name in (*CATEGORIES, "peak")]
     table = pd.DataFrame(rows).assign(MiB=lambda frame: (frame["bytes"] / 2**20).round(2))

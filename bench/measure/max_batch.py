@@ -112,7 +112,7 @@ def parse_bytes(text: str) -> int:
     ValueError naming the text unless it is a size of at least one byte."""
     match = _SIZE.fullmatch(text.strip())
     value = float(match["number"]) * _UNITS[(match["unit"] or "").upper() + "B"] if match else 0.0
-    if not value >= 1:
+    if not 1 <= value < float("inf"):
         raise ValueError(f"{text!r} is not a memory size; use e.g. 80GiB, 512MiB, 16GB or a number of bytes")
     return int(value)
 
@@ -195,5 +195,6 @@ def search_case(
     finally:
         if limited:
             cuda.set_per_process_memory_fraction(1.0, device)
-    out["max_batch_predicted"] = predicted_largest_batch(case, device, memory)
+    if memory_pass.eager_only(case) is None:
+        out["max_batch_predicted"] = predicted_largest_batch(case, device, memory)
     return out

@@ -68,13 +68,28 @@ def tracked_step(
     return memory_breakdown.track_step(model, optimizer, trainer.step, device, bytes_on, cap_bytes)
 
 
+def eager_only(case: Case) -> str | None:
+    """Why the memory pass cannot run ``case``, or None: the tracker and the fake-tensor
+    prediction see eager steps only, and a compiled optimizer step on fake tensors crashes
+    the process (it reads their data pointers)."""
+    if case.compile:
+        return "compiled case: the tracker and the prediction see eager steps only"
+    if optimizers.spec(case.optimizer).implementation == "compiled":
+        return f"compiled optimizer {case.optimizer!r}: the tracker and the prediction see eager steps only"
+    return None
+
+
 def predict(case: Case, device: torch.device) -> Prediction:
     """The breakdown of ``case`` on ``device``, from one step on fake tensors.
 
     The case is predicted eager, on synthetic data (a real dataset's batches have the same
     shapes and dtypes), with the model, optimizer and ``bench.measure.runner.Trainer`` the timed
     pass uses. Raises ``memory_breakdown.TrackerUnavailable`` where torch lacks the
-    tracker, ``KeyError`` for an unknown model or optimizer."""
+    tracker, ``KeyError`` for an unknown model or optimizer, ValueError for a compiled case or
+    optimizer (``eager_only``)."""
+    reason = eager_only(case)
+    if reason is not None:
+        raise ValueError(reason)
     device = torch.device(device)
     fake_on = stand_in_device(device)
     start = time.perf_counter()
@@ -142,8 +157,9 @@ def record_fields(case: Case, device: torch.device, build: Build, measured: dict
     whose allocator statistics are read (a fake in tests)."""
     out: dict = {}
     errors = []
-    if case.compile:
-        return {"memory_pass_error": "compiled case: the tracker and the prediction see eager steps only"}
+    reason = eager_only(case)
+    if reason is not None:
+        return {"memory_pass_error": reason}
     try:
         on_cuda = device.type == "cuda"
         reset_peak = (lambda: cuda.reset_peak_memory_stats(device)) if on_cuda else None
