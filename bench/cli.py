@@ -367,8 +367,10 @@ class Measuring:
 @contextlib.contextmanager
 def measuring(command: str, writer: RunWriter, signals: StopSignals, progress: ProgressBar) -> Iterator[Measuring]:
     """The measuring part of ``convbench COMMAND``: stop signals may interrupt it (between two
-    records), and a stop or an unwritable run folder ends it without an exception, recorded
-    in the yielded Measuring for ``close_run``; the progress bar is closed either way."""
+    records), and a stop, an unwritable run folder or any other failure outside a case (such
+    as the bandwidth measurement of ``convbench optim``) ends it without an exception,
+    recorded in the yielded Measuring for ``close_run``, so the run folder is closed
+    ``incomplete`` with its records; the progress bar is closed either way."""
     from bench.measure.stopping import Terminated
 
     outcome = Measuring()
@@ -382,6 +384,9 @@ def measuring(command: str, writer: RunWriter, signals: StopSignals, progress: P
     except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
         outcome.code, outcome.stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
         print(f"convbench {command}: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001  (outside any case: the run is still closed, its records kept)
+        outcome.code, outcome.stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
+        print(f"convbench {command}: stopped: {type(error).__name__}: {error}", file=sys.stderr)
     finally:
         progress.close()
 

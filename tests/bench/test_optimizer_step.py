@@ -233,3 +233,24 @@ def test_sigterm_between_optimizer_cases_keeps_the_first_and_marks_the_run_incom
     assert history.runs(tmp_path / "history.sqlite")["status"].tolist() == ["incomplete"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_failure_between_cases_closes_the_run_with_what_it_measured(tmp_path, capsys, monkeypatch):
+    measure = bandwidth.measure_bandwidth
+    calls = []
+
+    def second_call_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(bandwidth, "measure_bandwidth", second_call_fails)
+    flags = ["--models", "cnn", "--optimizers", "adam,sgdm", "--device", "cpu", "--steps", "1", "--warmup", "1"]
+    flags += ["--repeats", "1", "--bandwidth-mib", "1", "--results", str(tmp_path), "--run-id", "o3"]
+    assert main(["optim", *flags]) == 1
+    run = load_run(tmp_path / "o3")
+    assert list(run.frame()["case_id"]) == ["cnn/adam/optimizer-step/fp32"]
+    assert run.manifest["status"] == "incomplete" and "can't allocate memory" in run.manifest["stopped_by"]
+    assert history.runs(tmp_path / "history.sqlite")["status"].tolist() == ["incomplete"]
+    assert "stopped: RuntimeError" in capsys.readouterr().err
