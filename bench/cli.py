@@ -1209,6 +1209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): not an error of ours
         stdout_gone()
         return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:  # Ctrl-C before a run folder exists, or in a command without one
+        print(f"convbench {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except OSError as error:  # a full disk, a permission, a folder where a file goes: one line
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_CASE_ERROR

@@ -102,3 +102,15 @@ def test_console_script_is_declared():
     scripts = [s for s in metadata.entry_points(group="console_scripts") if s.name == "convbench"]
     assert scripts, "convbench is not installed"
     assert scripts[0].value == "bench.cli:main"
+
+
+def test_ctrl_c_while_a_run_starts_up_is_one_line_and_status_130(tmp_path, capsys, monkeypatch):
+    from bench.measure import runner
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "resolve_device", interrupted)
+    assert main(["run", "--device", "cpu", "--models", "cnn", "--results", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "convbench run: interrupted\n"
+    assert not any(tmp_path.iterdir())
