@@ -242,6 +242,13 @@ class Run:
         return pd.DataFrame(self.records)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise RunFolderError(f"{path}: damaged (not UTF-8: {error})") from None
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -250,6 +257,80 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise RunFolderError(f"{path}: damaged (expected a JSON object)")
     return data
+
+
+#: run.json's fields that readers rely on, and the JSON types each may hold.
+MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "suite": (str, type(None)),
+    "machine": (str, type(None)),
+    "status": (str,),
+    "started": (str, type(None)),
+    "finished": (str, type(None)),
+    "cases_total": (int, type(None)),
+    "sections": (dict,),
+    "stopped_by": (str, type(None)),
+    "hostname": (str, type(None)),
+    "pid": (int, type(None)),
+    "process_started": (int, float, type(None)),
+}
+
+
+def _json_types(annotation: object) -> tuple[type, ...]:
+    """The JSON value types a Record field annotated ``annotation`` may hold (a float field
+    may hold an integer; an int field not a bool)."""
+    import types
+    import typing
+
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    allowed: list[type] = []
+    for option in options:
+        origin = typing.get_origin(option) or option
+        allowed += {float: [float, int], type(None): [type(None)]}.get(origin, [origin])
+    return tuple(allowed)
+
+
+def _record_types() -> dict[str, tuple[type, ...]]:
+    import typing
+
+    return {name: _json_types(annotation) for name, annotation in typing.get_type_hints(Record).items()}
+
+
+def _type_error(value: object, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in allowed:
+        return True  # JSON true is not a number
+    return not isinstance(value, allowed)
+
+
+def _check_record(data: object, where: str, types: dict[str, tuple[type, ...]]) -> dict:
+    """``data`` if it is a record as ``Record`` writes it (an object whose known fields have
+    their types; ``case_id`` and ``status`` present), else RunFolderError naming ``where``."""
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{where}: damaged record (expected a JSON object, got {type(data).__name__})")
+    for name in ("case_id", "status"):
+        if not isinstance(data.get(name), str):
+            raise RunFolderError(f"{where}: damaged record ({name} is missing or not a string)")
+    for name, value in data.items():
+        allowed = types.get(name)
+        if allowed is not None and _type_error(value, allowed):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise RunFolderError(f"{where}: damaged record ({name} is {value!r}, expected {expected})")
+    return data
+
+
+def _check_manifest(manifest: dict, where: Path) -> dict:
+    """``manifest`` if its fields have the types run.json holds and its run id is valid,
+    else RunFolderError naming ``where``."""
+    for name, allowed in MANIFEST_TYPES.items():
+        if name == "run_id" and name not in manifest:
+            raise RunFolderError(f"{where}: damaged (no run_id)")
+        if name in manifest and _type_error(manifest[name], allowed):
+            raise RunFolderError(f"{where}: damaged ({name} is {manifest[name]!r})")
+    try:
+        check_run_id(manifest["run_id"])
+    except RunFolderError as error:
+        raise RunFolderError(f"{where}: damaged ({error})") from None
+    return manifest
 
 
 def load_run(path: Path | str) -> Run:
@@ -266,13 +347,16 @@ def load_run(path: Path | str) -> Run:
     records_path = path / RECORDS
     if records_path.exists():
         lines = records_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        types = _record_types()
         for number, line in enumerate(lines, start=1):
             try:
-                records.append(json.loads(line))
+                data = json.loads(line)
             except json.JSONDecodeError as error:
                 if number < len(lines):
                     raise RunFolderError(f"{records_path}:{number}: damaged record ({error})") from None
-    manifest = _read_json(manifest_path)
+                continue
+            records.append(_check_record(data, f"{records_path}:{number}", types))
+    manifest = _check_manifest(_read_json(manifest_path), manifest_path)
     manifest["status"] = effective_status(manifest)
     manifest["cases_done"] = len(records)
     manifest["failures"] = sum(r.get("status") != "ok" for r in records)
@@ -281,6 +365,6 @@ def load_run(path: Path | str) -> Run:
         path=path,
         manifest=manifest,
         env=_read_json(env_path) if env_path.exists() else {},
-        suite_toml=suite_path.read_text(encoding="utf-8") if suite_path.exists() else "",
+        suite_toml=_read_text(suite_path) if suite_path.exists() else "",
         records=records,
     )

@@ -66,6 +66,61 @@ def test_a_damaged_run_folder_is_one_line_for_every_command(tmp_path, capsys, da
         assert code == 2 and message in err and len(err.splitlines()) == 1, (command, err)
 
 
+def _edit_json(path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _edit_first_record(path, change) -> None:
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    change(first)
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        # valid JSON with the wrong contents: each made a traceback somewhere
+        (
+            lambda d: _edit_json(d / "run.json", lambda m: m.update(pid="abc", status="running")),
+            "damaged (pid is 'abc')",
+        ),
+        (lambda d: _edit_json(d / "run.json", lambda m: m.pop("run_id")), "run.json: damaged (no run_id)"),
+        (
+            lambda d: _edit_json(d / "run.json", lambda m: m.update(run_id="../../etc")),
+            "run id '../../etc' is not valid",
+        ),
+        (lambda d: _edit_json(d / "run.json", lambda m: m.update(machine=["x"])), "damaged (machine is ['x'])"),
+        (lambda d: _edit_json(d / "run.json", lambda m: m.update(sections=[1])), "damaged (sections is [1])"),
+        (lambda d: (d / "records.jsonl").write_text('[1, 2]\n"s"\n'), "records.jsonl:1: damaged record (expected a"),
+        (
+            lambda d: _edit_first_record(d / "records.jsonl", lambda r: r.update(batch_size="two")),
+            "records.jsonl:1: damaged record (batch_size is 'two', expected int or null)",
+        ),
+        (
+            lambda d: _edit_first_record(d / "records.jsonl", lambda r: r.update(step_time_ms="fast")),
+            "damaged record (step_time_ms is 'fast', expected float or int or null)",
+        ),
+        (lambda d: (d / "suite.toml").write_bytes(b"\xff\xfe bad"), "suite.toml: damaged (not UTF-8"),
+    ],
+)
+def test_a_run_folder_with_wrong_contents_is_one_line_for_every_command(tmp_path, capsys, damage, message):
+    run_dir = smoke_run(tmp_path, "r1")
+    damage(run_dir)
+    commands = (
+        ["report", run_dir],
+        ["ingest", run_dir],
+        ["compare", run_dir, run_dir],
+        ["export", run_dir, "--format", "pytest-benchmark"],
+    )
+    for command in commands:
+        history_flag = [] if command[0] == "report" else ["--history", tmp_path / "h.sqlite"]
+        code, _, err = run_cli(capsys, *command, *history_flag)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (command, err)
+
+
 @pytest.mark.slow
 def test_a_full_disk_mid_run_stops_it_consistently_in_one_line(tmp_path):
     """RLIMIT_FSIZE stands in for a full disk (a write past it fails with EFBIG, as one past a
