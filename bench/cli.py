@@ -38,7 +38,7 @@ DEFAULT_MEMORY_PERCENT = 10.0
 def add_threshold(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--threshold",
-        type=float,
+        type=_percent,
         default=DEFAULT_THRESHOLD_PERCENT,
         metavar="PERCENT",
         help=f"step-time change that counts, if significant (default {DEFAULT_THRESHOLD_PERCENT:g})",
@@ -153,6 +153,14 @@ def _positive(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    """A threshold in percent: a finite number of zero or more."""
+    value = _non_negative_float(text)
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite percentage, got {text}")
     return value
 
 
@@ -1065,7 +1073,7 @@ def build_parser() -> _Parser:
     add_baseline_runs(compare_parser)
     compare_parser.add_argument(
         "--memory-threshold",
-        type=float,
+        type=_percent,
         default=DEFAULT_MEMORY_PERCENT,
         metavar="PERCENT",
         help=f"peak-memory change that counts (default {DEFAULT_MEMORY_PERCENT:g})",

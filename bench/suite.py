@@ -582,7 +582,10 @@ def load_suite(name_or_path: str | Path | dict) -> Suite:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise SuiteError(f"{path}: no such suite file")
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except (UnicodeDecodeError, OSError) as error:
+            raise SuiteError(f"{path}: cannot be read as TOML text: {error}") from None
     else:
         shipped_file = resources.files("bench") / "suites" / f"{name_or_path}.toml"
         if not shipped_file.is_file():

@@ -366,4 +366,6 @@ def load_train_suite(name_or_path: str | Path) -> TrainSuite:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise SuiteError(f"{path}: not valid TOML: {error}") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise SuiteError(f"{path}: cannot be read as TOML text: {error}") from None
     return parse_train_suite(document, str(path), path.stem)

@@ -194,6 +194,9 @@ def test_a_bad_suite_file_exits_2_naming_file_and_key(tmp_path, capsys):
     path.write_text(TINY.format(models='["cnn"]').replace("steps", "stpes"))
     code, _, err = run(capsys, "--suite", str(path), "--results", str(tmp_path / "results"))
     assert code == 2 and f"{path}: [suite].stpes: unknown key" in err
+    path.write_bytes(b"\x00\xff\xfe")
+    code, _, err = run(capsys, "--suite", str(path), "--results", str(tmp_path / "results"))
+    assert code == 2 and f"{path}: cannot be read as TOML text" in err and len(err.splitlines()) == 1
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path, capsys, fault_models):
