@@ -527,13 +527,19 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
 
     Raises:
         UnknownNameError: ``reference`` is none of the runs' devices.
-        DifferentRunsError: the runs are of different kinds or suites.
+        DifferentRunsError: the runs are of different kinds or suites, a run is given twice,
+            or one has no records.
     """
+    names = [str(frame["run_id"].iloc[0]) if len(frame) else "" for frame in frames]
+    if not all(names):
+        raise DifferentRunsError("gpus needs runs with records; a run given has none")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DifferentRunsError(f"gpus puts different runs side by side; given more than once: {', '.join(repeated)}")
     labels = _device_labels(frames)
     reference = reference or labels[0]
     if reference not in labels:
         raise UnknownNameError("device", reference, labels)
-    names = [str(frame["run_id"].iloc[0]) if len(frame) else "an empty run" for frame in frames]
     check_same_kind(frames, names)
     suites = [", ".join(sorted(set(frame["suite"].dropna()))) if "suite" in frame else "" for frame in frames]
     if len(set(suites)) > 1:

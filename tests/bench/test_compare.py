@@ -452,6 +452,10 @@ def test_runs_of_different_kinds_or_without_a_common_case_are_refused():
         compare_runs(benchmark, other_batch)
     with pytest.raises(DifferentRunsError, match="r-a100 is smoke, c is other"):
         side_by_side([gpu_run("r-a100", "NVIDIA A100", {"cnn": 1000.0}), other_batch])
+    with pytest.raises(DifferentRunsError, match="given more than once: c"):  # was a pandas InvalidIndexError
+        side_by_side([other_batch, other_batch])
+    with pytest.raises(DifferentRunsError, match="a run given has none"):  # was a KeyError
+        side_by_side([other_batch, benchmark.iloc[0:0]])
 
 
 def test_optimizer_steps_side_by_side_are_sped_up_by_their_step_times():
