@@ -123,7 +123,11 @@ def cmd_rf(args: argparse.Namespace) -> int:
 
     entry = models.spec(args.model)
     if entry.input_shape is None:
-        raise models.ModelReferenceError(args.model, "does not say its input shape; set the function's input_shape")
+        raise models.ModelReferenceError(
+            args.model,
+            "does not say its input shape, and rf needs its channels (--input-size sets only the height and "
+            "width): set the function's input_shape = (C, H, W)",
+        )
     channels, height, width = entry.input_shape
     shape = (channels, height, width) if args.input_size is None else (channels, args.input_size, args.input_size)
 
@@ -135,6 +139,12 @@ def cmd_rf(args: argparse.Namespace) -> int:
         report = measure(model, shape, args.layers, args.erf_samples, progress=progress)
     except ReceptiveFieldError as error:
         print(f"convbench rf: error: model {args.model!r}: {error}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError, TypeError) as error:  # a model that cannot take the input
+        print(
+            f"convbench rf: error: model {args.model!r} fails on input {shape}: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return 2
     _print_output(report.frame(), args)
     for note in report.analysis.notes:

@@ -87,3 +87,14 @@ def test_nonpositive_input_size_is_refused_by_the_parser(capsys):
         main(["rf", "cnn", "--input-size", "0"])
     assert exit_info.value.code == 2
     assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_model_reference_that_cannot_take_its_input_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "flat_nets.py").write_text(
+        "import torch.nn as nn\n\n\ndef linear():\n    return nn.Linear(10, 10)\n\n\nlinear.input_shape = (3, 8, 8)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["rf", "flat_nets:linear", "--erf-samples", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: model 'flat_nets:linear' fails on input (3, 8, 8): RuntimeError:" in err
+    assert "Traceback" not in err
