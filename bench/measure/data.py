@@ -66,10 +66,13 @@ def _open(spec: DatasetSpec, root: str, download: bool, train: bool) -> torchvis
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     try:
         return dataset_class(root, train=train, download=download, transform=torchvision.transforms.ToTensor())
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError, ValueError, OSError, EOFError) as error:
+        # Missing files are a RuntimeError; damaged ones fail torchvision's readers (MNIST's
+        # asserts on its header, CIFAR's unpickling) in these other ways.
         hint = "" if download else "; pass --download to fetch it"
+        reason = str(error) if isinstance(error, RuntimeError) else f"damaged: {type(error).__name__} {error}".strip()
         raise DatasetNotFoundError(
-            f"{spec.torchvision_class} could not be read from {Path(root) / spec.folder} ({error}); "
+            f"{spec.torchvision_class} could not be read from {Path(root) / spec.folder} ({reason}); "
             f"give --data-root the folder that holds {spec.folder}{hint}"
         ) from None
 

@@ -142,7 +142,7 @@ class TrainSuite:
         suite_changes = {}
         grids = self.grids
         for key, value in changes.items():
-            where = f"--{key.replace('_', '-')}"
+            where = "--target" if key == "target_accuracy" else f"--{key.replace('_', '-')}"
             if key == "models":
                 models_ = _models(value, where)
                 grids = tuple((models_, recipes) for _, recipes in grids)

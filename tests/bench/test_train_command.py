@@ -127,6 +127,21 @@ def test_bad_input_exits_2_before_a_run_folder_exists(tmp_path, capsys):
         == 2
     )
     assert "MNIST could not be read" in capsys.readouterr().err
+    # Damaged files: torchvision's MNIST reader asserts on their header (a traceback before).
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / name).write_bytes(b"junk\n")
+    flags = ["--suite", "mnist", "--data-root", str(tmp_path), "--device", "cpu", "--results", str(results)]
+    assert main(["train", *flags]) == 2
+    assert "MNIST could not be read from" in capsys.readouterr().err
+    assert main(["train", *flags, "--target", "1.5"]) == 2
+    assert "--target: expected a fraction in (0, 1], got 1.5" in capsys.readouterr().err
     assert not results.exists()
 
 
