@@ -21,6 +21,7 @@ Every file is created with the permissions the umask allows, as ``open`` would.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -86,7 +87,10 @@ def _file_mode() -> int:
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` through a temporary file and a rename: readers see the old
     file or the new one, never half of one. The file gets the umask's permissions (a temporary
-    file alone would be 0600, unreadable to the team the run folder is shared with)."""
+    file alone would be 0600, unreadable to the team the run folder is shared with). Raises
+    IsADirectoryError naming ``path`` where it is a folder."""
+    if path.is_dir():  # checked first: the rename would fail naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "a folder is in the way of the file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

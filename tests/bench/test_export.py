@@ -147,3 +147,13 @@ def test_a_training_to_accuracy_run_exports_nothing_and_says_so(tmp_path, capsys
         document = json.loads(out)
         assert (document if form == "github-action-benchmark" else document["benchmarks"]) == []
         assert "run tr has no ok case with" in err
+
+
+def test_an_output_that_is_a_folder_is_named_in_one_line(two_runs, capsys, tmp_path):
+    database, *_ = two_runs
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code, out, err = cli(capsys, "history", "--history", database, "--output", folder)
+    # the rename's error named the temporary file beside it (".out.x1y2.tmp") instead
+    assert code == 1 and err == f"convbench history: error: [Errno 21] a folder is in the way of the file: '{folder}'\n"
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
