@@ -236,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
     from bench.storage import history
-    from bench.storage.store import RunWriter, check_run_id, new_run_id
+    from bench.storage.store import RunWriter, check_results_root, check_run_id, new_run_id
     from bench.suite import load_suite
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -294,6 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Where the results go is checked too: a history that cannot take the run would
     # otherwise be found only after the whole suite has run.
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    check_results_root(args.results)
     history.check_writable(history_path)
 
     with stop_signals() as signals:
@@ -496,7 +497,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
     from bench.storage import history
-    from bench.storage.store import RunWriter, check_run_id, new_run_id, write_json
+    from bench.storage.store import RunWriter, check_results_root, check_run_id, new_run_id, write_json
     from bench.toml_writer import dumps
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -518,6 +519,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
     env = collect_env()
     machine = machine_identity(device, env, args.machine)
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    check_results_root(args.results)
     history.check_writable(history_path)
 
     with stop_signals() as signals:

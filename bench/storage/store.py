@@ -64,6 +64,14 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
+def check_results_root(root: Path | str) -> None:
+    """RunFolderError if ``root`` exists and is not a folder (checked before the history
+    that defaults to a file inside it, so the message names the real problem)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RunFolderError(f"results root {root} is not a folder")
+
+
 def check_run_id(run_id: str) -> str:
     """``run_id`` if it is a valid run id (``RUN_ID_PATTERN``, at most ``RUN_ID_MAX``
     characters), else RunFolderError: a run id names one folder inside the results root,

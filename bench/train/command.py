@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
     from bench.storage import history
-    from bench.storage.store import RunWriter, check_run_id, new_run_id
+    from bench.storage.store import RunWriter, check_results_root, check_run_id, new_run_id
     from bench.train import datasets, loop
     from bench.train.report import summary_frame
     from bench.train.suite import load_train_suite
@@ -56,6 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     env = collect_env()
     machine = machine_identity(device, env, None)
     history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    check_results_root(args.results)
     history.check_writable(history_path)
 
     with stop_signals() as signals:

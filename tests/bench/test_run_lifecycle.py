@@ -185,6 +185,10 @@ def test_a_results_root_that_is_a_file_exits_2_before_any_work(tmp_path, capsys)
     code, _, err = run_cli(capsys, "run", "--suite", "smoke", "--results", results, "--history", tmp_path / "h.sqlite")
     assert code == 2 and f"results root {results} is not a folder" in err, err
     assert len(err.splitlines()) == 1
+    # With the history in its default place inside the results root, the root is still named.
+    for command in (["run", "--suite", "smoke"], ["optim"]):
+        code, _, err = run_cli(capsys, *command, "--device", "cpu", "--results", results)
+        assert code == 2 and err == f"convbench {command[0]}: error: results root {results} is not a folder\n", err
 
 
 # --- machines and baselines -------------------------------------------------------------------
