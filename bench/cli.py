@@ -231,7 +231,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.distributed import launch
     from bench.measure import data, isolation, runner
     from bench.measure.env import collect_env
-    from bench.measure.load import busy_warning
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
@@ -308,9 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             machine=machine,
             sections=["rf"] if rf is not None else [],
         )
-        busy = busy_warning(writer.manifest["load_average_start"])
-        if busy:
-            print(f"convbench run: warning: {busy}", file=sys.stderr)
+        warn_if_busy("run", writer)
         progress = ProgressBar(len(cases) + (rf is not None))
         try:
             with measuring("run", writer, signals, progress) as outcome, _memory_guard(device, args.memory_limit):
@@ -372,6 +369,16 @@ def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:
     progress.finish(label, "ok")
     writer.section_done("rf", "ok")
     return EXIT_OK
+
+
+def warn_if_busy(command: str, writer: RunWriter) -> None:
+    """Warn on stderr when the machine was busy as the run started (``bench.measure.load``):
+    step times will be slower and noisier than on an idle machine."""
+    from bench.measure.load import busy_warning
+
+    busy = busy_warning(writer.manifest["load_average_start"])
+    if busy:
+        print(f"convbench {command}: warning: {busy}", file=sys.stderr)
 
 
 @dataclasses.dataclass
@@ -524,6 +531,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
 
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, "optim", dumps(configuration), env, len(cases), machine=machine)
+        warn_if_busy("optim", writer)
         progress = ProgressBar(len(cases))
         with measuring("optim", writer, signals, progress) as outcome:
             array_bytes = args.bandwidth_mib * 2**20 if args.bandwidth_mib else None

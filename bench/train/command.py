@@ -61,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases), machine=machine)
+        cli.warn_if_busy("train", writer)
         context = runner.RunContext(run_id, suite.name, device, env)
         progress = ProgressBar(len(cases))
         with cli.measuring("train", writer, signals, progress) as outcome:

@@ -254,3 +254,14 @@ def test_a_failure_between_cases_closes_the_run_with_what_it_measured(tmp_path, 
     assert run.manifest["status"] == "incomplete" and "can't allocate memory" in run.manifest["stopped_by"]
     assert history.runs(tmp_path / "history.sqlite")["status"].tolist() == ["incomplete"]
     assert "stopped: RuntimeError" in capsys.readouterr().err
+
+
+def test_optim_warns_when_the_machine_is_busy_as_run_does(tmp_path, capsys, monkeypatch):
+    import os
+
+    from bench.storage import store
+
+    monkeypatch.setattr(store, "load_average", lambda: 8.0 * (os.cpu_count() or 1))
+    flags = ["--models", "cnn", "--optimizers", "sgdm", "--device", "cpu", "--steps", "1", "--warmup", "1"]
+    assert main(["optim", *flags, "--repeats", "1", "--bandwidth-mib", "1", "--results", str(tmp_path)]) == 0
+    assert "convbench optim: warning: the machine is busy (load average" in capsys.readouterr().err
