@@ -418,6 +418,18 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
         columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
         if field == "host_bound":  # the host's and the device's cost of a step side by side
             columns[ENERGY_PER_SAMPLE] = (pd.to_numeric(energy, errors="coerce") / batch).reset_index(drop=True)
+    if "case_id" in frame:
+        # A sweep over model arguments or hyperparameters: the names as in the case id
+        # (``mypkg.nets:build[depth=18]``, ``sgdm[lr=0.1]``), or its rows look the same.
+        parts = frame["case_id"].astype(str).str.split("/").reset_index(drop=True)
+        for position, header in enumerate(("model", "optimizer")):
+            columns[header] = pd.Series(
+                [
+                    name if isinstance(name, str) and name.startswith(f"{plain}[") else plain
+                    for name, plain in zip(parts.str[position], columns[header], strict=True)
+                ],
+                dtype=object,
+            )
     return pd.DataFrame(columns)
 
 

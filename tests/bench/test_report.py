@@ -299,3 +299,20 @@ def test_host_syncing_host_bound_cases_and_energy_per_sample_are_marked(tmp_path
     write_tables(path)
     header = next(line for line in (path / "summary.md").read_text().splitlines() if line.startswith("| model"))
     assert "host" not in header and "energy" not in header
+
+
+def test_a_sweep_over_hyperparameters_and_model_arguments_has_rows_told_apart():
+    from bench.reporting.report import summary_frame
+    from tests.bench.runs import record
+
+    def swept(case_prefix: str, **fields) -> dict:
+        one = record("s", "cnn", "sgdm", **fields).to_dict()
+        one["case_id"] = case_prefix + one["case_id"].split("/", 2)[2]
+        return one
+
+    frame = pd.DataFrame(
+        [swept("cnn/sgdm[lr=0.1]/"), swept("cnn/sgdm/"), swept("cnn[width=2]/sgdm/"), swept("cnn/sgdm[momentum=0.5]/")]
+    )
+    summary = summary_frame(frame)
+    assert summary["optimizer"].tolist() == ["sgdm[lr=0.1]", "sgdm", "sgdm", "sgdm[momentum=0.5]"]
+    assert summary["model"].tolist() == ["cnn", "cnn", "cnn[width=2]", "cnn"]
