@@ -21,18 +21,23 @@ MAX_LENGTH = 200
 
 
 class MachineNameError(ValueError):
-    """A machine name that is empty or too long."""
+    """A machine name that is blank, too long or not printable."""
 
 
 def machine_identity(device: torch.device, env: dict, name: str | None = None) -> str:
     """The machine a run on ``device`` is filed under: ``name``, else ``$CONVBENCH_MACHINE``,
     else ``GPU-<uuid>`` of the CUDA device or ``CPU <model>`` from ``env`` (``collect_env()``).
-    Raises MachineNameError for a given name that is blank or over MAX_LENGTH characters."""
+    Raises MachineNameError for a given name that is blank, over MAX_LENGTH characters or
+    holds a control character (a newline would split the tables it is printed in)."""
     given = name if name is not None else os.environ.get(ENV_VAR)
     if given is not None:
         source = "--machine" if name is not None else ENV_VAR
-        if not given.strip() or len(given) > MAX_LENGTH:
-            raise MachineNameError(f"{source} {given[:40]!r}: expected a name of 1 to {MAX_LENGTH} characters")
+        if not given.strip():
+            raise MachineNameError(f"{source} {given[:40]!r} is blank: expected a name of 1 to {MAX_LENGTH} characters")
+        if len(given) > MAX_LENGTH or not given.isprintable():
+            raise MachineNameError(
+                f"{source} {given[:40]!r}: expected a name of 1 to {MAX_LENGTH} printable characters"
+            )
         return given.strip()
     if device.type == "cuda":
         return f"GPU-{torch.cuda.get_device_properties(device).uuid}"

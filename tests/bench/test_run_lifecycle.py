@@ -226,8 +226,10 @@ def test_the_machine_defaults_to_the_environment_variable_then_the_device(monkey
     monkeypatch.setenv("CONVBENCH_MACHINE", "box-7")
     assert machine_identity(torch.device("cuda", 0), env) == "box-7"
     assert machine_identity(torch.device("cuda", 0), env, "given") == "given"
-    with pytest.raises(MachineNameError, match="--machine"):
+    with pytest.raises(MachineNameError, match="--machine ' ' is blank"):
         machine_identity(torch.device("cpu"), env, " ")
+    with pytest.raises(MachineNameError, match="printable characters"):  # a newline splits the tables
+        machine_identity(torch.device("cpu"), env, "rack\nbox")
 
 
 def _nights(tmp_path, statuses):
