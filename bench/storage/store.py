@@ -98,7 +98,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     file alone would be 0600, unreadable to the team the run folder is shared with). Raises
     IsADirectoryError naming ``path`` where it is a folder."""
     if path.is_dir():  # checked first: the rename would fail naming the temporary file
-        raise IsADirectoryError(errno.EISDIR, "a folder is in the way of the file", str(path))
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -349,8 +349,9 @@ def load_run(path: Path | str) -> Run:
     """Read a run folder. A truncated last record (a run killed mid-write) is skipped; a
     damaged record anywhere else, or a damaged ``run.json`` or ``env.json``, is a
     RunFolderError naming the file. The records are the truth about what ran: the manifest's
-    case and failure counts are taken from them, and a run whose process is gone reads as
-    ``killed`` (``effective_status``)."""
+    case and failure counts are taken from them, a run whose process is gone reads as
+    ``killed`` (``effective_status``), and a complete run that has lost records since it
+    finished reads as ``incomplete``, ``stopped_by`` saying how many are left."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -370,6 +371,11 @@ def load_run(path: Path | str) -> Run:
             records.append(_check_record(data, f"{records_path}:{number}", types))
     manifest = _check_manifest(_read_json(manifest_path), manifest_path)
     manifest["status"] = effective_status(manifest)
+    total = manifest.get("cases_total")
+    if manifest["status"] == "complete" and isinstance(total, int) and len(records) < total:
+        # Records lost after the run finished (a truncated or deleted line): not the whole run.
+        manifest["status"] = "incomplete"
+        manifest["stopped_by"] = f"{records_path} holds {len(records)} of the {total} records the run wrote"
     manifest["cases_done"] = len(records)
     manifest["failures"] = sum(r.get("status") != "ok" for r in records)
     env_path, suite_path = path / ENV, path / SUITE

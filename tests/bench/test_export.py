@@ -155,5 +155,5 @@ def test_an_output_that_is_a_folder_is_named_in_one_line(two_runs, capsys, tmp_p
     folder.mkdir()
     code, out, err = cli(capsys, "history", "--history", database, "--output", folder)
     # the rename's error named the temporary file beside it (".out.x1y2.tmp") instead
-    assert code == 1 and err == f"convbench history: error: [Errno 21] a folder is in the way of the file: '{folder}'\n"
+    assert code == 1 and err == f"convbench history: error: [Errno 21] Is a directory: '{folder}'\n"
     assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -210,3 +210,14 @@ def test_a_cpu_case_past_the_memory_limit_is_oom_and_the_sweep_goes_on(tmp_path,
     ]
     assert "can't allocate memory" in records[2]["error"]
     assert resource.getrlimit(resource.RLIMIT_AS) == limits  # put back after the run
+
+
+def test_a_finished_run_that_lost_its_last_record_reads_incomplete(tmp_path, capsys):
+    run_dir = smoke_run(tmp_path, "r1")
+    records = run_dir / "records.jsonl"
+    lines = records.read_text().splitlines()
+    records.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:100])  # cut mid-line, after the run finished
+    code, _, err = run_cli(capsys, "ingest", run_dir, "--history", tmp_path / "h.sqlite")
+    assert code == 0, err
+    listed = history.runs(tmp_path / "h.sqlite")
+    assert listed["status"].tolist() == ["incomplete"] and listed["cases"].tolist() == [len(lines) - 1]
