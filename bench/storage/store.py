@@ -289,17 +289,19 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _json_types(annotation: object) -> tuple[type, ...]:
-    """The JSON value types a Record field annotated ``annotation`` may hold (a float field
-    may hold an integer; an int field not a bool)."""
+    """The JSON value types a Record field annotated ``annotation`` may hold. Deliberately
+    loose where a reader cannot go wrong: any number where a number is expected, 0/1 for a
+    bool, null anywhere (a figure that does not apply); never a string for a number, a
+    number for a string, or a scalar for a list or an object."""
     import types
     import typing
 
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    allowed: list[type] = []
+    allowed: list[type] = [type(None)]
     for option in options:
         origin = typing.get_origin(option) or option
-        allowed += {float: [float, int], type(None): [type(None)]}.get(origin, [origin])
-    return tuple(allowed)
+        allowed += {float: [float, int], int: [int, float], bool: [bool, int]}.get(origin, [origin])
+    return tuple(dict.fromkeys(allowed))
 
 
 def _record_types() -> dict[str, tuple[type, ...]]:
@@ -314,6 +316,11 @@ def _type_error(value: object, allowed: tuple[type, ...]) -> bool:
     return not isinstance(value, allowed)
 
 
+def _expected(allowed: tuple[type, ...]) -> str:
+    names = [t.__name__ for t in allowed if t is not type(None)]
+    return " or ".join(names) + " or null"
+
+
 def _check_record(data: object, where: str, types: dict[str, tuple[type, ...]]) -> dict:
     """``data`` if it is a record as ``Record`` writes it (an object whose known fields have
     their types; ``case_id`` and ``status`` present), else RunFolderError naming ``where``."""
@@ -325,8 +332,7 @@ def _check_record(data: object, where: str, types: dict[str, tuple[type, ...]]) 
     for name, value in data.items():
         allowed = types.get(name)
         if allowed is not None and _type_error(value, allowed):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise RunFolderError(f"{where}: damaged record ({name} is {value!r}, expected {expected})")
+            raise RunFolderError(f"{where}: damaged record ({name} is {value!r}, expected {_expected(allowed)})")
     return data
 
 

@@ -97,7 +97,7 @@ def _edit_first_record(path, change) -> None:
         (lambda d: (d / "records.jsonl").write_text('[1, 2]\n"s"\n'), "records.jsonl:1: damaged record (expected a"),
         (
             lambda d: _edit_first_record(d / "records.jsonl", lambda r: r.update(batch_size="two")),
-            "records.jsonl:1: damaged record (batch_size is 'two', expected int or null)",
+            "records.jsonl:1: damaged record (batch_size is 'two', expected int or float or null)",
         ),
         (
             lambda d: _edit_first_record(d / "records.jsonl", lambda r: r.update(step_time_ms="fast")),
