@@ -819,9 +819,14 @@ def cmd_trend(args: argparse.Namespace) -> int:
     ]
     if chosen.empty:
         raise history.HistoryError("no recorded case matches the --models and --optimizers given")
+    # One line per case of one suite on one device: the same case id in another suite (run
+    # with another protocol) or on another device is another series, not a point on this one.
+    several_suites = chosen["suite"].nunique() > 1
     several_devices = chosen["device_name"].nunique() > 1
     chosen = chosen.assign(
-        series=chosen["case_id"] + (" @ " + chosen["device_name"] if several_devices else ""),
+        series=chosen["case_id"]
+        + (" (" + chosen["suite"].astype(str) + ")" if several_suites else "")
+        + (" @ " + chosen["device_name"] if several_devices else ""),
     )
     figures.use_theme()
     paths = figures.save(figures.trend_figure(chosen), Path(args.figure))

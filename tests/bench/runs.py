@@ -111,6 +111,7 @@ def smoke_run(
             optimizer,
             samples(medians.get((model, optimizer), 40.0), seed=seed * 100 + index),
             hostname=str(run.get("hostname", "nightly-box")),
+            suite=str(run.get("suite", "smoke")),
         )
         for index, (model, optimizer) in enumerate(SMOKE)
     ]

@@ -1,5 +1,6 @@
 """history, ingest, compare, trend and gpus as a user (or a nightly job) runs them."""
 
+import json
 import os
 import re
 import subprocess
@@ -136,6 +137,16 @@ def test_trend_draws_the_chosen_cases_and_lists_flagged_runs(tmp_path, capsys):
     assert stem.with_suffix(".png").stat().st_size > 0 and stem.with_suffix(".pdf").stat().st_size > 0
     code, _, err = run_cli(capsys, "trend", "--models", "vgg16", "--figure", stem, *moved)
     assert code == 2 and "no recorded case matches" in err
+    # A run of another suite with the same case ids is its own series, not a point on smoke's.
+    other = smoke_run(tmp_path, "thu-other", medians={("cnn", "adam"): 50.0}, seed=3, suite="other",
+                      started="2026-11-23T01:00:00+00:00")  # fmt: skip
+    main(["ingest", str(other), *map(str, moved)])
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "trend", "--models", "cnn", "--optimizers", "adam", "--figure", stem, "--format",
+                           "json", *moved)  # fmt: skip
+    assert code == 0
+    series = {row["run_id"]: row["series"] for row in json.loads(out)["rows"]}
+    assert series["wed"] == "cnn/adam/b32/fp32/cl0/eager/synthetic/1x28x28 (smoke)"
 
 
 def test_gpus_side_by_side_table_figure_and_missing_cases(tmp_path, capsys):
