@@ -200,6 +200,7 @@ class Record:
     max_batch_memory_bytes: int | None = None  # the memory it had to fit in
     max_batch_source: str | None = None  # what ran out: cuda_allocator | tracker_cap
     max_batch_attempts: list = field(default_factory=list)  # [batch, fitted] in the order tried
+    max_batch_error: str | None = None  # why a search is missing (the case's timed figures stand)
     # training to accuracy (``convbench train``; all None in benchmark runs). One record per
     # (model, recipe, seed); ``steps`` is then the training steps taken, ``warmup`` 0 and
     # ``repeats`` 1, ``hyperparameters`` the recipe's (schedule included), ``final_loss`` the

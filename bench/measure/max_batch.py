@@ -178,12 +178,19 @@ def predicted_largest_batch(case: Case, device: torch.device, memory: int) -> in
 def search_case(
     case: Case, device: torch.device, build: memory_pass.Build, cap_bytes: int | None, cuda: object = torch.cuda
 ) -> dict:
-    """Record fields of the measured and predicted searches for ``case`` on ``device``."""
+    """Record fields of the measured and predicted searches for ``case`` on ``device``. A
+    compiled case or optimizer gets no prediction, and on the CPU no measured search either
+    (both need the tensor tracker, which compiled steps do not run under); why goes in
+    ``max_batch_error``."""
     memory = memory_for(device, cap_bytes, cuda)
     out = {
         "max_batch_memory_bytes": memory,
         "max_batch_source": "cuda_allocator" if device.type == "cuda" else "tracker_cap",
     }
+    eager_only = memory_pass.eager_only(case)
+    if eager_only is not None and device.type != "cuda":
+        out["max_batch_error"] = eager_only
+        return out
     limited = device.type == "cuda" and cap_bytes is not None
     if limited:
         total = cuda.get_device_properties(device).total_memory
@@ -195,6 +202,8 @@ def search_case(
     finally:
         if limited:
             cuda.set_per_process_memory_fraction(1.0, device)
-    if memory_pass.eager_only(case) is None:
+    if eager_only is None:
         out["max_batch_predicted"] = predicted_largest_batch(case, device, memory)
+    else:
+        out["max_batch_error"] = f"no prediction: {eager_only}"
     return out

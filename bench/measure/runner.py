@@ -362,7 +362,10 @@ def run_case(case: Case, context: RunContext) -> Record:
         else:
             out["memory_pass_error"] = SKIPPED_MEMORY_PASS
         if context.find_max_batch:
-            out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
+            try:
+                out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
+            except Exception as search_fault:  # noqa: BLE001  (the timed figures stand; say why the search is missing)
+                out["max_batch_error"] = f"{type(search_fault).__name__}: {_message(search_fault)}"
     return case_record(case, context, status, error, out)
 
 

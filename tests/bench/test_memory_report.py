@@ -146,3 +146,35 @@ def test_the_memory_pass_leaves_compiled_optimizers_alone_and_says_why():
     assert fields == {
         "memory_pass_error": "compiled optimizer 'sgdm-compiled': the tracker and the prediction see eager steps only"
     }
+
+
+def test_find_max_batch_skips_what_it_cannot_search_and_a_failed_search_keeps_the_case(tmp_path, monkeypatch):
+    # A compiled optimizer under the CPU's tensor tracker: torch.compile refuses to run under
+    # the dispatch mode, and that error had stopped the whole run.
+    import torch
+
+    from bench.measure import max_batch, runner
+    from bench.suite import Case
+
+    def must_not_build(case, out):
+        raise AssertionError("the search built a compiled optimizer's case under the tracker")
+
+    compiled = Case(
+        "cnn", "sgdm-compiled", 2, "fp32", False, False, "synthetic", (1, 28, 28), 10,
+        steps=1, warmup=1, repeats=1, detailed=False,
+    )  # fmt: skip
+    fields = max_batch.search_case(compiled, torch.device("cpu"), must_not_build, 2**26)
+    assert "max_batch_size" not in fields and fields["max_batch_error"].startswith("compiled optimizer")
+
+    def broken_search(*args, **kwargs):
+        raise RuntimeError("torch.compile with fullgraph=True found no compiled frames")
+
+    monkeypatch.setattr(max_batch, "search_case", broken_search)
+    eager = Case(
+        "cnn", "sgdm", 2, "fp32", False, False, "synthetic", (1, 28, 28), 10,
+        steps=1, warmup=1, repeats=1, detailed=False,
+    )  # fmt: skip
+    context = runner.RunContext("r", "s", torch.device("cpu"), find_max_batch=True, memory_pass=False)
+    record = runner.run_case(eager, context)
+    assert record.status == "ok" and record.step_time_ms > 0
+    assert record.max_batch_error == "RuntimeError: torch.compile with fullgraph=True found no compiled frames"
