@@ -409,7 +409,9 @@ def measuring(command: str, writer: RunWriter, signals: StopSignals, progress: P
         outcome.code, outcome.stopped_by = EXIT_TERMINATED, "SIGTERM"
     except OSError as error:  # a full disk, a folder removed under the run: what is on disk stands
         outcome.code, outcome.stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
-        print(f"convbench {command}: stopped: cannot write the run folder {writer.path}: {error}", file=sys.stderr)
+        in_run_folder = str(getattr(error, "filename", None) or "").startswith(str(writer.path))
+        what = f"cannot write the run folder {writer.path}" if in_run_folder else type(error).__name__
+        print(f"convbench {command}: stopped: {what}: {error}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001  (outside any case: the run is still closed, its records kept)
         outcome.code, outcome.stopped_by = EXIT_CASE_ERROR, f"{type(error).__name__}: {error}"
         print(f"convbench {command}: stopped: {type(error).__name__}: {error}", file=sys.stderr)

@@ -260,8 +260,12 @@ def compare_runs(
 
     Raises:
         IncomparableError: matched cases were measured differently.
-        DifferentRunsError: the runs are of different kinds (``run_kind``) or share no case.
+        DifferentRunsError: a run has no records, the runs are of different kinds
+            (``run_kind``), or they share no case.
     """
+    for frame, which in ((baseline, "baseline"), (candidate, "candidate")):
+        if frame.empty:
+            raise DifferentRunsError(f"the {which} has no records: nothing to compare")
     check_same_kind([baseline, candidate], ["the baseline", "the candidate"])
     if training.is_training(baseline):
         verdicts = training.compare_training(baseline, candidate, threshold=threshold, alpha=alpha)
@@ -533,10 +537,12 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
     names = [str(frame["run_id"].iloc[0]) if len(frame) else "" for frame in frames]
     if not all(names):
         raise DifferentRunsError("gpus needs runs with records; a run given has none")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise DifferentRunsError(f"gpus puts different runs side by side; given more than once: {', '.join(repeated)}")
     labels = _device_labels(frames)
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:  # one run given twice (two runs of one id on one device read the same)
+        raise DifferentRunsError(
+            f"gpus puts different runs side by side; the same run is given more than once: {', '.join(repeated)}"
+        )
     reference = reference or labels[0]
     if reference not in labels:
         raise UnknownNameError("device", reference, labels)

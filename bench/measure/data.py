@@ -67,10 +67,14 @@ def _open(spec: DatasetSpec, root: str, download: bool, train: bool) -> torchvis
     try:
         return dataset_class(root, train=train, download=download, transform=torchvision.transforms.ToTensor())
     except (RuntimeError, AssertionError, ValueError, OSError, EOFError) as error:
-        # Missing files are a RuntimeError; damaged ones fail torchvision's readers (MNIST's
-        # asserts on its header, CIFAR's unpickling) in these other ways.
+        # Missing files are a RuntimeError and an unreachable download or a permission an
+        # OSError; damaged files fail torchvision's readers (MNIST's asserts on its header,
+        # CIFAR's unpickling) in the other ways.
         hint = "" if download else "; pass --download to fetch it"
-        reason = str(error) if isinstance(error, RuntimeError) else f"damaged: {type(error).__name__} {error}".strip()
+        if isinstance(error, RuntimeError | OSError):  # missing, unreachable, not permitted
+            reason = str(error) if isinstance(error, RuntimeError) else f"{type(error).__name__}: {error}"
+        else:
+            reason = f"damaged: {type(error).__name__} {error}".strip()
         raise DatasetNotFoundError(
             f"{spec.torchvision_class} could not be read from {Path(root) / spec.folder} ({reason}); "
             f"give --data-root the folder that holds {spec.folder}{hint}"

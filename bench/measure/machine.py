@@ -28,13 +28,14 @@ def machine_identity(device: torch.device, env: dict, name: str | None = None) -
     """The machine a run on ``device`` is filed under: ``name``, else ``$CONVBENCH_MACHINE``,
     else ``GPU-<uuid>`` of the CUDA device or ``CPU <model>`` from ``env`` (``collect_env()``).
     Raises MachineNameError for a given name that is blank, over MAX_LENGTH characters or
-    holds a control character (a newline would split the tables it is printed in)."""
+    holds a control character inside it (a newline would split the tables it is printed in;
+    surrounding whitespace, such as a file's final newline, is stripped)."""
     given = name if name is not None else os.environ.get(ENV_VAR)
     if given is not None:
         source = "--machine" if name is not None else ENV_VAR
         if not given.strip():
             raise MachineNameError(f"{source} {given[:40]!r} is blank: expected a name of 1 to {MAX_LENGTH} characters")
-        if len(given) > MAX_LENGTH or not given.isprintable():
+        if len(given) > MAX_LENGTH or not given.strip().isprintable():
             raise MachineNameError(
                 f"{source} {given[:40]!r}: expected a name of 1 to {MAX_LENGTH} printable characters"
             )

@@ -108,6 +108,10 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        error.filename = error.filename or str(path)  # a failed write names no file by itself
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -209,8 +213,9 @@ class RunWriter:
                 while written < len(data):
                     written += os.write(descriptor, data[written:])
                 os.fsync(descriptor)
-            except OSError:
+            except OSError as error:
                 os.ftruncate(descriptor, size)
+                error.filename = error.filename or str(self.path / RECORDS)  # say which file
                 raise
         finally:
             os.close(descriptor)
@@ -337,17 +342,18 @@ def _check_record(data: object, where: str, types: dict[str, tuple[type, ...]]) 
 
 
 def _check_manifest(manifest: dict, where: Path) -> dict:
-    """``manifest`` if its fields have the types run.json holds and its run id is valid,
-    else RunFolderError naming ``where``."""
+    """``manifest`` if its fields have the types run.json holds and its run id names one
+    folder, else RunFolderError naming ``where``. Ids that ``check_run_id`` refuses today but
+    older versions wrote (``pr#12``, a timestamp with ``:``) stay readable; only an id that is
+    a path (``../x``, ``a/b``), empty, or holds a control character is refused."""
     for name, allowed in MANIFEST_TYPES.items():
         if name == "run_id" and name not in manifest:
             raise RunFolderError(f"{where}: damaged (no run_id)")
         if name in manifest and _type_error(manifest[name], allowed):
             raise RunFolderError(f"{where}: damaged ({name} is {manifest[name]!r})")
-    try:
-        check_run_id(manifest["run_id"])
-    except RunFolderError as error:
-        raise RunFolderError(f"{where}: damaged ({error})") from None
+    run_id = manifest["run_id"]
+    if run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id or not run_id.isprintable():
+        raise RunFolderError(f"{where}: damaged (run id {run_id[:40]!r} is not one folder name)")
     return manifest
 
 

@@ -452,10 +452,16 @@ def test_runs_of_different_kinds_or_without_a_common_case_are_refused():
         compare_runs(benchmark, other_batch)
     with pytest.raises(DifferentRunsError, match="r-a100 is smoke, c is other"):
         side_by_side([gpu_run("r-a100", "NVIDIA A100", {"cnn": 1000.0}), other_batch])
-    with pytest.raises(DifferentRunsError, match="given more than once: c"):  # was a pandas InvalidIndexError
+    with pytest.raises(DifferentRunsError, match="given more than once: AMD EPYC"):  # was a pandas InvalidIndexError
         side_by_side([other_batch, other_batch])
     with pytest.raises(DifferentRunsError, match="a run given has none"):  # was a KeyError
         side_by_side([other_batch, benchmark.iloc[0:0]])
+    with pytest.raises(DifferentRunsError, match="the candidate has no records"):  # a run that failed before a case
+        compare_runs(benchmark, benchmark.iloc[0:0])
+    # Two runs of one id on two GPUs (the README's --run-id r50-bf16 on each machine) are two runs.
+    a100 = gpu_run("r50-bf16", "NVIDIA A100", {"cnn": 1000.0})
+    h100 = gpu_run("r50-bf16", "NVIDIA H100", {"cnn": 2500.0})
+    assert side_by_side([a100, h100])[0]["speedup"].tolist() == pytest.approx([1.0, 2.5])
 
 
 def test_optimizer_steps_side_by_side_are_sped_up_by_their_step_times():

@@ -90,7 +90,7 @@ def _edit_first_record(path, change) -> None:
         (lambda d: _edit_json(d / "run.json", lambda m: m.pop("run_id")), "run.json: damaged (no run_id)"),
         (
             lambda d: _edit_json(d / "run.json", lambda m: m.update(run_id="../../etc")),
-            "run id '../../etc' is not valid",
+            "run id '../../etc' is not one folder name",
         ),
         (lambda d: _edit_json(d / "run.json", lambda m: m.update(machine=["x"])), "damaged (machine is ['x'])"),
         (lambda d: _edit_json(d / "run.json", lambda m: m.update(sections=[1])), "damaged (sections is [1])"),
@@ -221,3 +221,19 @@ def test_a_finished_run_that_lost_its_last_record_reads_incomplete(tmp_path, cap
     assert code == 0, err
     listed = history.runs(tmp_path / "h.sqlite")
     assert listed["status"].tolist() == ["incomplete"] and listed["cases"].tolist() == [len(lines) - 1]
+
+
+def test_what_convbench_wrote_or_might_write_stays_readable(tmp_path, capsys):
+    # A run id older versions allowed, a GPU figure written as a float or left null, 0/1 for a
+    # flag: none of these can mislead a reader, so none makes the run unreadable.
+    run_dir = smoke_run(tmp_path, "r1")
+    _edit_json(run_dir / "run.json", lambda m: m.update(run_id="pr#12 2026-11-30T01:00:00+00:00"))
+    _edit_first_record(
+        run_dir / "records.jsonl",
+        lambda r: r.update(run_id="pr#12 2026-11-30T01:00:00+00:00", kernel_launches_per_step=12.0,
+                           gpu_power_w_samples=None, channels_last=0, batch_size=32.0),
+    )  # fmt: skip
+    code, _, err = run_cli(capsys, "report", run_dir)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "ingest", run_dir, "--history", tmp_path / "h.sqlite")
+    assert code == 0 and history.runs(tmp_path / "h.sqlite")["run_id"].tolist() == ["pr#12 2026-11-30T01:00:00+00:00"]

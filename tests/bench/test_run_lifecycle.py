@@ -230,6 +230,7 @@ def test_the_machine_defaults_to_the_environment_variable_then_the_device(monkey
         machine_identity(torch.device("cpu"), env, " ")
     with pytest.raises(MachineNameError, match="printable characters"):  # a newline splits the tables
         machine_identity(torch.device("cpu"), env, "rack\nbox")
+    assert machine_identity(torch.device("cpu"), env, "gpu-box-7\n") == "gpu-box-7"  # a file's last newline
 
 
 def _nights(tmp_path, statuses):
