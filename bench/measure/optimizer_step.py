@@ -32,8 +32,8 @@ import models
 import optimizers
 from bench.measure import memory, timing
 from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth
-from bench.measure.runner import fault_outcome, hyperparameters
-from bench.record import Record, utc_now
+from bench.measure.runner import fault_outcome, hyperparameters, provenance
+from bench.record import Record
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
 
 KIND = "optimizer-step"
@@ -218,10 +218,8 @@ def run_case(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return Record(
-        run_id=run_id,
+        **provenance(run_id, suite, device, device_name, env),
         case_id=case.case_id,
-        timestamp=utc_now(),
-        suite=suite,
         model=case.model,
         optimizer=case.optimizer,
         batch_size=None,  # no batch: the step does not see data
@@ -233,11 +231,6 @@ def run_case(
         steps=case.steps,
         warmup=case.warmup,
         repeats=case.repeats,
-        device=str(device),
-        device_name=device_name,
-        hostname=env.get("hostname", ""),
-        torch_version=torch.__version__,
-        git_commit=env.get("git_commit"),
         status=status,
         error=error,
         kind=KIND,

@@ -378,25 +378,33 @@ def _release(meter: memory.Meter) -> str | None:
     return None
 
 
+def provenance(run_id: str, suite: str, device: torch.device, name: str, env: dict) -> dict:
+    """The Record fields every kind of case shares: its run and suite, when it ended, the
+    device (``name`` as ``device_name`` gives it) and host it ran on, the torch and commit."""
+    return {
+        "run_id": run_id,
+        "timestamp": utc_now(),
+        "suite": suite,
+        "device": str(device),
+        "device_name": name,
+        "hostname": env.get("hostname", ""),
+        "torch_version": torch.__version__,
+        "git_commit": env.get("git_commit"),
+    }
+
+
 def case_record(case: Case, context: RunContext, status: str, error: str | None, out: dict) -> Record:
     """The Record of ``case``: its configuration, where it ran, its outcome and the
     measurements in ``out`` (field name to value)."""
     device = context.device
     return Record(
-        run_id=context.run_id,
+        **provenance(context.run_id, context.suite, device, device_name(device, context.env), context.env),
         case_id=case.case_id,
-        timestamp=utc_now(),
-        suite=context.suite,
         **case.config(),
         steps=case.steps,
         warmup=case.warmup,
         repeats=case.repeats,
         detailed=case.detailed,
-        device=str(device),
-        device_name=device_name(device, context.env),
-        hostname=context.env.get("hostname", ""),
-        torch_version=torch.__version__,
-        git_commit=context.env.get("git_commit"),
         status=status,
         error=error,
         **out,

@@ -24,8 +24,8 @@ from torch import nn
 import models
 import optimizers
 from bench.measure import memory
-from bench.measure.runner import Diverged, RunContext, device_name, fault_outcome
-from bench.record import Record, utc_now
+from bench.measure.runner import Diverged, RunContext, device_name, fault_outcome, provenance
+from bench.record import Record
 from bench.train.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
 from bench.train.suite import TrainCase
 
@@ -190,10 +190,8 @@ def run_training_case(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     record = Record(
-        run_id=context.run_id,
+        **provenance(context.run_id, context.suite, device, device_name(device, context.env), context.env),
         case_id=case.case_id,
-        timestamp=utc_now(),
-        suite=context.suite,
         model=case.model,
         optimizer=case.recipe.optimizer,
         batch_size=case.batch_size,
@@ -206,11 +204,6 @@ def run_training_case(
         warmup=0,
         repeats=1,
         hyperparameters=case.recipe.settings(),
-        device=str(device),
-        device_name=device_name(device, context.env),
-        hostname=context.env.get("hostname", ""),
-        torch_version=torch.__version__,
-        git_commit=context.env.get("git_commit"),
         status=status,
         error=error,
         recipe=case.recipe.name,
