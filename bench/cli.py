@@ -174,11 +174,15 @@ def _percent(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _real(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _non_negative_float(text: str) -> float:
+    value = _real(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return value
@@ -634,10 +638,7 @@ def _shape(text: str) -> list[int]:
 
 
 def _positive_real(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _real(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
