@@ -22,6 +22,7 @@ Every file is created with the permissions the umask allows, as ``open`` would.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -174,8 +175,7 @@ class RunWriter:
             root.mkdir(parents=True, exist_ok=True)
             os.mkdir(self.path)
         except FileExistsError:
-            if not root.is_dir():
-                raise RunFolderError(f"results root {root} is not a folder") from None
+            check_results_root(root)
             raise RunFolderError(f"run folder {self.path} already exists; choose another --run-id") from None
         except OSError as error:
             raise RunFolderError(f"cannot create the run folder {self.path}: {error.strerror}") from None
@@ -309,6 +309,7 @@ def _json_types(annotation: object) -> tuple[type, ...]:
     return tuple(dict.fromkeys(allowed))
 
 
+@functools.cache
 def _record_types() -> dict[str, tuple[type, ...]]:
     import typing
 
