@@ -238,8 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
-    from bench.storage import history
-    from bench.storage.store import RunWriter, check_results_root, check_run_id, new_run_id
+    from bench.storage.store import RunWriter, check_run_id, new_run_id
     from bench.suite import load_suite
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -296,9 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     # Where the results go is checked too: a history that cannot take the run would
     # otherwise be found only after the whole suite has run.
-    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
-    check_results_root(args.results)
-    history.check_writable(history_path)
+    history_path = run_destinations(args)
 
     with stop_signals() as signals:
         writer = RunWriter(
@@ -373,6 +370,19 @@ def _run_rf(rf: RfSection, writer: RunWriter, progress: ProgressBar) -> int:
     progress.finish(label, "ok")
     writer.section_done("rf", "ok")
     return EXIT_OK
+
+
+def run_destinations(args: argparse.Namespace) -> Path:
+    """Check where a run will go before it starts: the results root (``--results``) is a
+    folder or can be made, and the history (``--history``, default inside the results root)
+    can take the run. Returns the history's path. Raises RunFolderError or HistoryError."""
+    from bench.storage import history
+    from bench.storage.store import check_results_root
+
+    check_results_root(args.results)
+    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
+    history.check_writable(history_path)
+    return history_path
 
 
 def warn_if_busy(command: str, writer: RunWriter) -> None:
@@ -509,8 +519,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
-    from bench.storage import history
-    from bench.storage.store import RunWriter, check_results_root, check_run_id, new_run_id, write_json
+    from bench.storage.store import RunWriter, check_run_id, new_run_id, write_json
     from bench.toml_writer import dumps
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -531,9 +540,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
     run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
     env = collect_env()
     machine = machine_identity(device, env, args.machine)
-    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
-    check_results_root(args.results)
-    history.check_writable(history_path)
+    history_path = run_destinations(args)
 
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, "optim", dumps(configuration), env, len(cases), machine=machine)

@@ -32,8 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
-    from bench.storage import history
-    from bench.storage.store import RunWriter, check_results_root, check_run_id, new_run_id
+    from bench.storage.store import RunWriter, check_run_id, new_run_id
     from bench.train import datasets, loop
     from bench.train.report import summary_frame
     from bench.train.suite import load_train_suite
@@ -55,9 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
     env = collect_env()
     machine = machine_identity(device, env, None)
-    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
-    check_results_root(args.results)
-    history.check_writable(history_path)
+    history_path = cli.run_destinations(args)
 
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases), machine=machine)
