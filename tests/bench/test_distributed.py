@@ -9,11 +9,13 @@ closed form, and its run folder with any other run's. A second test starts two t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,16 +111,31 @@ def reference(model_name: str, optimizer_name: str, ghost_batchnorm: bool) -> di
     )
     model = models.build(model_name, in_channels=spec.input_shape[0], num_classes=spec.num_classes)
     optimizer = optimizers.build(optimizer_name, model.parameters())
-    for _ in range(STEPS):
-        if ghost_batchnorm:
-            shares = zip(images.chunk(WORLD), labels.chunk(WORLD), strict=True)
-            loss = sum(F.cross_entropy(model(x), y) for x, y in shares) / WORLD
-        else:
-            loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with one_thread():  # the ranks' OMP_NUM_THREADS=1 (environment())
+        for _ in range(STEPS):
+            if ghost_batchnorm:
+                shares = zip(images.chunk(WORLD), labels.chunk(WORLD), strict=True)
+                loss = sum(F.cross_entropy(model(x), y) for x, y in shares) / WORLD
+            else:
+                loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     return {name: p.detach() for name, p in model.named_parameters()}
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread, as the ranks run. oneDNN splits a convolution's
+    reductions by thread, so another thread count sums in another order: on AVX-512 CPUs
+    enough to move an Adam weight by 2e-5, or a weight behind a BatchNorm over two samples by
+    3.5e-4, which would hide the rank-versus-one-process agreement this file checks."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def trained(params: Path, case_id: str, strategy: str) -> dict[str, torch.Tensor]:
