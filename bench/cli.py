@@ -474,11 +474,24 @@ def close_run(
     for line in report.failures(records):
         print(line, file=sys.stderr)
     code = _write_report(writer.path, signals, code)
+    measuring_share = steps_share(writer.manifest)
+    if measuring_share:
+        print(f"convbench {command}: {measuring_share}", file=sys.stderr)
     page = writer.path / "report.html"
     print(f"run {status}: {writer.path}" + (f" (report: {page})" if page.exists() else ""), file=sys.stderr)
     if code == EXIT_OK and not records.empty and (records["status"] == "error").any():
         code = EXIT_CASE_ERROR
     return signals.exit_status or code
+
+
+def steps_share(manifest: dict) -> str | None:
+    """``time in steps: S s of W s (P%)``: the run's seconds inside warm-up and timed steps
+    against its wall time, from its manifest; None where it has no steps (e.g. optim, train)
+    or no wall time yet."""
+    steps, wall = manifest.get("steps_s"), manifest.get("wall_s")
+    if not steps or not wall:
+        return None
+    return f"time in steps: {steps:.1f} s of {wall:.1f} s ({steps / wall:.0%})"
 
 
 def _write_report(run_dir: Path, signals: StopSignals, code: int) -> int:
@@ -1218,6 +1231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
     from bench.measure.data import DatasetNotFoundError
+    from bench.measure.env import CommitVariableError
     from bench.measure.machine import MachineNameError
     from bench.measure.runner import SetupError
     from bench.storage.history import HistoryError
@@ -1232,6 +1246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RunFolderError,
         HistoryError,
         MachineNameError,
+        CommitVariableError,
         UnknownNameError,
         SuiteError,
         SetupError,

@@ -92,6 +92,10 @@ class Record:
     backward_ms: float | None = None
     optimizer_ms: float | None = None
     final_loss: float | None = None
+    # where the case's wall time went: inside its warm-up and timed steps, against the whole case
+    # (building, the memory pass, probes, bookkeeping included), seconds
+    steps_s: float | None = None
+    case_wall_s: float | None = None
     # memory
     param_bytes: int | None = None
     grad_bytes: int | None = None
@@ -100,10 +104,12 @@ class Record:
     state_buffers_per_param: float | None = None  # measured: state tensors shaped like their param
     state_buffers_theory: int | None = None  # optimizers.state_buffers(name)
     state_bytes_per_param: float | None = None  # optimizer_state_bytes / params
-    peak_memory_bytes: int | None = None
+    peak_memory_bytes: int | None = None  # CUDA: max_memory_allocated over the timed steps, less at case start
     peak_memory_source: str | None = None  # cuda_max_allocated | process_rss | process_rss_sampled
     activation_bytes: int | None = None  # peak_memory_bytes minus static_memory_bytes
-    static_memory_bytes: int | None = None  # in use when the peak counter was reset, before the timed steps
+    # in use when the peak counter was reset, before the timed steps: parameters, gradients,
+    # optimizer state, data and the case's library workspaces (CUDA: less memory_at_case_start_bytes)
+    static_memory_bytes: int | None = None
     # loss scaling, float32 precision, allocator detail, process isolation
     warmup_steps_run: int | None = None  # untimed steps run: warmup, or more until the optimizer had stepped
     skipped_steps_warmup: int | None = None  # fp16: warm-up updates GradScaler skipped (inf/NaN gradients)
@@ -113,19 +119,27 @@ class Record:
     cudnn_conv_precision: str | None = None  # CUDA: float32 cuDNN convolutions in effect, ieee | tf32
     tf32_override: str | None = None  # CUDA: NVIDIA_TF32_OVERRIDE / TORCH_ALLOW_TF32_CUBLAS_OVERRIDE as set
     optimizer_state_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current delta, same update
-    optimizer_state_mismatch: bool | None = None  # CUDA: allocated delta outside counted bytes .. 512 B rounding
-    static_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.current at the peak reset
-    peak_memory_requested_bytes: int | None = None  # CUDA: requested_bytes.all.peak over the timed steps
+    # CUDA: the requested-bytes delta around the update that created the state differs from the state
+    # tensors' bytes on the device (exact); without a requested count, the allocated delta lies
+    # outside what the allocator's block rules allow (bench.measure.memory.state_allocation_bounds)
+    optimizer_state_mismatch: bool | None = None
+    # CUDA, less what was requested at the case's start: requested_bytes.all.current at the peak
+    # reset, and requested_bytes.all.peak over the timed steps
+    static_memory_requested_bytes: int | None = None
+    peak_memory_requested_bytes: int | None = None
     peak_memory_reserved_bytes: int | None = None  # CUDA: max_memory_reserved over the timed steps (cache too)
     isolated: bool = False  # ran in a process of its own (--isolate)
-    static_memory_bytes: int | None = None  # in use before the first step (params, data) + grads + state
+    # CUDA: memory_allocated before the case built anything (what earlier cases or libraries left
+    # allocated); the static, peak and requested figures are the case's own, this taken off
+    memory_at_case_start_bytes: int | None = None
     # what a step costs the host (bench.measure.host), from untimed steps after warm-up and the timed steps
     host_syncs_per_step: int | None = None  # host-device synchronisations in one step
     host_syncs_source: str | None = None  # cuda_sync_debug_mode | host_reads (ops that synchronise on CUDA)
     host_time_ms: float | None = None  # median host-clock time of a timed step's Python code; CUDA: enqueue
     kernel_launches_per_step: int | None = None  # CUDA: kernel launches in one profiled step (torch.profiler)
     device_busy_ms: float | None = None  # CUDA: time the device was busy in that step (union of its activity)
-    host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x step_time_ms, the device waited for the host
+    device_span_ms: float | None = None  # CUDA: that step's first device activity's start to its last's end
+    host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x device_span_ms, the device waited for the host
     # GPU telemetry (bench.telemetry.gpu): the case's GPU sampled before and after every repeat
     telemetry_source: str | None = None  # pynvml | libnvidia-ml | nvidia-smi; None off CUDA or without one
     gpu_power_w_samples: list[float] | None = None  # NVML power draw after each repeat, W

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import socket
@@ -45,10 +46,22 @@ def git_state(directory: Path = SOURCE_DIR) -> tuple[str | None, bool | None]:
     return commit, bool(status)
 
 
+#: The commit of code that knows neither its build nor its checkout (a copy without .git),
+#: as whoever copied it declares it.
+COMMIT_VARIABLE = "CONVBENCH_GIT_COMMIT"
+_COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+class CommitVariableError(ValueError):
+    """``CONVBENCH_GIT_COMMIT`` holds something that is not a commit."""
+
+
 def code_state(build_info: Path = BUILD_INFO, directory: Path = SOURCE_DIR) -> dict:
     """The code that runs: ``code_source`` ``installed`` with the commit recorded when the
     package was built (``build_info``), else ``checkout`` with the state of the checkout it
-    runs from (``git_state``); ``git_commit`` / ``git_dirty`` None where neither is known."""
+    runs from (``git_state``), else ``declared`` with the commit in ``$CONVBENCH_GIT_COMMIT``
+    (for a copy of the code without its .git); ``git_commit`` / ``git_dirty`` None where none
+    is known. Raises CommitVariableError if the variable is set but not 7 to 40 hex digits."""
     if build_info.is_file():
         recorded = json.loads(build_info.read_text(encoding="utf-8"))
         return {
@@ -57,7 +70,12 @@ def code_state(build_info: Path = BUILD_INFO, directory: Path = SOURCE_DIR) -> d
             "git_dirty": recorded.get("git_dirty"),
         }
     commit, dirty = git_state(directory)
-    return {"code_source": "checkout" if commit else None, "git_commit": commit, "git_dirty": dirty}
+    if commit:
+        return {"code_source": "checkout", "git_commit": commit, "git_dirty": dirty}
+    declared = os.environ.get(COMMIT_VARIABLE, "").strip()
+    if declared and not _COMMIT.fullmatch(declared):
+        raise CommitVariableError(f"{COMMIT_VARIABLE}={declared[:50]!r} is not a commit: give 7 to 40 hex digits")
+    return {"code_source": "declared" if declared else None, "git_commit": declared or None, "git_dirty": None}
 
 
 def cpu_model() -> str:

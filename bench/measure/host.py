@@ -15,9 +15,13 @@ A GPU step is fast only while the host stays ahead of the device. Two things sto
   host clock alone cannot show this: once the driver's launch queue is full the host blocks
   on it, so host time per step equals device time whether the host or the device is the
   bottleneck. ``profile_step`` therefore reads the device's own record of one untimed step
-  (``torch.profiler`` with CUDA activity): the kernels launched and the time the device was
-  busy. A case is host-bound when the device was busy for less than ``HOST_BOUND_BUSY``
-  of its median step time, i.e. it waited for the host for more than a tenth of the step.
+  (``torch.profiler`` with CUDA activity only, which adds no per-operator work on the host):
+  the kernels launched, the time the device was busy and the span from the step's first
+  device activity to its last. A case is host-bound when the device was busy for less than
+  ``HOST_BOUND_BUSY`` of that span, i.e. it waited for the host for more than a tenth of the
+  step. Both figures come from the same profiled step: tracing slows a launch-heavy step
+  (on an H100, a step of 47.5 ms ran 64.4 ms busy while profiled), so held against the
+  unprofiled median step time the busy time could never fall below it.
 
 ``HostTimer`` keeps the host clock around every timed step's Python code beside it: on
 CUDA that is the enqueue time (the call returns before the device is done) and, when it is
@@ -31,6 +35,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
@@ -39,7 +44,7 @@ from torch.overrides import TorchFunctionMode
 
 from bench.measure import timing
 
-#: Device busy time below this fraction of the median step time flags the case host-bound.
+#: Device busy time below this fraction of the profiled step's device span flags the case host-bound.
 HOST_BOUND_BUSY = 0.9
 #: The warning ``torch.cuda.set_sync_debug_mode("warn")`` gives at each synchronising call
 #: (c10/cuda/CUDAFunctions.cpp, ``warn_or_error_on_sync``).
@@ -153,54 +158,69 @@ def count_host_syncs(
     return counter.total, "host_reads"
 
 
-def device_activity(events: Iterable[object]) -> tuple[int, float]:
-    """(kernel launches, milliseconds the device was busy) in profiler events (objects with
-    ``name``, ``device_type`` and ``time_range.start``/``.end`` in µs, as
-    ``torch.profiler.profile().events()`` gives): launches are host-side launch calls,
-    busy time the union of the device's activity intervals (kernels, copies, memsets)."""
-    launches = 0
+@dataclass(frozen=True)
+class DeviceActivity:
+    """What the device did in one profiled step: ``launches`` (kernel launches), ``busy_ms``
+    (the union of its activity intervals: kernels, copies, memsets) and ``span_ms`` (from the
+    start of its first activity to the end of its last)."""
+
+    launches: int
+    busy_ms: float
+    span_ms: float
+
+
+def device_activity(events: Iterable[object]) -> DeviceActivity:
+    """The device's activity in profiler events (objects with ``name``, ``device_type`` and
+    ``time_range.start``/``.end`` in µs, as ``torch.profiler.profile().events()`` gives).
+    Launches are the host-side launch calls (``LAUNCH_CALLS``) where the trace has them, else
+    the kernels the device ran (neither copies nor memsets)."""
+    calls = kernels = 0
     intervals = []
     for event in events:
         if event.name in LAUNCH_CALLS:
-            launches += 1
+            calls += 1
         elif event.device_type == torch.autograd.DeviceType.CUDA:
             intervals.append((event.time_range.start, event.time_range.end))
+            kernels += not event.name.startswith(("Memcpy", "Memset"))
     busy_us, reach = 0.0, float("-inf")
     for start, end in sorted(intervals):
         start = max(start, reach)
         if end > start:
             busy_us += end - start
         reach = max(reach, end)
-    return launches, busy_us / 1e3
+    span_us = max(end for _, end in intervals) - min(start for start, _ in intervals) if intervals else 0.0
+    return DeviceActivity(calls or kernels, busy_us / 1e3, span_us / 1e3)
 
 
-def profile_step(step: Callable[[], None]) -> tuple[int | None, float | None]:
-    """(kernel launches, device busy ms) of one CUDA step, read by ``torch.profiler``; the
-    device is drained before and after so the profile holds that step alone. (None, None)
+def profile_step(step: Callable[[], None]) -> DeviceActivity | None:
+    """The device's activity in one CUDA step, read by ``torch.profiler`` with CUDA activity
+    only; the device is drained before and after so the profile holds that step alone. None
     when the profiler saw no device activity at all (CUPTI unavailable, e.g. without the
     permission to profile): a CUDA training step always launches kernels."""
-    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     # Without teardown Kineto leaves CUPTI attached after profiling, which slows every later
     # kernel launch (pytorch/pytorch#144455); the variable is read when profiling stops.
     os.environ.setdefault("TEARDOWN_CUPTI", "1")
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=activities) as profile:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         step()
         torch.cuda.synchronize()
-    launches, busy_ms = device_activity(profile.events())
-    return (None, None) if busy_ms == 0 else (launches, busy_ms)
+    activity = device_activity(profile.events())
+    return activity if activity.busy_ms > 0 else None
 
 
 def probe_step(step: Callable[[], None], device: torch.device, optimizer: Optimizer, compiled: bool) -> dict:
     """Record fields from untimed steps, run after the timed ones: host syncs per step (one
-    step), and on CUDA the kernel launches and device busy time of one profiled step. A compiled case is not
-    counted off CUDA: a TorchFunctionMode changes what Dynamo's guards see and would make
-    it recompile."""
+    step), and on CUDA the kernel launches, device busy time and device span of one profiled
+    step. A compiled case is not counted off CUDA: a TorchFunctionMode changes what Dynamo's
+    guards see and would make it recompile."""
     out: dict = {}
     if device.type == "cuda" or not compiled:
         out["host_syncs_per_step"], out["host_syncs_source"] = count_host_syncs(step, device, optimizer)
     if device.type == "cuda":
-        out["kernel_launches_per_step"], out["device_busy_ms"] = profile_step(step)
+        activity = profile_step(step)
+        out["kernel_launches_per_step"] = activity and activity.launches
+        out["device_busy_ms"] = activity and activity.busy_ms
+        out["device_span_ms"] = activity and activity.span_ms
     return out
 
 
@@ -226,9 +246,10 @@ class HostTimer:
         return [sum(parts) for parts in zip(*self.samples_ms, strict=True)]
 
 
-def host_fields(host_step_ms: Sequence[float], step_time_ms: float, device_busy_ms: float | None) -> dict:
-    """``host_time_ms`` (median host time per timed step) and ``host_bound``: the device was
-    busy for less than ``HOST_BOUND_BUSY`` of the median step time (None where the device's
-    busy time is unknown, e.g. on the CPU, where host and device are one)."""
-    host_bound = None if device_busy_ms is None else device_busy_ms < HOST_BOUND_BUSY * step_time_ms
+def host_fields(host_step_ms: Sequence[float], device_busy_ms: float | None, device_span_ms: float | None) -> dict:
+    """``host_time_ms`` (median host time per timed step) and ``host_bound``: in the profiled
+    step the device was busy for less than ``HOST_BOUND_BUSY`` of its span (None where the
+    device's activity is unknown, e.g. on the CPU, where host and device are one)."""
+    known = device_busy_ms is not None and device_span_ms
+    host_bound = device_busy_ms < HOST_BOUND_BUSY * device_span_ms if known else None
     return {"host_time_ms": timing.summarize(host_step_ms).median, "host_bound": host_bound}

@@ -12,7 +12,9 @@ Counted from the tensors themselves (exact, on any device):
 Seen by the device, through a meter:
 
 - ``CudaMeter``: the caching allocator's statistics. ``in_use`` is
-  ``memory_allocated`` (live tensors, each rounded up to the allocator's 512-byte blocks);
+  ``memory_allocated`` (the blocks that hold live tensors: each request rounded up to
+  512 bytes, and a large request, of more than 1 MiB, handed a whole cached block when
+  splitting it would leave 1 MiB or less, so up to 1 MiB more);
   ``peak`` is ``max_memory_allocated`` since ``reset_peak_memory_stats``. Neither counts the
   allocator's cache (``memory_reserved``) or the CUDA context. Beside them, the bytes the
   tensors asked for before rounding (``memory_stats``' ``requested_bytes.all.current`` and
@@ -25,8 +27,9 @@ Seen by the device, through a meter:
   which can miss a peak shorter than that. RSS includes the interpreter and libraries, so
   on the CPU only differences of these numbers describe the case.
 
-Both meters take the device (or allocator) module as a parameter, so the logic that uses
-them is testable on the CPU with fakes.
+Both meters take the device (or allocator) module as a parameter, and ``CudaMeter`` the
+function that drops library workspaces, so the logic that uses them is testable on the CPU
+with fakes.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import ctypes
 import gc
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +51,10 @@ SAMPLE_INTERVAL_S = 0.005
 #: The CUDA caching allocator rounds every request up to a multiple of this (c10
 #: CUDACachingAllocator ``kMinBlockSize``), unless ``roundup_power2_divisions`` is configured.
 CUDA_BLOCK_BYTES = 512
+#: Requests above this come from the allocator's large pool, where a cached block is split
+#: only if more than this would remain (``kSmallSize``, ``should_split``): a large request
+#: can be handed a block up to this much larger than itself.
+CUDA_SMALL_SIZE = 2**20
 ALLOC_CONF_VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -90,20 +97,26 @@ def optimizer_state_bytes(optimizer: Optimizer) -> int:
 
 def state_allocation_bounds(optimizer: Optimizer, device: torch.device, alloc_conf: str = "") -> tuple[int, int]:
     """The least and the most the CUDA caching allocator can hold for the optimizer's state
-    tensors on ``device``, in bytes: their exact size, and each rounded up to 512 bytes (or
-    to the next power of two where ``alloc_conf``, the value of ``PYTORCH_CUDA_ALLOC_CONF``,
-    sets ``roundup_power2_divisions``, whose coarsest setting rounds that far). State kept
-    on the host (``torch.optim``'s ``step`` counters when not capturable) is not in either."""
+    tensors on ``device``, in bytes. The least is their exact size, which is also what the
+    allocator's requested-bytes count sees them take. The most follows the allocator's block
+    rules (c10/cuda/CUDACachingAllocator.cpp): each request rounded up to 512 bytes (or to
+    the next power of two where ``alloc_conf``, the value of ``PYTORCH_CUDA_ALLOC_CONF``,
+    sets ``roundup_power2_divisions``, whose coarsest setting rounds that far), and a
+    request of more than 1 MiB may be handed a cached block up to 1 MiB larger, which is not
+    split when less than that would remain. State kept on the host (``torch.optim``'s
+    ``step`` counters when not capturable) is not in either."""
     sizes = [t.numel() * t.element_size() for _, t in _state_tensors(optimizer) if t.device == device]
     power_of_two = "roundup_power2_divisions" in alloc_conf
-    return sum(sizes), sum(_allocator_block(size, power_of_two) for size in sizes)
+    return sum(sizes), sum(_largest_block(size, power_of_two) for size in sizes)
 
 
-def _allocator_block(size: int, power_of_two: bool) -> int:
+def _largest_block(size: int, power_of_two: bool) -> int:
     if size == 0:
         return 0
     rounded = -(-size // CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES
-    return max(rounded, 1 << (size - 1).bit_length()) if power_of_two else rounded
+    if power_of_two:
+        rounded = max(rounded, 1 << (size - 1).bit_length())
+    return rounded + CUDA_SMALL_SIZE if rounded > CUDA_SMALL_SIZE else rounded
 
 
 def state_buffers_per_param(optimizer: Optimizer) -> float:
@@ -151,9 +164,12 @@ class CudaMeter:
     source = "cuda_max_allocated"
     counts_allocations = True
 
-    def __init__(self, device: torch.device, cuda: object = torch.cuda) -> None:
+    def __init__(
+        self, device: torch.device, cuda: object = torch.cuda, clear_workspaces: Callable[[], None] | None = None
+    ) -> None:
         self.device = device
         self.cuda = cuda
+        self.clear_workspaces = clear_workspaces or clear_cublas_workspaces
 
     def in_use(self) -> int:
         return self.cuda.memory_allocated(self.device)
@@ -174,9 +190,22 @@ class CudaMeter:
         return self.cuda.max_memory_reserved(self.device)
 
     def release(self) -> None:
-        """Return freed blocks to the driver, once nothing refers to the case's tensors."""
+        """Return freed blocks to the driver, once nothing refers to the case's tensors, and
+        drop cuBLAS's workspaces: they are allocated through this allocator at a handle's
+        first use and kept for the process, so without this the first case pays for them in
+        its static memory and every later case sees them as someone else's."""
         gc.collect()
+        self.clear_workspaces()
         self.cuda.empty_cache()
+
+
+def clear_cublas_workspaces() -> None:
+    """Free the workspaces cuBLAS keeps per (handle, stream) (``torch._C._cuda_clearCublasWorkspaces``,
+    as PyTorch's own CUDA tests use between cases); the next cuBLAS call allocates them again.
+    Does nothing where CUDA was never initialised or this PyTorch lacks the call."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None and torch.cuda.is_initialized():
+        clear()
 
 
 def _status_bytes(field: str) -> int:

@@ -18,6 +18,8 @@ import functools
 import itertools
 import json
 import os
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,29 +263,47 @@ def warm_up(case: Case, trainer: Trainer, meter: memory.Meter, out: dict) -> Non
 
 
 def _check_state_allocation(optimizer: torch.optim.Optimizer, device: torch.device, out: dict) -> None:
-    """Flag an allocator delta around the state's creation that the state tensors' own bytes
-    and the allocator's rounding cannot explain (something else stayed allocated, or the
-    state was not all created in that update)."""
-    allocated = out.get("optimizer_state_allocated_bytes")
+    """Flag a state allocation that the state tensors do not explain: something else stayed
+    allocated, or the state was not all created in that update. Judged on the allocator's
+    requested bytes, which must equal the state tensors' bytes on the device exactly; the
+    allocated delta is kept as information, since the caching allocator may hand each large
+    state tensor a cached block up to 1 MiB larger than it asked for. Only where the
+    allocator keeps no requested count is the allocated delta held against what its block
+    rules allow (``bench.measure.memory.state_allocation_bounds``)."""
+    allocated, requested = out.get("optimizer_state_allocated_bytes"), out.get("optimizer_state_requested_bytes")
     if allocated is None:
         return
     alloc_conf = ",".join(os.environ.get(name, "") for name in memory.ALLOC_CONF_VARIABLES)
     least, most = memory.state_allocation_bounds(optimizer, device, alloc_conf)
-    out["optimizer_state_mismatch"] = not least <= allocated <= most
+    if requested is not None:
+        out["optimizer_state_mismatch"] = requested != least
+    else:
+        out["optimizer_state_mismatch"] = not least <= allocated <= most
 
 
 def _build_for(context: RunContext, case: Case, out: dict) -> tuple[nn.Module, torch.optim.Optimizer, Trainer]:
     return build(case, context, out)
 
 
-def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.Meter, out: dict) -> None:
-    """Train ``case`` and put its measurements in ``out`` as they are made."""
+def measure(
+    case: Case,
+    context: RunContext,
+    clock: timing.Clock,
+    meter: memory.Meter,
+    out: dict,
+    memory_at_start: tuple[int, int] = (0, 0),
+) -> None:
+    """Train ``case`` and put its measurements in ``out`` as they are made. The static and
+    peak figures leave out ``memory_at_start``: (allocated, requested) bytes the device held
+    before the case began."""
     out["flops_per_sample"] = flops.flops_per_sample(case.model, case.model_kwargs, case.input_shape, case.num_classes)
     model, optimizer, trainer = (context.builder or build)(case, context, out)
     if context.device.type == "cuda":
         out.update(precision.effective())
 
-    warm_up(case, trainer, meter, out)
+    warm_start = time.perf_counter()
+    warm_up(case, trainer, meter, out)  # reads every step's loss, so the device is done when it returns
+    warm_up_s = time.perf_counter() - warm_start
     out["grad_bytes"] = memory.grad_bytes(model)
     out["optimizer_state_bytes"] = memory.optimizer_state_bytes(optimizer)
     out["state_buffers_per_param"] = memory.state_buffers_per_param(optimizer)
@@ -295,10 +315,13 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
     )
     host_timer = host.HostTimer(phases)
     per_phase: list[list[float]] = [[] for _ in phases]
-    # Whatever is in use now (parameters, gradients, state, data, and any library workspace
-    # an earlier case left behind) is static; the step's own memory is the peak above it.
-    out["static_memory_bytes"] = meter.in_use()
-    out["static_memory_requested_bytes"] = meter.requested_in_use()
+    # What the case holds between steps (parameters, gradients, state, data, its library
+    # workspaces) is static; the step's own memory is the peak above it. Neither counts what
+    # was allocated before the case began (an earlier case's leftovers).
+    start, requested_start = memory_at_start
+    out["static_memory_bytes"] = meter.in_use() - start
+    requested = meter.requested_in_use()
+    out["static_memory_requested_bytes"] = None if requested is None else requested - requested_start
     telemetry = CaseTelemetry.for_device(context.device)
     meter.reset_peak()
     skipped_before = trainer.skipped
@@ -308,10 +331,11 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
             samples.extend(new)
         telemetry.after_repeat()
         out["final_loss"] = trainer.check_finite()
-    out["peak_memory_bytes"] = meter.peak()
+    out["peak_memory_bytes"] = meter.peak() - start
     out["peak_memory_source"] = meter.source
     out["activation_bytes"] = out["peak_memory_bytes"] - out["static_memory_bytes"]
-    out["peak_memory_requested_bytes"] = meter.requested_peak()
+    requested_peak = meter.requested_peak()
+    out["peak_memory_requested_bytes"] = None if requested_peak is None else requested_peak - requested_start
     out["peak_memory_reserved_bytes"] = meter.reserved_peak()
     if trainer.scaler.is_enabled():
         out["skipped_steps_timed"] = trainer.skipped - skipped_before
@@ -319,12 +343,13 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
 
     step_samples = [sum(parts) for parts in zip(*per_phase, strict=True)]
     summary = timing.summarize(step_samples)
+    out["steps_s"] = warm_up_s + sum(step_samples) / 1e3
     out["step_time_samples_ms"] = step_samples
     out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
     out["throughput"] = case.batch_size / (summary.median / 1e3)
     # After the timed steps and the peak: the profiled step must not touch either.
     out.update(host.probe_step(trainer.step, context.device, optimizer, case.compile))
-    out.update(host.host_fields(host_timer.per_step_ms(), summary.median, out.get("device_busy_ms")))
+    out.update(host.host_fields(host_timer.per_step_ms(), out.get("device_busy_ms"), out.get("device_span_ms")))
     out.update(telemetry.fields(case.batch_size, case.steps))
     if case.detailed:
         medians = [timing.summarize(samples).median for samples in per_phase]
@@ -339,6 +364,7 @@ def measure(case: Case, context: RunContext, clock: timing.Clock, meter: memory.
 
 def run_case(case: Case, context: RunContext) -> Record:
     """Run one case and return its Record, whatever happened (bar KeyboardInterrupt)."""
+    started = time.perf_counter()
     out: dict = {"state_buffers_theory": optimizers.state_buffers(case.optimizer)}
     status, error = "ok", None
     device = context.device
@@ -346,9 +372,12 @@ def run_case(case: Case, context: RunContext) -> Record:
     device_scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     try:
         with device_scope, precision.cuda_backend_settings(case.precision, device):
-            measure(case, context, clock, meter, out)
+            measure(case, context, clock, meter, out, _memory_at_start(meter, out))
     except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
         status, error = fault_outcome(fault)
+        # The traceback's frames hold the case's model, optimizer and batches; cleared, they
+        # go even if something keeps the exception (a chained one, a debugger's last error).
+        traceback.clear_frames(fault.__traceback__)
     finally:
         # Past the except clauses the exception and its frames are gone, so nothing holds
         # the case's tensors any more and their memory can go back.
@@ -366,7 +395,20 @@ def run_case(case: Case, context: RunContext) -> Record:
                 out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
             except Exception as search_fault:  # noqa: BLE001  (the timed figures stand; say why the search is missing)
                 out["max_batch_error"] = f"{type(search_fault).__name__}: {_message(search_fault)}"
+        if context.memory_pass or context.find_max_batch:
+            _release(meter)  # their steps made workspaces again: the next case starts without
+    out["case_wall_s"] = time.perf_counter() - started
     return case_record(case, context, status, error, out)
+
+
+def _memory_at_start(meter: memory.Meter, out: dict) -> tuple[int, int]:
+    """(allocated, requested) bytes the device's allocator holds before the case builds
+    anything, where the meter counts allocations (CUDA; else zeros): library workspaces, or
+    what an earlier case left behind. The allocated figure goes in the record."""
+    if not meter.counts_allocations:
+        return 0, 0
+    out["memory_at_case_start_bytes"] = meter.in_use()
+    return out["memory_at_case_start_bytes"], meter.requested_in_use() or 0
 
 
 def _release(meter: memory.Meter) -> str | None:

@@ -29,6 +29,7 @@ import re
 import secrets
 import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -179,6 +180,7 @@ class RunWriter:
             raise RunFolderError(f"run folder {self.path} already exists; choose another --run-id") from None
         except OSError as error:
             raise RunFolderError(f"cannot create the run folder {self.path}: {error.strerror}") from None
+        self.started = time.monotonic()
         self.manifest = {
             "run_id": run_id,
             "suite": suite_name,
@@ -191,6 +193,10 @@ class RunWriter:
             "failures": 0,
             "sections": {name: "not run" for name in sections},
             "stopped_by": None,
+            # seconds inside the cases' warm-up and timed steps, and of the run's wall clock
+            # (set when it closes): how much of the run was spent measuring
+            "steps_s": 0.0,
+            "wall_s": None,
             "load_average_start": load_average(),
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
@@ -221,6 +227,7 @@ class RunWriter:
             os.close(descriptor)
         self.manifest["cases_done"] += 1
         self.manifest["failures"] += record.status != "ok"
+        self.manifest["steps_s"] += getattr(record, "steps_s", None) or 0.0
         write_json(self.path / MANIFEST, self.manifest)
 
     def section_done(self, name: str, outcome: str) -> None:
@@ -236,6 +243,7 @@ class RunWriter:
         self.manifest["status"] = "complete" if done else "incomplete"
         self.manifest["stopped_by"] = stopped_by
         self.manifest["finished"] = utc_now()
+        self.manifest["wall_s"] = time.monotonic() - self.started
         write_json(self.path / MANIFEST, self.manifest)
         return self.manifest["status"]
 
@@ -290,6 +298,8 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "hostname": (str, type(None)),
     "pid": (int, type(None)),
     "process_started": (int, float, type(None)),
+    "steps_s": (int, float, type(None)),
+    "wall_s": (int, float, type(None)),
 }
 
 

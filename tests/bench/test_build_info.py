@@ -33,6 +33,26 @@ def test_only_a_checkout_s_own_top_level_counts_as_the_code(tmp_path):
     assert state["git_commit"] == _head() and state["code_source"] == ("checkout" if _head() else None)
 
 
+def test_a_copy_without_its_git_takes_the_commit_declared_in_the_environment(tmp_path, monkeypatch):
+    """The GPU machines run a copy of the code without .git: its commit comes from
+    $CONVBENCH_GIT_COMMIT, said to be declared; a checkout's own commit wins over it."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    monkeypatch.delenv(env.COMMIT_VARIABLE, raising=False)
+    assert env.code_state(tmp_path / "absent.json", copy)["git_commit"] is None
+    monkeypatch.setenv(env.COMMIT_VARIABLE, "8eb1791")
+    assert env.code_state(tmp_path / "absent.json", copy) == {
+        "code_source": "declared",
+        "git_commit": "8eb1791",
+        "git_dirty": None,
+    }
+    if _head() is not None:
+        assert env.code_state(tmp_path / "absent.json", env.SOURCE_DIR)["git_commit"] == _head()
+    monkeypatch.setenv(env.COMMIT_VARIABLE, "not a commit")
+    with pytest.raises(env.CommitVariableError, match="CONVBENCH_GIT_COMMIT='not a commit' is not a commit"):
+        env.code_state(tmp_path / "absent.json", copy)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_head() is None, reason="the source is not a git checkout, so a build has no commit to record")
 def test_a_built_wheel_carries_the_checkout_s_commit(tmp_path):

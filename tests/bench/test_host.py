@@ -163,16 +163,33 @@ def test_device_activity_counts_launches_and_merges_overlapping_busy_intervals()
         _event("kernel_b", 15, 30),  # overlaps a: 10..30 is 20 µs
         _event("Memcpy DtoH", 40, 45),  # 5 µs
     ]
-    assert host.device_activity(events) == (2, pytest.approx(0.025))
+    assert host.device_activity(events) == host.DeviceActivity(2, pytest.approx(0.025), pytest.approx(0.035))
+    # Without the runtime's launch calls in the trace, the kernels the device ran are counted.
+    assert host.device_activity(events[3:]).launches == 2
 
 
-def test_a_case_is_host_bound_when_the_device_idles_more_than_a_tenth_of_the_step():
-    assert host.host_fields([1.0, 3.0, 2.0], step_time_ms=10.0, device_busy_ms=8.9) == {
-        "host_time_ms": 2.0,
-        "host_bound": True,
-    }
-    assert host.host_fields([9.0], step_time_ms=10.0, device_busy_ms=9.5)["host_bound"] is False
-    assert host.host_fields([9.0], step_time_ms=10.0, device_busy_ms=None)["host_bound"] is None
+def _trace(kernels: int, kernel_us: float, gap_us: float) -> list:
+    """A profiled step: ``kernels`` launches, each kernel ``kernel_us`` long, ``gap_us`` apart."""
+    events, now = [], 0.0
+    for index in range(kernels):
+        events.append(_event("cudaLaunchKernel", now, now + 1, on_device=False))
+        events.append(_event(f"kernel_{index}", now + 5, now + 5 + kernel_us))
+        now += kernel_us + gap_us
+    return events
+
+
+def test_a_case_is_host_bound_when_the_device_idles_more_than_a_tenth_of_the_profiled_step():
+    # A textbook Adam's thousands of tiny kernels, each launched after the last has finished:
+    # the device is busy 64.4 ms of 89.6 ms. Profiling slowed the step beyond its unprofiled
+    # 47.5 ms, so only against the profiled step's own span does the idling show.
+    idle = host.device_activity(_trace(kernels=3_220, kernel_us=20.0, gap_us=7.8))
+    assert idle.busy_ms == pytest.approx(64.4) and idle.busy_ms > 47.5
+    fields = host.host_fields([1.0, 3.0, 2.0], idle.busy_ms, idle.span_ms)
+    assert fields == {"host_time_ms": 2.0, "host_bound": True}
+    # Kernels queued back to back (the host far ahead): busy for the whole span.
+    busy = host.device_activity(_trace(kernels=1_462, kernel_us=49.0, gap_us=0.0))
+    assert host.host_fields([70.0], busy.busy_ms, busy.span_ms)["host_bound"] is False
+    assert host.host_fields([9.0], device_busy_ms=None, device_span_ms=None)["host_bound"] is None
 
 
 def test_host_time_is_inside_the_step_time_on_the_cpu():

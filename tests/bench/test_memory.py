@@ -125,3 +125,20 @@ def test_state_allocation_bounds_follow_the_cuda_allocators_rounding():
     )
     # Only state on the device in question counts (torch.optim keeps its step counters on the host).
     assert memory.state_allocation_bounds(optimizer, torch.device("cuda", 0)) == (0, 0)
+
+
+def test_a_large_state_tensor_may_hold_up_to_a_mebibyte_more_than_its_blocks():
+    """The allocator's large pool hands a request of more than 1 MiB a whole cached block when
+    splitting it would leave 1 MiB or less (c10 ``should_split``), so each such tensor may hold
+    up to 1 MiB beyond its 512-byte blocks; a tensor of 1 MiB or less never does."""
+    model = nn.Linear(2**18 + 1, 1, bias=False)  # 1 MiB + 4 bytes of float32 weights
+    model(torch.ones(1, 2**18 + 1)).sum().backward()
+    optimizer = optimizers.build("adam", model.parameters())
+    optimizer.step()
+    size = 4 * (2**18 + 1)
+    assert memory.state_allocation_bounds(optimizer, torch.device("cpu")) == (2 * size, 2 * (2**20 + 512 + 2**20))
+    small = nn.Linear(2**18, 1, bias=False)  # exactly 1 MiB: the small pool, exact blocks
+    small(torch.ones(1, 2**18)).sum().backward()
+    optimizer = optimizers.build("adam", small.parameters())
+    optimizer.step()
+    assert memory.state_allocation_bounds(optimizer, torch.device("cpu")) == (2 * 2**20, 2 * 2**20)

@@ -79,6 +79,13 @@ def test_a_run_writes_every_file(tmp_path, capsys, fault_models):
         ("sgdm", "ok", "t1", "tiny"),
     ]
     assert [r["state_buffers_per_param"] for r in records] == [2, 1]
+    # Where the wall time went: each case's steps (warm-up and timed) inside the case, and
+    # the run's seconds in steps, the cases' sum, inside its wall time; said at the end.
+    for r in records:
+        assert sum(r["step_time_samples_ms"]) / 1e3 < r["steps_s"] < r["case_wall_s"]
+    assert manifest["steps_s"] == pytest.approx(sum(r["steps_s"] for r in records))
+    assert manifest["steps_s"] < manifest["wall_s"]
+    assert f"time in steps: {manifest['steps_s']:.1f} s of {manifest['wall_s']:.1f} s" in err
     assert json.loads((folder / "env.json").read_text())["torch"] == torch.__version__
     resolved = tomllib.loads((folder / "suite.toml").read_text())
     assert resolved["suite"]["device"] == "cpu" and resolved["grid"][0]["precision"] == ["fp32"]

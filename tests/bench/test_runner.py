@@ -123,12 +123,13 @@ class FakeCuda:
     def __init__(self, allocated: list[int], peak: int) -> None:
         self.log: list[str] = []
         self.allocated = iter(allocated)
+        self.current = 0  # the last memory_allocated answer, also the requested bytes (exact tensors)
         self.max_allocated = peak
         self.now = 0.0
 
     def memory_stats(self, device):
         self.log.append("memory_stats")
-        return {"requested_bytes.all.current": 100, "requested_bytes.all.peak": 900}
+        return {"requested_bytes.all.current": self.current, "requested_bytes.all.peak": self.max_allocated - 100}
 
     def max_memory_reserved(self, device):
         self.log.append("max_memory_reserved")
@@ -136,7 +137,8 @@ class FakeCuda:
 
     def memory_allocated(self, device):
         self.log.append("memory_allocated")
-        return next(self.allocated)
+        self.current = next(self.allocated)
+        return self.current
 
     def reset_peak_memory_stats(self, device):
         self.log.append("reset_peak_memory_stats")
@@ -165,35 +167,41 @@ class FakeCuda:
 
 
 def test_the_cuda_path_reads_the_allocator_and_events_in_the_right_order(monkeypatch, fault_models):
-    fake = FakeCuda(allocated=[5_000, 5_440, 6_000], peak=10**9)
+    fake = FakeCuda(allocated=[1_000, 5_000, 5_440, 6_000], peak=10**9)
     monkeypatch.setattr(
-        runner, "instruments_for", lambda device: (CudaClock(fake.event_class), CudaMeter(device, fake))
+        runner,
+        "instruments_for",
+        lambda device: (CudaClock(fake.event_class), CudaMeter(device, fake, lambda: fake.log.append("clear"))),
     )
     record = run_case(case(model="ok-net", warmup=2, steps=3, repeats=2), CONTEXT)
     assert record.status == "ok", record.error
+    # What was allocated before the case began is its own field and no part of its figures.
+    assert record.memory_at_case_start_bytes == 1_000
     # The allocator's view of the update that creates the state: the delta around it.
-    assert record.optimizer_state_allocated_bytes == 5_440 - 5_000
-    assert record.optimizer_state_requested_bytes == 0  # the fake's requested bytes never move
-    # Adam's m and v of 55 fp32 parameters are 440 bytes: within the allocator's rounding.
+    assert record.optimizer_state_allocated_bytes == record.optimizer_state_requested_bytes == 5_440 - 5_000
+    # Adam's m and v of 55 fp32 parameters are 440 bytes: exactly the requested delta.
     assert record.optimizer_state_mismatch is False
-    assert record.peak_memory_bytes == 10**9 and record.peak_memory_source == "cuda_max_allocated"
+    assert record.peak_memory_bytes == 10**9 - 1_000 and record.peak_memory_source == "cuda_max_allocated"
     assert record.params == 55  # conv 4x1x3x3 + 4, linear 3x4 + 3
     # Static: what was in use when the peak counter was reset; activations: the peak above it.
-    assert record.static_memory_bytes == 6_000
+    assert record.static_memory_bytes == 6_000 - 1_000
     assert record.activation_bytes == 10**9 - 6_000
-    assert (record.static_memory_requested_bytes, record.peak_memory_requested_bytes) == (100, 900)
+    assert (record.static_memory_requested_bytes, record.peak_memory_requested_bytes) == (5_000, 10**9 - 1_100)
     assert record.peak_memory_reserved_bytes == 2 * 10**9
     assert record.step_time_samples_ms == [1.0] * 6
-    # Around the update that creates the state (allocated and requested bytes); in use, then
-    # the peak reset, after warm-up; per repeat, one event per step boundary and a single
-    # synchronize; the peaks read after the last one.
+    # In use at the start; around the update that creates the state (allocated and requested
+    # bytes); in use, then the peak reset, after warm-up; per repeat, one event per step
+    # boundary and a single synchronize; the peaks read after the last one; the case's memory
+    # released (library workspaces, then the cache), again after the memory pass.
     timed = ["record"] * 4 + ["synchronize"]
     reading = ["memory_allocated", "memory_stats"]
-    assert fake.log == reading * 3 + ["reset_peak_memory_stats"] + timed * 2 + [
+    release = ["clear", "empty_cache"]
+    assert fake.log == reading * 4 + ["reset_peak_memory_stats"] + timed * 2 + [
         "max_memory_allocated",
         "memory_stats",
         "max_memory_reserved",
-        "empty_cache",
+        *release,
+        *release,
     ]
 
 
