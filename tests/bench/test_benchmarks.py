@@ -128,5 +128,5 @@ def test_the_reference_loops_run_under_the_harness_settings(reference_loops, mon
     monkeypatch.setitem(training_step.PRECISION, ("watched-net", "sgdm", 2), "fp32")
     training_step.test_training_step(FakeBenchmark(), cpu, lambda: None, "watched-net", "sgdm", 2)
     assert recorder.entered == [("fp32", cpu)] * 3
-    # hand-written loop 1 + 2 steps; paired 1 + 1 warm-up, 2 + 2 paired; pytest-benchmark 1 + 2
-    assert recorder.seen_in_forward == ["fp32"] * (3 + 6 + 3)
+    # hand-written loop 1 + 2 steps; paired 3 x 1 warm-up, 3 x 2 paired; pytest-benchmark 1 + 2
+    assert recorder.seen_in_forward == ["fp32"] * (3 + 9 + 3)
