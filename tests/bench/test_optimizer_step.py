@@ -9,7 +9,7 @@ import torch
 
 from bench.cli import main
 from bench.measure import bandwidth, host, optimizer_step, timing
-from bench.reporting import figures
+from bench.reporting import figures, report
 from bench.storage import history
 from bench.storage.store import load_run
 from tests.bench.fake_gpu import FakeGpu
@@ -197,6 +197,7 @@ def test_roofline_figure_keeps_a_failed_case_in_its_place():
     frame = pd.DataFrame(
         [
             dict(
+                model="cnn",
                 optimizer="adam",
                 precision="fp32",
                 status="ok",
@@ -206,6 +207,7 @@ def test_roofline_figure_keeps_a_failed_case_in_its_place():
                 measured_bandwidth_gbs=10.0,
             ),
             dict(
+                model="cnn",
                 optimizer="torch-adam-fused",
                 precision="fp32",
                 status="error",
@@ -215,6 +217,7 @@ def test_roofline_figure_keeps_a_failed_case_in_its_place():
                 measured_bandwidth_gbs=10.0,
             ),
             dict(
+                model="cnn",
                 optimizer="sgdm",
                 precision="fp32",
                 status="ok",
@@ -286,6 +289,124 @@ def test_convbench_optim_writes_a_run_folder_report_and_history(tmp_path, capsys
     medians = [b["stats"]["median"] * 1e3 for b in session["benchmarks"]]
     assert medians == pytest.approx([float(pd.Series(s).median()) for s in frame["step_time_samples_ms"]])
     assert {b["params"]["batch_size"] for b in session["benchmarks"]} == {None}
+
+
+def step_row(model: str, optimizer: str, precision: str, **figures: object) -> dict:
+    """An ok optimizer-step record as a report reads it, with the given figures."""
+    row = dict(kind="optimizer-step", case_id=f"{model}/{optimizer}/optimizer-step/{precision}", device="cpu")
+    return row | dict(model=model, optimizer=optimizer, precision=precision, status="ok") | figures
+
+
+def test_the_roofline_has_a_panel_for_every_model_and_precision():
+    rows = [
+        step_row(m, o, p, achieved_bandwidth_gbs=a, bandwidth_fraction=a / 10, wall_bandwidth_fraction=a / 20)
+        | dict(measured_bandwidth_gbs=10.0, working_set_bandwidth_gbs=10.0)
+        for m, a in (("cnn", 4.0), ("resnet18", 6.0))
+        for o in ("adam", "sgdm")
+        for p in ("fp32", "bf16")
+    ]
+    figure = figures.roofline_figure(pd.DataFrame(rows))
+    panels = [axes for axes in figure.axes if axes.get_title()]
+    assert [axes.get_title() for axes in panels] == ["cnn, fp32", "cnn, bf16", "resnet18, fp32", "resnet18, bf16"]
+    for axes, expected in zip(panels, (4.0, 4.0, 6.0, 6.0), strict=True):
+        solid = [bar.get_height() for bar in axes.patches if bar.get_width() == pytest.approx(0.8) and bar.get_fill()]
+        wall = [bar.get_height() for bar in axes.patches if bar.get_width() == pytest.approx(0.36)]
+        assert solid == [expected, expected] and wall == pytest.approx([expected / 2] * 2)
+        labels = [text.get_text() for text in axes.texts]
+        assert labels == [f"{10 * expected:.0f}%\nwall {5 * expected:.0f}%"] * 2
+
+
+def test_a_percentage_above_100_says_which_limit_it_exceeds_and_why():
+    mib = 2**20
+    frame = pd.DataFrame(
+        [
+            step_row(
+                "cnn",
+                "adam",
+                "fp32",
+                dram_bandwidth_fraction=1.54,
+                bandwidth_fraction=0.88,
+                wall_bandwidth_fraction=0.88,
+                measured_bandwidth_gbs=45.0,
+                working_set_bandwidth_gbs=78.8,
+                working_set_bytes=5.5 * mib,
+                last_level_cache_bytes=32 * mib,
+            ),
+            step_row(
+                "resnet18",
+                "torch-sgdm-fused",
+                "fp32",
+                dram_bandwidth_fraction=1.02,
+                bandwidth_fraction=1.03,
+                wall_bandwidth_fraction=1.03,
+                measured_bandwidth_gbs=45.0,
+                working_set_bandwidth_gbs=44.6,
+                working_set_bandwidth_samples_gbs=[40.0, 44.6, 49.0],
+                working_set_bytes=134 * mib,
+                last_level_cache_bytes=32 * mib,
+            ),
+            step_row("resnet18", "adam", "fp32", dram_bandwidth_fraction=0.3, bandwidth_fraction=0.3),
+        ]
+    )
+    notes = report.roofline.limit_notes(frame)
+    assert notes == [
+        "cnn/adam/optimizer-step/fp32: 154% of the DRAM-sized bandwidth (45.0 GB/s): its working set (5.5 MiB) "
+        "fits the last-level cache (32.0 MiB), where the same kernel measured 78.8 GB/s.",
+        "resnet18/torch-sgdm-fused/optimizer-step/fp32: 102% of the DRAM-sized bandwidth (45.0 GB/s): its working "
+        "set (134.0 MiB) does not fit the last-level cache (32.0 MiB), where the same kernel measured 44.6 GB/s.",
+        "resnet18/torch-sgdm-fused/optimizer-step/fp32: 103% of the bandwidth measured at its working set's size "
+        "(44.6 GB/s, a median; its timings ranged 40.0–49.0 GB/s): the step ran at another moment than the probe, "
+        "and this device's bandwidth moves between timings.",
+    ]
+    # and the figure marks the percentage and carries the notes
+    figure = figures.roofline_figure(frame, notes)
+    assert any(text.get_text().endswith("%*") for axes in figure.axes for text in axes.texts)
+    assert "78.8 GB/s" in figure.get_supxlabel() and "does not fit" in figure.get_supxlabel()
+
+
+def test_records_from_before_device_time_keep_their_wall_time_figures_only():
+    # Their bandwidth figures were on wall time against the DRAM-sized limit.
+    old = dict(bandwidth_fraction=0.25, achieved_bandwidth_gbs=722.0, step_time_ms=0.99)
+    frame = pd.DataFrame(
+        [
+            step_row("resnet50", "torch-adam-fused", "fp32", **old) | dict(device="cuda:0"),
+            step_row("resnet18", "torch-adam-fused", "fp32", **old) | dict(device="cpu"),
+        ]
+    )
+    read = report.roofline.optimizer_step_frame(frame)
+    assert read["wall_bandwidth_fraction"].tolist() == [0.25, 0.25]
+    gpu, cpu = read.iloc[0], read.iloc[1]
+    assert pd.isna(gpu["achieved_bandwidth_gbs"]) and pd.isna(gpu["bandwidth_fraction"])
+    assert pd.isna(gpu["device_time_ms"]) and pd.isna(gpu["dram_bandwidth_fraction"])
+    assert (cpu["device_time_ms"], cpu["dram_bandwidth_fraction"], cpu["achieved_bandwidth_gbs"]) == (0.99, 0.25, 722.0)
+    summary = report.summary_frame(frame)
+    assert summary["of bandwidth, wall time (%)"].tolist() == [25.0, 25.0]
+    assert summary["of bandwidth (%)"].isna().all()
+
+
+def test_host_time_shows_for_optimizer_steps_only():
+    frame = pd.DataFrame(
+        [
+            step_row("cnn", "adam", "fp32", host_time_ms=0.5),
+            dict(kind="training-step", model="cnn", optimizer="adam", status="ok", host_time_ms=9.0),
+        ]
+    )
+    assert report.summary_frame(frame)["host time (ms)"].tolist()[0] == 0.5
+    assert pd.isna(report.summary_frame(frame)["host time (ms)"].tolist()[1])
+
+
+def test_optim_over_two_models_writes_its_report(tmp_path, capsys):
+    flags = ["--steps", "1", "--warmup", "1", "--repeats", "1", "--bandwidth-mib", "1"]
+    flags += ["--results", str(tmp_path), "--run-id", "two"]
+    command = ["optim", "--models", "cnn,resnet18", "--optimizers", "adam,torch-adam-fused", "--device", "cpu"]
+    assert main([*command, *flags]) == 0
+    assert "the report failed" not in capsys.readouterr().err
+    run_dir = tmp_path / "two"
+    assert len(load_run(run_dir).records) == 4 and (run_dir / "figures" / "roofline.png").is_file()
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").is_file()
+    assert "resnet18" in (run_dir / "summary.md").read_text()
 
 
 def test_convbench_optim_refuses_bad_input_before_any_folder(tmp_path, capsys):
