@@ -497,6 +497,54 @@ def check_nightly(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     return ("pass" if ok else "fail"), line + (f" ({'; '.join(failed)})" if failed else "")
 
 
+def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
+    """``convbench optim``'s cases for fused, foreach, compiled and loop Adam on the check's
+    model (resnet50; the dry run's small one) in fp32: wall, host and device time of the step
+    and its bandwidth, every record in optim.jsonl. On a GPU the compiled textbook Adam's
+    device time must be within 1.2 x fused Adam's."""
+    from bench.measure import optimizer_step
+    from bench.measure.bandwidth import measure_bandwidth
+    from bench.measure.runner import device_name
+
+    adams, compiled_over_fused = ("torch-adam-fused", "torch-adam-foreach", "adam-compiled", "adam"), 1.2
+    steps, repeats = (2, 2) if sizes.dry_run else (20, 5)
+    records = {}
+    with compile_backend(sizes.compile_backend), (out / "optim.jsonl").open("w") as file:
+        for name in adams:
+            case = optimizer_step.OptimizerStepCase(sizes.model, name, "fp32", steps=steps, warmup=3, repeats=repeats)
+            limit = measure_bandwidth(sizes.device, 2**20 if sizes.dry_run else None)
+            record = optimizer_step.run_case(
+                case,
+                sizes.device,
+                limit,
+                run_id="acceptance",
+                suite="acceptance",
+                env=env,
+                device_name=device_name(sizes.device, env),
+            )
+            records[name] = record
+            file.write(json.dumps(record.to_dict(), default=str) + "\n")
+    failed = [f"{n}: {r.status}: {r.error}" for n, r in records.items() if r.status != "ok"]
+    if failed:
+        return "fail", "; ".join(failed)
+    parts = [
+        f"{n} wall {r.step_time_ms:.3f} ms, host {r.host_time_ms:.3f} ms, device "
+        + (
+            f"{r.device_time_ms:.3f} ms ({r.device_time_source}), {r.bandwidth_fraction:.0%} of bandwidth"
+            if r.device_time_ms is not None
+            else "unknown"
+        )
+        + f" (wall {r.wall_bandwidth_fraction:.0%}), host-bound {r.host_bound}"
+        for n, r in records.items()
+    ]
+    fused, compiled = records["torch-adam-fused"].device_time_ms, records["adam-compiled"].device_time_ms
+    ratio = compiled / fused if fused and compiled else None
+    line = "; ".join(parts) + (f"; compiled / fused device time {ratio:.2f}" if ratio else "")
+    if sizes.dry_run:
+        return "info", line + " (CPU: device time is the wall time, not judged)"
+    return ("pass" if ratio is not None and ratio <= compiled_over_fused else "fail"), line
+
+
 CHECKS: list[tuple[str, Callable[[Sizes, Path, dict], tuple[str, str]]]] = [
     ("environment", check_environment),
     ("profiler", check_profiler),  # first to profile in this process
@@ -505,6 +553,7 @@ CHECKS: list[tuple[str, Callable[[Sizes, Path, dict], tuple[str, str]]]] = [
     ("timer", check_timer),
     ("compile", check_compile),
     ("oom", check_oom),
+    ("optim", check_optim),
     ("nightly", check_nightly),
 ]
 

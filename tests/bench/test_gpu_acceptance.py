@@ -36,6 +36,7 @@ def test_the_dry_run_runs_every_check_and_writes_its_results(tmp_path):
         "timer": "info",
         "compile": "pass",
         "oom": "skip",
+        "optim": "info",
         "nightly": "pass",
     }
     assert len((out / "verdicts.md").read_text().splitlines()) == 4 + len(verdicts)
@@ -48,6 +49,10 @@ def test_the_dry_run_runs_every_check_and_writes_its_results(tmp_path):
     assert (out / "nightly" / "acceptance" / "report.html").is_file()
     assert (out / "nightly" / "history.sqlite").is_file() and (out / "env.json").is_file()
     assert len(json.loads((out / "profiler.json").read_text())["after_ms"]) == 3
+    optim = [json.loads(line) for line in (out / "optim.jsonl").read_text().splitlines()]
+    assert [r["optimizer"] for r in optim] == ["torch-adam-fused", "torch-adam-foreach", "adam-compiled", "adam"]
+    # the CPU: one processor queues and runs the kernels, so device time is the wall time
+    assert all(r["device_time_ms"] == r["step_time_ms"] and r["host_time_ms"] > 0 for r in optim)
 
 
 def test_a_check_that_breaks_is_an_error_verdict_and_the_others_still_run(tmp_path, monkeypatch):
