@@ -502,9 +502,12 @@ def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     model (resnet50; the dry run's small one) in fp32: wall, host and device time of the step
     and its bandwidth, every record in optim.jsonl. On a GPU the compiled textbook Adam's
     device time must be within 1.2 x fused Adam's."""
+    import pandas as pd
+
     from bench.measure import optimizer_step
     from bench.measure.bandwidth import measure_bandwidth
     from bench.measure.runner import device_name
+    from bench.reporting.roofline import limit_notes
 
     adams, compiled_over_fused = ("torch-adam-fused", "torch-adam-foreach", "adam-compiled", "adam"), 1.2
     steps, repeats = (2, 2) if sizes.dry_run else (20, 5)
@@ -540,6 +543,7 @@ def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     fused, compiled = records["torch-adam-fused"].device_time_ms, records["adam-compiled"].device_time_ms
     ratio = compiled / fused if fused and compiled else None
     line = "; ".join(parts) + (f"; compiled / fused device time {ratio:.2f}" if ratio else "")
+    line += "".join(f"; {note}" for note in limit_notes(pd.DataFrame([r.to_dict() for r in records.values()])))
     if sizes.dry_run:
         return "info", line + " (CPU: device time is the wall time, not judged)"
     return ("pass" if ratio is not None and ratio <= compiled_over_fused else "fail"), line
