@@ -238,36 +238,41 @@ def measure(
             spec.source, spec.algorithm, spec.implementation, dtype
         )
 
-    times = time_step(optimizer.step, clock, case.steps, case.repeats)
-    summary = timing.summarize(times.wall_ms)
-    out["step_time_samples_ms"] = times.wall_ms
-    out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
-    out["optimizer_ms"] = summary.median
-    device_ms, out["device_time_source"], out["device_time_steps"] = (
-        times.device_ms,
-        times.device_source,
-        times.device_steps,
-    )
-    if device.type == "cuda":  # after the timed steps: CUPTI must not be attached while they run
-        out["kernel_launches_per_step"], out["device_busy_ms"] = host.profile_step(optimizer.step)
-        if not device_ms and out["device_busy_ms"] is not None:
-            device_ms, out["device_time_source"] = [out["device_busy_ms"]], "profiler"
-    if device_ms:
-        device_summary = timing.summarize(device_ms)
-        out["device_time_samples_ms"] = device_ms
-        out["device_time_ms"], out["device_time_iqr_ms"] = device_summary.median, device_summary.iqr
-    # host-bound: the device's time for the step against its wall time (unknown on the CPU,
-    # where they are one)
-    judged = out.get("device_time_ms") if clock.asynchronous else None
-    out.update(host.host_fields(times.host_ms, summary.median, judged))
+    _time(optimizer.step, case, device, clock, out)
     out["measured_bandwidth_gbs"] = bandwidth.median_gbs(LIMIT_KERNEL)
     out.update(bandwidth_figures(compulsory * out["params"], out["traffic_bytes_per_param"], out))
 
 
+def _time(
+    step: Callable[[], object], case: OptimizerStepCase, device: torch.device, clock: timing.Clock, out: dict
+) -> None:
+    """The step's wall, host and device time into ``out``; on CUDA also one profiled step's
+    launches and busy time (after the timed steps: CUPTI must not be attached while they
+    run), whose busy time is the device time where no queued span was clean."""
+    times = time_step(step, clock, case.steps, case.repeats)
+    wall = timing.summarize(times.wall_ms)
+    out["step_time_samples_ms"] = times.wall_ms
+    out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = wall.median, wall.iqr, wall.min
+    out["optimizer_ms"] = wall.median
+    device_ms = times.device_ms
+    out["device_time_source"], out["device_time_steps"] = times.device_source, times.device_steps
+    if device.type == "cuda":
+        out["kernel_launches_per_step"], out["device_busy_ms"] = host.profile_step(step)
+        if not device_ms and out["device_busy_ms"] is not None:
+            device_ms, out["device_time_source"] = [out["device_busy_ms"]], "profiler"
+    if device_ms:
+        device_time = timing.summarize(device_ms)
+        out["device_time_samples_ms"] = device_ms
+        out["device_time_ms"], out["device_time_iqr_ms"] = device_time.median, device_time.iqr
+    # host-bound is judged where host and device are two (not on the CPU)
+    judged = out.get("device_time_ms") if clock.asynchronous else None
+    out.update(host.host_fields(times.host_ms, wall.median, judged))
+
+
 def _measure_working_set_limit(device: torch.device, clock: timing.Clock, out: dict) -> None:
     """The in-place update's bandwidth on arrays as large as the step's working set (its
-    parameters, gradients and state: the state as the algorithm's buffers, one per parameter
-    byte each), two arrays of half of it each, as the update kernel reads and writes two."""
+    parameters, gradients and the algorithm's state buffers, each as large as the
+    parameters): two arrays of half of it each, the two the update kernel reads and writes."""
     buffers = out["state_buffers_theory"]
     out["working_set_bytes"] = out["param_bytes"] + out["grad_bytes"] + buffers * out["param_bytes"]
     out["last_level_cache_bytes"] = last_level_cache_bytes(device)
