@@ -694,10 +694,13 @@ def roofline_figure(frame: pd.DataFrame, notes: list[str] | None = None) -> Figu
     names = list(dict.fromkeys(frame["optimizer"]))
     algorithms = list(dict.fromkeys(frame["algorithm"]))
     colours = dict(zip(algorithms, sns.color_palette(PALETTE, len(algorithms)), strict=True))
+    width = min(PAGE, 1.0 + max(COLUMN, 0.35 * len(names)) * len(precisions))
+    characters = round(width * 19)  # of xx-small text across the figure
+    wrapped = "\n".join(textwrap.fill(f"* {note}", characters, subsequent_indent="  ") for note in notes or [])
     figure, grid = plt.subplots(
         len(model_names),
         len(precisions),
-        figsize=(min(PAGE, 1.0 + max(COLUMN, 0.35 * len(names)) * len(precisions)), 0.6 + 2.6 * len(model_names)),
+        figsize=(width, 1.0 + 2.6 * len(model_names) + 0.1 * (wrapped.count("\n") + 1 if wrapped else 0)),
         sharey="row",
         squeeze=False,
         layout="constrained",
@@ -724,9 +727,7 @@ def roofline_figure(frame: pd.DataFrame, notes: list[str] | None = None) -> Figu
     handles.append(matplotlib.patches.Patch(fill=False, edgecolor="0.3", label="on the kernels' traffic"))
     handles.append(matplotlib.lines.Line2D([], [], color="0.1", linewidth=1.5, label="limit at the working set"))
     handles.append(matplotlib.lines.Line2D([], [], color="0.45", linewidth=1.2, linestyle=":", label="DRAM-sized"))
-    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize="x-small")
-    if notes:  # under the legend, inside the figure: the layout makes room for it
-        width = round(figure.get_figwidth() * 19)  # characters of xx-small text across the figure
-        wrapped = [textwrap.fill(f"* {note}", width, subsequent_indent="  ") for note in notes]
-        figure.supxlabel("\n".join(wrapped), fontsize="xx-small", x=0.01, ha="left", multialignment="left")
+    figure.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False, fontsize="x-small")
+    if wrapped:  # under the panels: the layout makes room for it
+        figure.supxlabel(wrapped, fontsize="xx-small", x=0.01, ha="left", multialignment="left")
     return figure
