@@ -10,7 +10,8 @@ device-time figures are left empty rather than shown with a meaning they never h
 A percentage above 100 says the step beat a limit; the notes say which limit and why: a
 working set the last-level cache holds moves faster than the DRAM-sized probe allows, and a
 step that beats the probe at its own working set's size was timed at another moment than the
-probe, on a machine whose bandwidth moves between timings.
+probe's timings (the notes give their range), with more arrays streaming at once than the
+probe's two.
 """
 
 from __future__ import annotations
@@ -86,13 +87,13 @@ def limit_notes(frame: pd.DataFrame) -> list[str]:
         if worst > 1:
             samples = row.get("working_set_bandwidth_samples_gbs")
             spread = (
-                f"; its timings ranged {min(samples):,.1f}–{max(samples):,.1f} GB/s"
+                f", which ranged {min(samples):,.1f}–{max(samples):,.1f} GB/s"
                 if isinstance(samples, list | np.ndarray) and len(samples)
                 else ""
             )
             notes.append(
                 f"{row['case_id']}: {100 * worst:.0f}% of the bandwidth measured at its working set's size "
-                f"({limit:,.1f} GB/s, a median{spread}): the step ran at another moment than the probe, and "
-                "this device's bandwidth moves between timings."
+                f"({limit:,.1f} GB/s, the median of its timings{spread}): that limit was timed at another moment "
+                "than the step, with one kernel streaming two arrays where the step streams four or more."
             )
     return notes

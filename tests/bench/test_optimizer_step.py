@@ -355,8 +355,8 @@ def test_a_percentage_above_100_says_which_limit_it_exceeds_and_why():
         "resnet18/torch-sgdm-fused/optimizer-step/fp32: 102% of the DRAM-sized bandwidth (45.0 GB/s): its working "
         "set (134.0 MiB) does not fit the last-level cache (32.0 MiB), where the same kernel measured 44.6 GB/s.",
         "resnet18/torch-sgdm-fused/optimizer-step/fp32: 103% of the bandwidth measured at its working set's size "
-        "(44.6 GB/s, a median; its timings ranged 40.0–49.0 GB/s): the step ran at another moment than the probe, "
-        "and this device's bandwidth moves between timings.",
+        "(44.6 GB/s, the median of its timings, which ranged 40.0–49.0 GB/s): that limit was timed at another "
+        "moment than the step, with one kernel streaming two arrays where the step streams four or more.",
     ]
     # and the figure marks the percentage and carries the notes
     figure = figures.roofline_figure(frame, notes)
