@@ -385,7 +385,7 @@ SUMMARY_COLUMNS = [
     ("host_time_ms", "host time (ms)", 1),
     ("achieved_bandwidth_gbs", "achieved (GB/s)", 1),
     ("bandwidth_fraction", "of bandwidth (%)", 100),
-    ("wall_bandwidth_fraction", "of bandwidth, wall time (%)", 100),
+    ("wall_bandwidth_fraction", "of bandwidth in wall time (%)", 100),
     ("working_set_bytes", "working set (MiB)", 1 / MIB),
     ("dram_bandwidth_fraction", "of DRAM bandwidth (%)", 100),
 ]
@@ -417,7 +417,7 @@ KIND_COLUMNS = (
     "host time (ms)",
     "achieved (GB/s)",
     "of bandwidth (%)",
-    "of bandwidth, wall time (%)",
+    "of bandwidth in wall time (%)",
     "working set (MiB)",
     "of DRAM bandwidth (%)",
 )

@@ -380,7 +380,7 @@ def test_records_from_before_device_time_keep_their_wall_time_figures_only():
     assert pd.isna(gpu["device_time_ms"]) and pd.isna(gpu["dram_bandwidth_fraction"])
     assert (cpu["device_time_ms"], cpu["dram_bandwidth_fraction"], cpu["achieved_bandwidth_gbs"]) == (0.99, 0.25, 722.0)
     summary = report.summary_frame(frame)
-    assert summary["of bandwidth, wall time (%)"].tolist() == [25.0, 25.0]
+    assert summary["of bandwidth in wall time (%)"].tolist() == [25.0, 25.0]
     assert summary["of bandwidth (%)"].isna().all()
 
 
