@@ -471,6 +471,8 @@ def close_run(
             print(text_table(summary(records), format_number), flush=True)
     except BrokenPipeError:  # a reader that went away must not cost the run its report
         stdout_gone()
+    for line in report.roofline.limit_notes(records):
+        print(line)
     for line in report.failures(records):
         print(line, file=sys.stderr)
     code = _write_report(writer.path, signals, code)

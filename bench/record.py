@@ -139,7 +139,9 @@ class Record:
     kernel_launches_per_step: int | None = None  # CUDA: kernel launches in one profiled step (torch.profiler)
     device_busy_ms: float | None = None  # CUDA: time the device was busy in that step (union of its activity)
     device_span_ms: float | None = None  # CUDA: that step's first device activity's start to its last's end
-    host_bound: bool | None = None  # CUDA: device_busy_ms < 0.9 x device_span_ms, the device waited for the host
+    # CUDA: training steps: device_busy_ms < 0.9 x device_span_ms; optimizer steps: device_time_ms < 0.9 x
+    # step_time_ms; the device waited for the host
+    host_bound: bool | None = None
     # GPU telemetry (bench.telemetry.gpu): the case's GPU sampled before and after every repeat
     telemetry_source: str | None = None  # pynvml | libnvidia-ml | nvidia-smi; None off CUDA or without one
     gpu_power_w_samples: list[float] | None = None  # NVML power draw after each repeat, W
@@ -238,15 +240,25 @@ class Record:
     input_epoch_s: float | None = None  # one epoch of batches alone (gather, augment, normalise), synchronised
     # what was timed: a whole training step, or the optimizer step alone (``convbench optim``)
     kind: str = "training-step"  # training-step | optimizer-step
-    # optimizer-step cases: the step against the memory-bandwidth limit (bench.measure.optimizer_step)
+    # optimizer-step cases: the step against the memory-bandwidth limit (bench.measure.optimizer_step).
+    # Wall time is step_time_ms, host time host_time_ms; on the CPU device time = wall time.
+    device_time_ms: float | None = None  # median of device_time_samples_ms: the device's own time for a step
+    device_time_iqr_ms: float | None = None  # their 75th minus 25th percentile
+    device_time_samples_ms: list[float] | None = None  # queued: one per repeat, the span / device_time_steps
+    device_time_source: str | None = None  # queued (CUDA events, host far ahead) | profiler (busy) | wall (CPU)
+    device_time_steps: int | None = None  # queued: steps per span, behind a torch.cuda._sleep delay
     compulsory_bytes_per_param: float | None = None  # the algorithm's minimum (optimizers.traffic)
     traffic_bytes_per_param: float | None = None  # what the implementation's kernels move
-    achieved_bandwidth_gbs: float | None = None  # compulsory bytes x params / median step, 1e9 B/s
-    traffic_bandwidth_gbs: float | None = None  # traffic bytes x params / median step, 1e9 B/s
-    measured_bandwidth_gbs: float | None = (
-        None  # the device's in-place update kernel (bench.measure.bandwidth), median, same run
-    )
-    bandwidth_fraction: float | None = None  # achieved / measured bandwidth
+    achieved_bandwidth_gbs: float | None = None  # compulsory bytes x params / device_time_ms, 1e9 B/s
+    traffic_bandwidth_gbs: float | None = None  # traffic bytes x params / device_time_ms, 1e9 B/s
+    measured_bandwidth_gbs: float | None = None  # the in-place update on DRAM-sized arrays, median, same run
+    working_set_bytes: int | None = None  # parameters + gradients + state buffers (theory) of the case, bytes
+    working_set_bandwidth_gbs: float | None = None  # the in-place update on arrays of that size, median, 1e9 B/s
+    working_set_bandwidth_samples_gbs: list[float] | None = None  # its ten rates
+    last_level_cache_bytes: int | None = None  # the device's (bench.measure.bandwidth.last_level_cache_bytes)
+    bandwidth_fraction: float | None = None  # achieved / working_set_bandwidth_gbs: device time against its limit
+    dram_bandwidth_fraction: float | None = None  # achieved / measured_bandwidth_gbs (above 1: cache-resident)
+    wall_bandwidth_fraction: float | None = None  # compulsory bytes x params / step_time_ms / working-set limit
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,7 +4,7 @@ convbench's CUDA numbers can be trusted there.
     PYTHONPATH=. python -m benchmarks.gpu_acceptance [--out DIR] [--commit SHA] [--cpu-dry-run]
 
 Run from the repository root; it installs nothing and needs no network, and is sized for
-about six minutes on an H100/H200-class GPU (``--budget``, 450 s, shortens the reduced
+about seven minutes on an H100/H200-class GPU (``--budget``, 470 s, shortens the reduced
 nightly so that the whole check ends by then). ``--commit`` (or ``$CONVBENCH_GIT_COMMIT``)
 names the commit of a copy of the code without its .git. Everything goes under ``DIR``
 (default ``results/reference/<gpu-name>``):
@@ -12,7 +12,7 @@ names the commit of a copy of the code without its .git. Everything goes under `
     env.json, telemetry.json   the machine as ``convbench run`` records it; the GPU's state and
                                three telemetry samples
     nightly/, nightly.log      a reduced nightly through the CLI (resnet18/resnet50, batch 128,
-                               fp32 and bf16, adam and sgdm, channels-first and -last), with its
+                               fp32 and bf16, adam and sgdm, channels-last), with its
                                report and history; the verdict gives the share of its wall time
                                spent inside warm-up and timed steps
     data_parallel/, .log       ``convbench run --nproc-per-node 1`` with ddp and fsdp: NCCL's
@@ -38,6 +38,9 @@ names the commit of a copy of the code without its .git. Everything goes under `
                                Python's garbage collector
     compile.json               torch.compile warm-up: each step's time and Dynamo's graph count,
                                so a recompilation after the first step shows
+    optim.jsonl                ``convbench optim``'s cases for fused, foreach, compiled and loop
+                               Adam: wall, host and device time of the step; the compiled
+                               textbook Adam's device time within 1.2 x fused Adam's
     oom.jsonl, oom_left.json   one sweep: a case, a case that really runs out of memory, the
                                first case again; the last must match the first. What the
                                allocator still holds after the failed case, with the Python
@@ -109,6 +112,7 @@ EXPECTED_S = {
     "overhead": 25,
     "compile": 35,
     "oom": 20,
+    "optim": 90,
 }
 
 
@@ -152,6 +156,7 @@ GPU_SIZES = dict(
         "--batch-sizes=128",
         "--precision=fp32,bf16",
         "--optimizers=adam,sgdm",
+        "--channels-last",
         "--warmup=5",
         "--steps=10",
         "--repeats=3",
@@ -816,6 +821,58 @@ def check_oom(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     return ("pass" if ok else "fail"), line
 
 
+def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
+    """``convbench optim``'s cases for fused, foreach, compiled and loop Adam on the check's
+    model (resnet50; the dry run's small one) in fp32: wall, host and device time of the step
+    and its bandwidth, every record in optim.jsonl. On a GPU the compiled textbook Adam's
+    device time must be within 1.2 x fused Adam's."""
+    import pandas as pd
+
+    from bench.measure import optimizer_step
+    from bench.measure.bandwidth import measure_bandwidth
+    from bench.measure.runner import device_name
+    from bench.reporting.roofline import limit_notes
+
+    adams, compiled_over_fused = ("torch-adam-fused", "torch-adam-foreach", "adam-compiled", "adam"), 1.2
+    steps, repeats = (2, 2) if sizes.dry_run else (20, 5)
+    records = {}
+    with compile_backend(sizes.compile_backend), (out / "optim.jsonl").open("w") as file:
+        for name in adams:
+            case = optimizer_step.OptimizerStepCase(sizes.model, name, "fp32", steps=steps, warmup=3, repeats=repeats)
+            limit = measure_bandwidth(sizes.device, 2**20 if sizes.dry_run else None)
+            record = optimizer_step.run_case(
+                case,
+                sizes.device,
+                limit,
+                run_id="acceptance",
+                suite="acceptance",
+                env=env,
+                device_name=device_name(sizes.device, env),
+            )
+            records[name] = record
+            file.write(json.dumps(record.to_dict(), default=str) + "\n")
+    failed = [f"{n}: {r.status}: {r.error}" for n, r in records.items() if r.status != "ok"]
+    if failed:
+        return "fail", "; ".join(failed)
+    parts = [
+        f"{n} wall {r.step_time_ms:.3f} ms, host {r.host_time_ms:.3f} ms, device "
+        + (
+            f"{r.device_time_ms:.3f} ms ({r.device_time_source}), {r.bandwidth_fraction:.0%} of bandwidth"
+            if r.device_time_ms is not None
+            else "unknown"
+        )
+        + f" (wall {r.wall_bandwidth_fraction:.0%}), host-bound {r.host_bound}"
+        for n, r in records.items()
+    ]
+    fused, compiled = records["torch-adam-fused"].device_time_ms, records["adam-compiled"].device_time_ms
+    ratio = compiled / fused if fused and compiled else None
+    line = "; ".join(parts) + (f"; compiled / fused device time {ratio:.2f}" if ratio else "")
+    line += "".join(f"; {note}" for note in limit_notes(pd.DataFrame([r.to_dict() for r in records.values()])))
+    if sizes.dry_run:
+        return "info", line + " (CPU: device time is the wall time, not judged)"
+    return ("pass" if ratio is not None and ratio <= compiled_over_fused else "fail"), line
+
+
 CHECKS: list[tuple[str, Callable[[Sizes, Path, dict], tuple[str, str]]]] = [
     ("environment", check_environment),  # NVML only
     ("nightly", check_nightly),  # the convbench processes, before this one uses the GPU
@@ -829,6 +886,7 @@ CHECKS: list[tuple[str, Callable[[Sizes, Path, dict], tuple[str, str]]]] = [
     ("overhead", check_overhead),
     ("compile", check_compile),
     ("oom", check_oom),
+    ("optim", check_optim),
 ]
 
 
@@ -873,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-dry-run", action="store_true", help="small sizes on the CPU (automatic without CUDA)")
     parser.add_argument("--checks", help=f"comma-separated subset of: {', '.join(n for n, _ in CHECKS)}")
     parser.add_argument(
-        "--budget", type=float, default=450, help="seconds the whole check may take; the nightly is cut short to fit"
+        "--budget", type=float, default=470, help="seconds the whole check may take; the nightly is cut short to fit"
     )
     parser.add_argument(
         "--commit", help=f"the commit of a copy of the code without .git (default ${COMMIT_VARIABLE}, else git's)"

@@ -23,7 +23,14 @@ Here the kernels are torch's own (``Tensor.copy_`` and ``torch.add(b, c, alpha=q
 so the figure is the bandwidth torch's elementwise kernels reach on this device, which is the
 limit an optimizer step written with them can approach. Each array is at least four times the
 last-level cache (the CPU's L3 from sysfs, the GPU's L2 from the device properties) and at
-least ``MIN_ARRAY_BYTES``, so the cache cannot hold the working set.
+least ``MIN_ARRAY_BYTES``, so the cache cannot hold the working set: that is the DRAM
+bandwidth. Called with smaller arrays (an optimizer step's working set), the same kernels
+measure what the cache gives a working set of that size.
+
+Each timing spans enough back-to-back calls to move at least ``MIN_SAMPLE_BYTES`` (one call
+on DRAM-sized arrays, many on cache-sized ones), queued behind a device-side delay on a GPU
+(``timing.queued_times``): a small kernel takes less of the device's time than of the
+host's to launch, and timed one launch at a time it would measure the host.
 """
 
 from __future__ import annotations
@@ -37,6 +44,14 @@ import torch
 from bench.measure import timing
 
 MIN_ARRAY_BYTES = 64 * 2**20
+#: Bytes each timing moves at least (calls x arrays moved x array bytes), so that a timing of
+#: small arrays is long beside the clock's resolution and the device's per-kernel overhead.
+MIN_SAMPLE_BYTES = 128 * 2**20
+#: Calls a timing spans at most: well inside a CUDA launch queue (about a thousand launches).
+MAX_CALLS = 200
+#: The host's time to launch one elementwise kernel, ms, generously (it is about 0.005): the
+#: device is held back this long per queued call.
+LAUNCH_MS = 0.05
 #: Arrays each kernel moves (STREAM's counts, no write-allocate).
 ARRAYS_MOVED = {"copy": 2, "triad": 3, "update": 3}
 #: The kernel whose bandwidth an optimizer step is placed against (in place, like the step).
@@ -78,6 +93,7 @@ class Bandwidth:
     array_bytes: int
     dtype: str
     samples_gbs: dict[str, list[float]] = field(default_factory=dict)  # kernel -> one rate per timing
+    calls: dict[str, int] = field(default_factory=dict)  # kernel -> back-to-back calls each timing spans
 
     def median_gbs(self, kernel: str) -> float:
         return timing.summarize(self.samples_gbs[kernel]).median
@@ -92,37 +108,52 @@ class Bandwidth:
             "array_bytes": self.array_bytes,
             "dtype": self.dtype,
             "samples_gbs": self.samples_gbs,
+            "calls": self.calls,
             **{f"{k}_median_gbs": self.median_gbs(k) for k in self.samples_gbs},
             **{f"{k}_best_gbs": self.best_gbs(k) for k in self.samples_gbs},
         }
 
 
 def measure_bandwidth(
-    device: torch.device, array_bytes: int | None = None, repeats: int = 10, clock: timing.Clock | None = None
+    device: torch.device,
+    array_bytes: int | None = None,
+    repeats: int = 10,
+    clock: timing.Clock | None = None,
+    kernels: tuple[str, ...] = tuple(ARRAYS_MOVED),
 ) -> Bandwidth:
-    """Time copy, triad and the in-place update ``repeats`` times each (after one untimed run of each) on
-    arrays of ``array_bytes`` (default ``array_bytes_for(device)``) of float32, and return
-    every rate. Raises ValueError for fewer than 1 repeat or arrays under 1 KiB."""
+    """Time ``kernels`` (copy, triad and the in-place update) ``repeats`` times each, interleaved
+    (after one untimed run of each), on arrays of ``array_bytes`` (default
+    ``array_bytes_for(device)``) of float32, and return every rate. Raises ValueError for
+    fewer than 1 repeat, arrays under 1 KiB or an unknown kernel, and RuntimeError where the
+    host could not queue a timing's calls ahead of the device."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     array_bytes = array_bytes or array_bytes_for(device)
     if array_bytes < 1024:
         raise ValueError(f"array_bytes must be at least 1024, got {array_bytes}")
+    unknown = sorted(set(kernels) - set(ARRAYS_MOVED))
+    if unknown:
+        raise ValueError(f"unknown bandwidth kernel(s) {unknown}; valid: {', '.join(ARRAYS_MOVED)}")
     clock = clock or timing.clock_for(device)
     n = math.ceil(array_bytes / 4)
-    a = torch.empty(n, device=device)
-    b = torch.rand(n, device=device)
+    a = torch.zeros(n, device=device)
+    b = torch.rand(n, device=device) if {"copy", "triad"} & set(kernels) else None
     c = torch.rand(n, device=device)
-    kernels = {
+    calls = {
         "copy": lambda: a.copy_(b),
         "triad": lambda: torch.add(b, c, alpha=3.0, out=a),
         "update": lambda: a.add_(c, alpha=1e-3),
     }
     result = Bandwidth(str(device), n * 4, "float32", {name: [] for name in kernels})
-    for kernel in kernels.values():
-        kernel()  # first touch of every page, kernel selection
+    for name in kernels:
+        calls[name]()  # first touch of every page, kernel selection
     for _ in range(repeats):
-        for name, kernel in kernels.items():  # interleaved, so drift hits both alike
-            (milliseconds,) = timing.time_steps([kernel], 1, clock)
-            result.samples_gbs[name].append(ARRAYS_MOVED[name] * n * 4 / (milliseconds[0] * 1e-3) / 1e9)
+        for name in kernels:  # interleaved, so drift hits every kernel alike
+            moved = ARRAYS_MOVED[name] * n * 4
+            wanted = min(MAX_CALLS, math.ceil(MIN_SAMPLE_BYTES / moved))
+            queued = timing.queued_times(calls[name], wanted, 1, clock, LAUNCH_MS)
+            if queued is None:
+                raise RuntimeError(f"the host could not queue {wanted} {name} kernels ahead of {device}")
+            (milliseconds,), result.calls[name] = queued
+            result.samples_gbs[name].append(moved / (milliseconds * 1e-3) / 1e9)
     return result

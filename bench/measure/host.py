@@ -227,18 +227,18 @@ def probe_step(step: Callable[[], None], device: torch.device, optimizer: Optimi
 class HostTimer:
     """Wraps the phases of a step so that each call's host time is kept: ``phases`` is the
     wrapped list, ``per_step_ms()`` the host milliseconds of every step (its phases summed).
-    The wrapper costs two ``perf_counter`` calls per phase."""
+    The wrapper costs two calls of ``now`` (a clock in seconds, ``time.perf_counter``) per phase."""
 
-    def __init__(self, phases: Sequence[Callable[[], None]]) -> None:
+    def __init__(self, phases: Sequence[Callable[[], None]], now: Callable[[], float] = time.perf_counter) -> None:
+        self.now = now
         self.samples_ms: list[list[float]] = [[] for _ in phases]
         self.phases = [self._timed(phase, samples) for phase, samples in zip(phases, self.samples_ms, strict=True)]
 
-    @staticmethod
-    def _timed(phase: Callable[[], None], samples: list[float]) -> Callable[[], None]:
+    def _timed(self, phase: Callable[[], None], samples: list[float]) -> Callable[[], None]:
         def timed() -> None:
-            start = time.perf_counter()
+            start = self.now()
             phase()
-            samples.append((time.perf_counter() - start) * 1e3)
+            samples.append((self.now() - start) * 1e3)
 
         return timed
 

@@ -6,15 +6,36 @@ gradients are fixed random tensors and the state already exists (``warmup`` unti
 so the timed function is exactly ``optimizer.step()``, timed like a training step
 (``bench.measure.timing``: CUDA events on a GPU, the host clock on the CPU; every sample kept).
 
+A step has three times, which coincide on the CPU (the processor that runs the kernels also
+runs the Python that calls them) and part on a GPU:
+
+- wall time (``step_time_ms``): steps timed as they come, CUDA events in program order, so a
+  device waiting for the host counts, as in training;
+- host time (``host_time_ms``): the host clock around each timed step's call (on CUDA, the
+  time to queue it: grouping tensors, Python, launches);
+- device time (``device_time_ms``): the device's own time for the step's kernels, from many
+  steps queued behind a device-side delay so that the host is far ahead
+  (``timing.queued_times``), or, where that cannot be arranged, from the profiler's busy time
+  of one step.
+
+A step whose device time is below 0.9 x its wall time is host-bound (``host_bound``): the
+device waited for the host for more than a tenth of it.
+
 Each record then says how close the step came to the physical limit:
 
 - ``compulsory_bytes_per_param``: what the algorithm must move (28 B for fp32 Adam, 20 B
   for SGDM; ``optimizers.traffic``), so ``achieved_bandwidth_gbs`` = compulsory bytes x
-  parameters / median step time, and ``bandwidth_fraction`` = that / the device's measured
-  bandwidth of an in-place update kernel (``bench.measure.bandwidth``, measured in the same run):
-  the roofline position.
+  parameters / median device time: what the step's kernels reached.
+- The limit is the device's bandwidth for an in-place update kernel (``bench.measure.bandwidth``),
+  measured in the same run twice: on DRAM-sized arrays (``measured_bandwidth_gbs``, by the
+  caller) and on arrays as large as the case's working set, its parameters, gradients and
+  state (``working_set_bandwidth_gbs``): a small model's working set stays in the
+  last-level cache, whose bandwidth is higher. ``bandwidth_fraction`` is achieved / the
+  working-set limit (the roofline position), ``dram_bandwidth_fraction`` achieved / the DRAM
+  limit, and ``wall_bandwidth_fraction`` the same as ``bandwidth_fraction`` on wall time: the
+  share of the step as a user waits for it that the memory limit accounts for.
 - ``traffic_bytes_per_param``: what the implementation's kernels actually move, counted by
-  ``count_traffic`` over one untimed step, and ``traffic_bandwidth_gbs`` at the same step
+  ``count_traffic`` over one untimed step, and ``traffic_bandwidth_gbs`` at the same device
   time: an implementation near the bandwidth on this figure but far below on the compulsory
   one is limited by its extra passes; one far below on both by launches or the host.
 """
@@ -22,6 +43,7 @@ Each record then says how close the step came to the physical limit:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,8 +52,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import models
 import optimizers
-from bench.measure import memory, timing
-from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth
+from bench.measure import host, memory, timing
+from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth, last_level_cache_bytes, measure_bandwidth
 from bench.measure.runner import fault_outcome, hyperparameters, provenance
 from bench.record import Record
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
@@ -148,16 +170,56 @@ def _fused_traffic_counted(spec: optimizers.OptimizerSpec) -> bool:
     return spec.implementation not in ("fused", "compiled")
 
 
+@dataclass(frozen=True)
+class StepTimes:
+    """The three times of a step, every sample in milliseconds."""
+
+    wall_ms: list[float]  # one per timed step, as ``timing.time_steps`` gives them
+    host_ms: list[float]  # one per timed step: the host clock around its call
+    device_ms: list[float]  # one per repeat (mean over ``device_steps`` queued steps); [] if unknown
+    device_source: str | None  # queued | profiler | wall (host and device are one) | None
+    device_steps: int | None  # steps each queued span covered
+
+
+def time_step(
+    step: Callable[[], object],
+    clock: timing.Clock,
+    steps: int,
+    repeats: int,
+    now: Callable[[], float] = time.perf_counter,
+) -> StepTimes:
+    """Time ``step`` ``repeats`` x ``steps`` times as it comes (wall time, host time around
+    each call on ``now``, seconds), then, on an asynchronous clock, ``repeats`` spans of
+    ``steps`` steps queued ahead of the device (``timing.queued_times``, held back by twice
+    the median host time per step). Where the clock is not asynchronous the device time is the
+    wall time; where no queued span was clean it is left empty for the caller to fill."""
+    timer = host.HostTimer([step], now)
+    wall: list[float] = []
+    for _ in range(repeats):
+        (samples,) = timing.time_steps(timer.phases, steps, clock)
+        wall.extend(samples)
+    host_ms = timer.per_step_ms()
+    if not clock.asynchronous:
+        return StepTimes(wall, host_ms, wall, "wall", None)
+    queued = timing.queued_times(step, steps, repeats, clock, timing.summarize(host_ms).median)
+    if queued is None:
+        return StepTimes(wall, host_ms, [], None, None)
+    device_ms, count = queued
+    return StepTimes(wall, host_ms, device_ms, "queued", count)
+
+
 def measure(
     case: OptimizerStepCase, device: torch.device, clock: timing.Clock, bandwidth: Bandwidth, out: dict
 ) -> None:
-    """Time ``case``'s optimizer step and put its measurements in ``out`` as they are made."""
+    """Time ``case``'s optimizer step and put its measurements in ``out`` as they are made;
+    ``bandwidth`` is the DRAM-sized limit measured before the case."""
     spec = optimizers.spec(case.optimizer)
     dtype = PRECISIONS[case.precision]
     params = _parameters(case, device)
     out["params"] = sum(p.numel() for p in params)
     out["param_bytes"] = memory.tensor_bytes(params)
     out["grad_bytes"] = memory.tensor_bytes(p.grad for p in params)
+    _measure_working_set_limit(device, clock, out)
     optimizer = optimizers.build(case.optimizer, params)
     out["hyperparameters"] = hyperparameters(optimizer)
     for _ in range(case.warmup):
@@ -176,20 +238,69 @@ def measure(
             spec.source, spec.algorithm, spec.implementation, dtype
         )
 
-    samples: list[float] = []
-    for _ in range(case.repeats):
-        (new,) = timing.time_steps([optimizer.step], case.steps, clock)
-        samples.extend(new)
-    summary = timing.summarize(samples)
-    out["step_time_samples_ms"] = samples
-    out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = summary.median, summary.iqr, summary.min
-    out["optimizer_ms"] = summary.median
-    seconds = summary.median / 1e3
-    out["achieved_bandwidth_gbs"] = compulsory * out["params"] / seconds / 1e9
-    if out["traffic_bytes_per_param"] is not None:
-        out["traffic_bandwidth_gbs"] = out["traffic_bytes_per_param"] * out["params"] / seconds / 1e9
+    _time(optimizer.step, case, device, clock, out)
     out["measured_bandwidth_gbs"] = bandwidth.median_gbs(LIMIT_KERNEL)
-    out["bandwidth_fraction"] = out["achieved_bandwidth_gbs"] / out["measured_bandwidth_gbs"]
+    out.update(bandwidth_figures(compulsory * out["params"], out["traffic_bytes_per_param"], out))
+
+
+def _time(
+    step: Callable[[], object], case: OptimizerStepCase, device: torch.device, clock: timing.Clock, out: dict
+) -> None:
+    """The step's wall, host and device time into ``out``; on CUDA also one profiled step's
+    launches and busy time (after the timed steps: CUPTI must not be attached while they
+    run), whose busy time is the device time where no queued span was clean."""
+    times = time_step(step, clock, case.steps, case.repeats)
+    wall = timing.summarize(times.wall_ms)
+    out["step_time_samples_ms"] = times.wall_ms
+    out["step_time_ms"], out["step_time_iqr_ms"], out["step_time_min_ms"] = wall.median, wall.iqr, wall.min
+    out["optimizer_ms"] = wall.median
+    device_ms = times.device_ms
+    out["device_time_source"], out["device_time_steps"] = times.device_source, times.device_steps
+    if device.type == "cuda":
+        activity = host.profile_step(step)
+        out["kernel_launches_per_step"] = activity and activity.launches
+        out["device_busy_ms"] = activity and activity.busy_ms
+        if not device_ms and out["device_busy_ms"] is not None:
+            device_ms, out["device_time_source"] = [out["device_busy_ms"]], "profiler"
+    if device_ms:
+        device_time = timing.summarize(device_ms)
+        out["device_time_samples_ms"] = device_ms
+        out["device_time_ms"], out["device_time_iqr_ms"] = device_time.median, device_time.iqr
+    # host-bound is judged where host and device are two (not on the CPU): the device's time
+    # for a step against the step's wall time
+    judged = out.get("device_time_ms") if clock.asynchronous else None
+    out.update(host.host_fields(times.host_ms, judged, wall.median))
+
+
+def _measure_working_set_limit(device: torch.device, clock: timing.Clock, out: dict) -> None:
+    """The in-place update's bandwidth on arrays as large as the step's working set (its
+    parameters, gradients and the algorithm's state buffers, each as large as the
+    parameters): two arrays of half of it each, the two the update kernel reads and writes."""
+    buffers = out["state_buffers_theory"]
+    out["working_set_bytes"] = out["param_bytes"] + out["grad_bytes"] + buffers * out["param_bytes"]
+    out["last_level_cache_bytes"] = last_level_cache_bytes(device)
+    limit = measure_bandwidth(device, max(1024, out["working_set_bytes"] // 2), clock=clock, kernels=(LIMIT_KERNEL,))
+    out["working_set_bandwidth_samples_gbs"] = limit.samples_gbs[LIMIT_KERNEL]
+    out["working_set_bandwidth_gbs"] = limit.median_gbs(LIMIT_KERNEL)
+
+
+def bandwidth_figures(compulsory_bytes: float, traffic_bytes_per_param: float | None, out: dict) -> dict:
+    """The roofline figures from the times and limits in ``out`` (``params``,
+    ``step_time_ms``, ``device_time_ms``, ``measured_bandwidth_gbs``,
+    ``working_set_bandwidth_gbs``): bandwidths on device time, GB/s (1e9 B/s), and the
+    fractions of the limits; a figure whose time is unknown is left out."""
+    figures: dict = {}
+    limit = out["working_set_bandwidth_gbs"]
+    figures["wall_bandwidth_fraction"] = compulsory_bytes / (out["step_time_ms"] * 1e6) / limit
+    device_ms = out.get("device_time_ms")
+    if device_ms is None:
+        return figures
+    figures["achieved_bandwidth_gbs"] = compulsory_bytes / (device_ms * 1e6)
+    if traffic_bytes_per_param is not None:
+        figures["traffic_bandwidth_gbs"] = traffic_bytes_per_param * out["params"] / (device_ms * 1e6)
+    figures["bandwidth_fraction"] = figures["achieved_bandwidth_gbs"] / limit
+    figures["dram_bandwidth_fraction"] = figures["achieved_bandwidth_gbs"] / out["measured_bandwidth_gbs"]
+    return figures
 
 
 def run_case(

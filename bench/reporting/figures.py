@@ -9,6 +9,7 @@ papers, with embedded TrueType fonts) side by side.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -650,56 +651,83 @@ def receptive_field_maps_figure(frame: pd.DataFrame) -> Figure:
     return figure
 
 
-def roofline_figure(frame: pd.DataFrame) -> Figure:
-    """The optimizer step against the memory-bandwidth limit: per implementation, the
-    bandwidth it achieved on the algorithm's compulsory bytes (solid bar, % of the measured
-    limit written on it) and on its kernels' actual traffic (outlined bar), against the
-    bandwidth of an in-place update kernel measured right before that case (black dash
-    across the bar: the limit its percentage is of); Adam's implementations beside SGDM's,
-    one panel per precision. Failed cases keep their place, with their status."""
+def _roofline_bar(axes: object, x: int, row: pd.Series, colour: object) -> None:
+    """One optimizer-step case's bars, limits and label at ``x`` (see ``roofline_figure``)."""
+    limit = _values(pd.Series([row.get("working_set_bandwidth_gbs")]))[0]
+    dram = _values(pd.Series([row.get("measured_bandwidth_gbs")]))[0]
+    device_share, wall_share = _values(pd.Series([row.get("bandwidth_fraction"), row.get("wall_bandwidth_fraction")]))
+    traffic, achieved = _values(pd.Series([row.get("traffic_bandwidth_gbs"), row.get("achieved_bandwidth_gbs")]))
+    reference = limit if not np.isnan(limit) else dram  # records from before the working-set limit
+    if not np.isnan(traffic):
+        axes.bar(x, traffic, 0.8, fill=False, edgecolor=colour, linewidth=0.8)
+    if not np.isnan(achieved):
+        axes.bar(x, achieved, 0.8, color=colour)
+    if not np.isnan(wall_share):
+        axes.bar(x, wall_share * reference, 0.36, facecolor="white", edgecolor=colour, hatch="////", linewidth=0.6)
+    if not np.isnan(dram):
+        axes.hlines(dram, x - 0.45, x + 0.45, colors="0.45", linewidth=1.2, linestyles=":")
+    if not np.isnan(limit):
+        axes.hlines(limit, x - 0.45, x + 0.45, colors="0.1", linewidth=1.5)
+    parts = [f"{100 * device_share:.0f}%"] if not np.isnan(device_share) else []
+    if not np.isnan(wall_share) and (not parts or round(100 * wall_share) != round(100 * device_share)):
+        parts.append(f"wall {100 * wall_share:.0f}%")
+    top = max((v for v in (achieved, wall_share * reference, traffic) if not np.isnan(v)), default=0.0)
+    marked = "*" if max(np.nan_to_num([device_share, wall_share])) > 1 else ""
+    axes.text(x, top, "\n".join(parts) + marked, ha="center", va="bottom", fontsize="xx-small")
+
+
+def roofline_figure(frame: pd.DataFrame, notes: list[str] | None = None) -> Figure:
+    """The optimizer step against the memory-bandwidth limit, one panel per model (rows) and
+    precision (columns): per implementation, the bandwidth its kernels achieved on the
+    algorithm's compulsory bytes in device time (solid bar, its % of the limit written above
+    it), the same on wall time (hatched inner bar, "wall N%" where it differs: the host's
+    share), and its kernels' actual traffic in device time (outlined bar), against the
+    in-place update's bandwidth measured right before the case at the working set's size
+    (black dash: the limit the percentages are of) and on DRAM-sized arrays (grey dots);
+    Adam's implementations beside SGDM's. A percentage above 100 has a "*", and ``notes``
+    (``bench.reporting.roofline.limit_notes``) go under the figure. Failed cases keep their
+    place, with their status."""
     frame = frame.assign(algorithm=frame["optimizer"].map(algorithm))
     frame = frame.sort_values(["algorithm"], kind="stable")
+    model_names = list(dict.fromkeys(frame["model"]))
     precisions = list(dict.fromkeys(frame["precision"]))
     names = list(dict.fromkeys(frame["optimizer"]))
     algorithms = list(dict.fromkeys(frame["algorithm"]))
     colours = dict(zip(algorithms, sns.color_palette(PALETTE, len(algorithms)), strict=True))
+    width = min(PAGE, 1.0 + max(COLUMN, 0.35 * len(names)) * len(precisions))
+    characters = round(width * 19)  # of xx-small text across the figure
+    wrapped = "\n".join(textwrap.fill(f"* {note}", characters, subsequent_indent="  ") for note in notes or [])
     figure, grid = plt.subplots(
-        1,
+        len(model_names),
         len(precisions),
-        figsize=(min(PAGE, 1.0 + max(COLUMN, 0.35 * len(names)) * len(precisions)), 2.8),
-        sharey=True,
+        figsize=(width, 1.0 + 2.6 * len(model_names) + 0.1 * (wrapped.count("\n") + 1 if wrapped else 0)),
+        sharey="row",
         squeeze=False,
         layout="constrained",
     )
-    for axes, precision in zip(grid[0], precisions, strict=True):
-        panel = frame[frame["precision"] == precision].set_index("optimizer")
-        for x, name in enumerate(names):
-            if name not in panel.index:
-                continue
-            row = panel.loc[name]
-            if row["status"] != "ok":
-                axes.text(
-                    x,
-                    0,
-                    STATUS_TEXT.get(row["status"], row["status"]),
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize="xx-small",
-                )
-                continue
-            traffic = _values(pd.Series([row.get("traffic_bandwidth_gbs")]))[0]
-            if not np.isnan(traffic):
-                axes.bar(x, traffic, 0.8, fill=False, edgecolor=colours[row["algorithm"]], linewidth=0.8)
-            bar = axes.bar(x, row["achieved_bandwidth_gbs"], 0.8, color=colours[row["algorithm"]])
-            axes.bar_label(bar, labels=[f"{100 * row['bandwidth_fraction']:.0f}%"], fontsize="xx-small", padding=1)
-            axes.hlines(row["measured_bandwidth_gbs"], x - 0.45, x + 0.45, colors="0.1", linewidth=1.5)
-        axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize="x-small")
-        axes.set_title(precision)
-        axes.grid(axis="x", visible=False)
-    grid[0][0].set_ylabel("bandwidth (GB/s)")
-    handles = [matplotlib.patches.Patch(color=colours[a], label=f"{a}: on compulsory bytes") for a in algorithms]
+    for row_axes, model in zip(grid, model_names, strict=True):
+        for axes, precision in zip(row_axes, precisions, strict=True):
+            panel = frame[(frame["model"] == model) & (frame["precision"] == precision)]
+            for x, name in enumerate(names):
+                found = panel[panel["optimizer"] == name]
+                if found.empty:
+                    continue
+                row = found.iloc[0]
+                if row["status"] != "ok":
+                    text = STATUS_TEXT.get(row["status"], row["status"])
+                    axes.text(x, 0, text, rotation=90, ha="center", va="bottom", fontsize="xx-small")
+                    continue
+                _roofline_bar(axes, x, row, colours[row["algorithm"]])
+            axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize="x-small")
+            axes.set_title(f"{model}, {precision}", fontsize="small")
+            axes.grid(axis="x", visible=False)
+        row_axes[0].set_ylabel("bandwidth (GB/s)")
+    handles = [matplotlib.patches.Patch(color=colours[a], label=f"{a}: device time") for a in algorithms]
+    handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="0.3", hatch="////", label="wall time"))
     handles.append(matplotlib.patches.Patch(fill=False, edgecolor="0.3", label="on the kernels' traffic"))
-    handles.append(matplotlib.lines.Line2D([], [], color="0.1", linewidth=1.5, label="measured in-place bandwidth"))
-    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize="x-small")
+    handles.append(matplotlib.lines.Line2D([], [], color="0.1", linewidth=1.5, label="limit at the working set"))
+    handles.append(matplotlib.lines.Line2D([], [], color="0.45", linewidth=1.2, linestyle=":", label="DRAM-sized"))
+    figure.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False, fontsize="x-small")
+    if wrapped:  # under the panels: the layout makes room for it
+        figure.supxlabel(wrapped, fontsize="xx-small", x=0.01, ha="left", multialignment="left")
     return figure

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import tomllib
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.distributed import figures as parallel_figures
-from bench.reporting import figures, memory_figures
+from bench.reporting import figures, memory_figures, roofline
 from bench.reporting.tables import format_number, html_table, latex_table, markdown_table
 from bench.storage.store import Run, load_run, write_atomic
 
@@ -54,12 +55,12 @@ def _records(run: Run) -> pd.DataFrame | None:
 
 
 def _optimizer_steps(run: Run) -> pd.DataFrame | None:
-    frame = run.frame()
-    return (
-        frame[frame["kind"] == "optimizer-step"]
-        if "kind" in frame and (frame["kind"] == "optimizer-step").any()
-        else None
-    )
+    frame = roofline.optimizer_step_frame(run.frame())
+    return frame[frame["kind"] == roofline.KIND] if "kind" in frame and (frame["kind"] == roofline.KIND).any() else None
+
+
+def _roofline(frame: pd.DataFrame) -> object:
+    return figures.roofline_figure(frame, roofline.limit_notes(frame))
 
 
 def _ok_records(run: Run) -> pd.DataFrame | None:
@@ -171,11 +172,14 @@ FIGURES = [
     FigureSpec(
         "roofline",
         "Optimizer step against the bandwidth limit",
-        "optimizer.step() alone on the model's parameters: the bandwidth each implementation achieved on "
-        "the bytes the algorithm must move (Adam 7, SGDM 5 tensor reads and writes per parameter), "
-        "with its percentage of the bandwidth an in-place update kernel reached on the device right before "
-        "that case (black dash), and the bandwidth of its kernels' actual traffic (outline).",
-        figures.roofline_figure,
+        "optimizer.step() alone on the model's parameters, per model and precision: the bandwidth each "
+        "implementation's kernels achieved in device time on the bytes the algorithm must move (Adam 7, SGDM 5 "
+        "tensor reads and writes per parameter; solid), the same in wall time (hatched: lower where the device "
+        "waited for the host), and on the kernels' actual traffic (outline), against the bandwidth an in-place "
+        "update kernel reached right before that case on arrays the size of the case's parameters, gradients and "
+        "state (black dash: the percentages are of it) and on DRAM-sized arrays (grey dots). A * marks a "
+        "percentage above 100, explained under the figure.",
+        _roofline,
         _optimizer_steps,
     ),
     FigureSpec(
@@ -377,9 +381,17 @@ SUMMARY_COLUMNS = [
     ("max_batch_predicted", "largest batch predicted", 1),
     ("compulsory_bytes_per_param", "compulsory (B/param)", 1),
     ("traffic_bytes_per_param", "kernel traffic (B/param)", 1),
+    ("device_time_ms", "device time (ms)", 1),
+    ("host_time_ms", "host time (ms)", 1),
     ("achieved_bandwidth_gbs", "achieved (GB/s)", 1),
     ("bandwidth_fraction", "of bandwidth (%)", 100),
+    ("wall_bandwidth_fraction", "of bandwidth in wall time (%)", 100),
+    ("working_set_bytes", "working set (MiB)", 1 / MIB),
+    ("dram_bandwidth_fraction", "of DRAM bandwidth (%)", 100),
 ]
+#: Fields whose column shows only optimizer-step records' values (training steps record a
+#: host time too, which their tables do not show).
+OPTIMIZER_STEP_FIELDS = ("host_time_ms",)
 #: Energy per sample: the record's energy per step over its batch size.
 ENERGY_PER_SAMPLE = "energy (J/sample)"
 #: Columns left out of the tables people read when no case of the run sets them: configuration
@@ -401,19 +413,27 @@ KIND_COLUMNS = (
     "activations (MiB)",
     "compulsory (B/param)",
     "kernel traffic (B/param)",
+    "device time (ms)",
+    "host time (ms)",
     "achieved (GB/s)",
     "of bandwidth (%)",
+    "of bandwidth in wall time (%)",
+    "working set (MiB)",
+    "of DRAM bandwidth (%)",
 )
 
 
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per case: its configuration, status and main measurements, units in headers,
     unrounded (summary.csv keeps every digit; the other tables round when they write)."""
+    frame = roofline.optimizer_step_frame(frame)
     energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
     batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
     columns = {}
     for field, header, scale in SUMMARY_COLUMNS:
         values = frame[field] if field in frame else pd.Series([None] * len(frame), dtype=object)
+        if field in OPTIMIZER_STEP_FIELDS:
+            values = values.where(frame["kind"] == roofline.KIND) if "kind" in frame else values.map(lambda _: None)
         values = values.reset_index(drop=True)
         columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
         if field == "host_bound":  # the host's and the device's cost of a step side by side
@@ -486,6 +506,9 @@ def write_tables(run_dir: Path | str) -> list[Path]:
 def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame) -> list[Path]:
     shown = readable(summary)
     markdown = _context(run, frame) + [markdown_table(shown, format_number)]
+    notes = roofline.limit_notes(frame)
+    if notes:
+        markdown += ["", "## Above 100%", "", *(f"- {line}" for line in notes)]
     failed = failures(frame)
     if failed:
         markdown += ["", "## Cases that did not finish", "", *(f"- {line}" for line in failed)]
@@ -531,6 +554,8 @@ class Sections:
     failures: pd.DataFrame
     rf: pd.DataFrame | None
     figures: list[FigureSpec]
+    # what each percentage above 100 in the summary exceeds, and why
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _png_width(path: Path) -> int:
@@ -581,6 +606,7 @@ def html_report(sections: Sections) -> str:
         "</p>",
         "<h2 id=results>Results</h2>",
         _scrolling(html_table(sections.summary)),
+        *(["<ul>", *(f"<li>{html.escape(note)}</li>" for note in sections.notes), "</ul>"] if sections.notes else []),
         "<p>The same table: <a href=summary.csv>summary.csv</a> (unrounded), <a href=summary.md>summary.md</a>, "
         "<a href=summary.tex>summary.tex</a> (LaTeX, booktabs).</p>",
         "<h2 id=failures>Failed cases</h2>",
@@ -626,6 +652,7 @@ def markdown_report(sections: Sections) -> str:
         "",
         markdown_table(sections.summary, format_number),
         "",
+        *(line for note in sections.notes for line in (f"- {note}", "")),
         "Also as [summary.csv](summary.csv) (unrounded) and [summary.tex](summary.tex) (LaTeX).",
         "",
         "## Failed cases",
@@ -665,7 +692,7 @@ def write_report(run_dir: Path | str) -> list[Path]:
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
     failed = failures_frame(frame, missing_cases(run))
-    sections = Sections(run, run_status(run), readable(summary), failed, _rf(run), specs)
+    sections = Sections(run, run_status(run), readable(summary), failed, _rf(run), specs, roofline.limit_notes(frame))
     write_atomic(run.path / "report.html", html_report(sections))
     write_atomic(run.path / "report.md", markdown_report(sections))
     return written + [run.path / "report.html", run.path / "report.md"]

@@ -5,7 +5,8 @@ import statistics
 import pytest
 
 from bench.measure import timing
-from bench.measure.timing import CudaClock, HostClock, summarize, time_steps
+from bench.measure.timing import CudaClock, HostClock, queued_span_ms, queued_times, summarize, time_steps
+from tests.bench.fake_gpu import FakeGpu
 
 
 def test_statistics_of_an_even_number_of_samples_by_hand():
@@ -105,3 +106,67 @@ def test_cuda_clock_counts_time_the_gpu_waits_for_the_host():
     (samples,) = time_steps([slow_host], steps=3, clock=CudaClock(stream.event_class))
     # A host-bound loop: each step takes the host's 3 ms, not the GPU's 1 ms.
     assert samples == pytest.approx([4.0, 3.0, 3.0])
+
+
+# Device time with the host far ahead, on the simulated stream of tests/bench/fake_gpu.py.
+
+
+def kernels(gpu: FakeGpu, count: int, device_ms: float):
+    """A step of ``count`` kernel launches, each needing ``device_ms`` of the device."""
+
+    def step():
+        for _ in range(count):
+            gpu.launch(device_ms)
+
+    return step
+
+
+def test_queued_steps_time_the_device_where_the_host_is_slower():
+    gpu = FakeGpu(launch_ms=0.01)
+    clock = CudaClock(gpu.event_class, gpu.sleep)
+    step = kernels(gpu, 4, 0.002)  # the host needs 0.04 ms to queue a step, the device 0.008 to run it
+    (wall,) = time_steps([step], steps=10, clock=clock)
+    assert wall[1:] == pytest.approx([0.04] * 9)  # in program order the device waits for the host
+    samples, count = queued_times(step, count=10, repeats=3, clock=clock, host_ms_per_call=0.04)
+    assert count == 10 and samples == pytest.approx([0.008] * 3)
+
+
+def test_queued_steps_of_a_device_bound_step_are_its_wall_time():
+    gpu = FakeGpu(launch_ms=0.001)
+    clock = CudaClock(gpu.event_class, gpu.sleep)
+    step = kernels(gpu, 4, 0.01)
+    (wall,) = time_steps([step], steps=10, clock=clock)
+    samples, _ = queued_times(step, count=10, repeats=2, clock=clock, host_ms_per_call=0.004)
+    assert samples == pytest.approx([0.04] * 2) and wall[1:] == pytest.approx([0.04] * 9)
+
+
+def test_a_full_launch_queue_makes_the_span_unclean_and_fewer_steps_are_queued():
+    # 20 steps of 4 launches cannot wait behind the delay in a queue of 25: the host blocks
+    # until the device drains it, so the device catches up; 5 steps (20 launches) fit.
+    gpu = FakeGpu(launch_ms=0.01, queue_depth=25)
+    clock = CudaClock(gpu.event_class, gpu.sleep)
+    step = kernels(gpu, 4, 0.002)
+    assert queued_span_ms(step, 20, clock, hold_ms=10.0) is None
+    samples, count = queued_times(step, count=20, repeats=2, clock=clock, host_ms_per_call=0.04)
+    assert count == 5 and samples == pytest.approx([0.008] * 2)
+
+
+def test_a_step_that_waits_for_the_device_never_gets_ahead_of_it():
+    gpu = FakeGpu(launch_ms=0.01)
+    clock = CudaClock(gpu.event_class, gpu.sleep)
+
+    def syncing_step():  # e.g. an .item() on a device tensor
+        gpu.launch(0.002)
+        event = gpu.event_class()
+        event.record()
+        event.synchronize()
+
+    assert queued_times(syncing_step, count=8, repeats=2, clock=clock, host_ms_per_call=0.01) is None
+
+
+def test_a_hold_too_short_for_the_host_is_not_taken_for_device_time():
+    gpu = FakeGpu(launch_ms=0.01)
+    clock = CudaClock(gpu.event_class, gpu.sleep)
+    step = kernels(gpu, 4, 0.002)
+    assert queued_span_ms(step, 10, clock, hold_ms=0.1) is None  # the host needs 0.4 ms to queue them
+    assert queued_span_ms(step, 10, clock, hold_ms=1.0) == pytest.approx(0.008)
