@@ -243,6 +243,11 @@ class Record:
 RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
+#: The name under which readers keep ``repeat_medians`` of a record in place of its samples
+#: (a column of the history, a key ``compare`` reads).
+REPEAT_MEDIANS = "step_time_repeat_medians_ms"
+
+
 def repeat_medians(record: dict) -> list[float] | None:
     """The median step time of each repeat of a record (a dict with ``step_time_samples_ms``,
     ``repeats`` and ``steps``), in ms, in order; None if the samples do not split into

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,9 +59,8 @@ import pandas as pd
 
 from bench.analyse.stats import holm, student_t_two_sided, welch
 from bench.measure.load import BUSY_FRACTION
-from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, repeat_medians
+from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
 from bench.train import compare as training
-from models.registry import UnknownNameError
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
 DEFAULT_THRESHOLD = 0.05
@@ -75,11 +74,9 @@ ALL_CASES = "all cases (geometric mean)"
 EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
 #: What must agree besides the case itself for two measurements to be comparable.
 COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
-#: The per-repeat medians of a record's step times (``repeat_medians``), where a reader has
-#: them already (the history keeps them as a column) instead of every sample.
-REPEAT_MEDIANS = "step_time_repeat_medians_ms"
 #: Every Record field a step-time or memory verdict reads: a record holding these (the
-#: samples, or REPEAT_MEDIANS in their place) is judged as the whole record would be.
+#: samples, or their per-repeat medians under REPEAT_MEDIANS in their place, as the history
+#: keeps them) is judged as the whole record would be.
 VERDICT_FIELDS = tuple(
     dict.fromkeys(
         (*CASE_FIELDS, *PROTOCOL_FIELDS, "case_id", "suite", "kind", "recipe", "device", "device_name", "status")
@@ -130,11 +127,11 @@ def _joins(run: Cases, baseline: Cases) -> bool:
 def run_kind(frame: pd.DataFrame) -> str:
     """``training`` for ``convbench train``'s runs, else the records' ``kind``
     (``training-step`` or ``optimizer-step``; records from before the field are training-step)."""
-    return _records_kind(_rows(frame, ("recipe", "kind")))
+    return records_kind(_rows(frame, ("recipe", "kind")))
 
 
-def _records_kind(records: Sequence[dict]) -> str:
-    """``run_kind`` of a run's records as dicts."""
+def records_kind(records: Sequence[dict]) -> str:
+    """``run_kind`` of a run's records as dicts (``training``, ``training-step`` or ``optimizer-step``)."""
     if any(_hashable(record.get("recipe")) is not None for record in records):
         return "training"
     kinds = {record["kind"] for record in records if _hashable(record.get("kind")) is not None}
@@ -147,6 +144,14 @@ def check_same_kind(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> Non
     if len(set(kinds)) > 1:
         described = ", ".join(f"{name} is {RUN_KINDS[kind]} run" for name, kind in zip(names, kinds, strict=True))
         raise DifferentRunsError(f"runs of different kinds cannot be compared: {described}")
+
+
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
+def _values(record: dict, fields: Sequence[str]) -> tuple:
+    """``_hashable`` of each field of ``record``; plain values (most of them) pass without a call."""
+    return tuple(value if type(value) in _PLAIN else _hashable(value) for value in map(record.get, fields))
 
 
 def _hashable(value: object) -> object:
@@ -180,12 +185,12 @@ def _by_case(records: Iterable[dict], which: str) -> Cases:
     timed step; from the samples where a record lacks it) and the per-repeat medians."""
     cases: Cases = {}
     for record in records:
-        key = tuple(_hashable(record.get(field)) for field in CASE_FIELDS)
+        key = _values(record, CASE_FIELDS)
         if key in cases:
             raise ValueError(f"the {which} run holds case {record['case_id']} twice")
         record = dict(record)
         record["device_kind"] = str(record.get("device", "")).split(":")[0]
-        record["measured_as"] = tuple(_hashable(record.get(field)) for field in COMPARABLE_FIELDS)
+        record["measured_as"] = _values(record, COMPARABLE_FIELDS)
         if REPEAT_MEDIANS not in record:
             record[REPEAT_MEDIANS] = repeat_medians(record)
         median = _number(record.get("step_time_ms"))
@@ -588,7 +593,7 @@ def flag_series(runs: Sequence[SeriesRun], baseline_runs: int = 1, **options: fl
     judged = []
     before: list[tuple[str, Cases, str]] = []  # (run id, cases, kind) of the complete runs so far
     for run in runs:
-        cases, kind = _by_case(run.records, "candidate"), _records_kind(run.records)
+        cases, kind = _by_case(run.records, "candidate"), records_kind(run.records)
         judged.append(_against(before, cases, kind, baseline_runs, options) if before else NO_VERDICTS)
         if run.status == "complete":
             before.append((run.run_id, cases, kind))
@@ -662,6 +667,10 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
         )
     reference = reference or labels[0]
     if reference not in labels:
+        # Imported here: the models package loads torch, which nothing else here needs (the
+        # dashboard judges years of nights in processes that should start in a second).
+        from models.registry import UnknownNameError
+
         raise UnknownNameError("device", reference, labels)
     check_same_kind(frames, names)
     suites = [", ".join(sorted(set(frame["suite"].dropna()))) if "suite" in frame else "" for frame in frames]
