@@ -14,7 +14,10 @@ the large fp32 cases run out of memory on the smaller GPU; a run now and then st
 Then it generates the whole site into ``--work``/site ``--repeats`` times, each in a fresh
 process (no warm caches of ours; the operating system's file cache is warm, as it is for a
 nightly job that has just written the history), and prints the median and range of the wall
-times, the site's size and the largest page's data. Only the generation is timed.
+times, the part of them that is convbench's start-up (``convbench dashboard --help``: the
+command line loads torch to build its parser, as every command does), the site's size, the
+largest file a page loads, and the machine with its load average (other processes on a
+shared machine slow every figure). Only the generation is timed, not the history's build.
 """
 
 from __future__ import annotations
@@ -131,12 +134,10 @@ def build_history(path: Path, machines: int, nights: int, seed: int = 0) -> None
             print(f"  night {night + 1} of {nights}", file=sys.stderr, flush=True)
 
 
-def _generate(history_path: Path, site: Path, baseline_runs: int) -> float:
-    """Seconds one ``convbench dashboard`` takes, in a fresh process."""
-    command = [sys.executable, "-m", "bench", "dashboard", "--history", str(history_path), "--output", str(site)]
-    command += ["--baseline-runs", str(baseline_runs)]
+def _seconds(*arguments: str) -> float:
+    """Wall seconds of ``convbench ARGUMENTS`` in a fresh process."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "bench", *arguments], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -164,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(path.with_suffix(".partial"), path)
         print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     site = args.work / "site"
-    times = [_generate(path, site, args.baseline_runs) for _ in range(args.repeats)]
+    arguments = ["dashboard", "--history", str(path), "--output", str(site), "--baseline-runs", str(args.baseline_runs)]
+    times = [_seconds(*arguments) for _ in range(args.repeats)]
+    start_up = [_seconds("dashboard", "--help") for _ in range(args.repeats)]
     data = [p for p in site.rglob("*") if p.is_file()]
     largest = max((p for p in data if "data" in p.parts), key=lambda p: p.stat().st_size)
+    cases = [p for p in data if len(p.relative_to(site).parts) == 3]  # data/<page>/<case>.js
     summary = {
         "runs": args.machines * args.nights,
         "cases per run": 224,
@@ -174,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         "baseline runs": args.baseline_runs,
         "seconds (median)": round(statistics.median(times), 1),
         "seconds (all)": [round(t, 1) for t in times],
+        "of which start-up (median)": round(statistics.median(start_up), 1),
         "site files": len(data),
         "site MiB": round(sum(p.stat().st_size for p in data) / 2**20, 1),
         "largest data file": f"{largest.relative_to(site)} ({largest.stat().st_size / 2**10:.0f} KiB)",
+        "a case's points (median KiB)": round(statistics.median(p.stat().st_size for p in cases) / 2**10),
         "machine": f"{_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "load average (1, 5, 15 min) after": os.getloadavg(),
     }

@@ -49,9 +49,10 @@ CPUs, on either side, says so in its note: its verdict may be the neighbours', n
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -582,39 +583,63 @@ class RunVerdicts:
 NO_VERDICTS = RunVerdicts({}, {}, None, ())
 
 
-def flag_series(runs: Sequence[SeriesRun], baseline_runs: int = 1, **options: float) -> list[RunVerdicts]:
+def flag_series(
+    runs: Sequence[SeriesRun], baseline_runs: int = 1, judge: range | None = None, **options: float
+) -> list[RunVerdicts]:
     """Each of ``runs`` (one suite on one machine, oldest first) judged as ``compare previous
     RUN --baseline-runs N`` judges it: against the complete run before it and, with
     ``baseline_runs`` N > 1, the N - 1 complete runs before that which share a case with it
     measured the same way. Cases measured differently from the previous run get no verdict;
     a run of another kind than the previous one, or with no case in common, gets none at all.
-    Each run's records are read once, however many comparisons they take part in; ``options``
-    are ``compare_runs``'s thresholds and alpha."""
+
+    ``judge``: the indices of the runs to judge (default all), so that parts of a long series
+    can be judged apart, each reading only the runs it compares with. A run's records are read
+    once, however many comparisons they take part in; ``options`` are ``compare_runs``'s
+    thresholds and alpha. Returns one RunVerdicts per judged run, in order."""
+    complete = [i for i, run in enumerate(runs) if run.status == "complete"]
+    digested: dict[int, tuple[Cases, str]] = {}
+
+    def digest(index: int) -> tuple[Cases, str]:
+        if index not in digested:
+            records = runs[index].records
+            digested[index] = (_by_case(records, "candidate"), records_kind(records))
+        return digested[index]
+
     judged = []
-    before: list[tuple[str, Cases, str]] = []  # (run id, cases, kind) of the complete runs so far
-    for run in runs:
-        cases, kind = _by_case(run.records, "candidate"), records_kind(run.records)
-        judged.append(_against(before, cases, kind, baseline_runs, options) if before else NO_VERDICTS)
-        if run.status == "complete":
-            before.append((run.run_id, cases, kind))
+    for index in range(len(runs)) if judge is None else judge:
+        before = bisect.bisect_left(complete, index)  # complete[:before] started before this run
+        if not before:
+            judged.append(NO_VERDICTS)
+            continue
+        previous = complete[before - 1]
+        earlier = (complete[i] for i in range(before - 2, -1, -1))
+        judged.append(_against(runs, digest, index, previous, earlier, baseline_runs, options))
     return judged
 
 
 def _against(
-    before: list[tuple[str, Cases, str]], cases: Cases, kind: str, baseline_runs: int, options: dict
+    runs: Sequence[SeriesRun],
+    digest: Callable[[int], tuple[Cases, str]],
+    index: int,
+    previous: int,
+    earlier: Iterator[int],
+    baseline_runs: int,
+    options: dict,
 ) -> RunVerdicts:
-    previous_id, previous, previous_kind = before[-1]
-    skip = {case for case, *_ in _mismatches(previous, cases)}
-    base = {key: record for key, record in previous.items() if record["case_id"] not in skip}
+    """Run ``index`` against run ``previous`` and the first of ``earlier`` (complete runs,
+    latest first) that can join it."""
+    (cases, kind), (before, previous_kind) = digest(index), digest(previous)
+    skip = {case for case, *_ in _mismatches(before, cases)}
+    base = {key: record for key, record in before.items() if record["case_id"] not in skip}
     cand = {key: record for key, record in cases.items() if record["case_id"] not in skip}
     if not base or not cand or kind != previous_kind:
         return NO_VERDICTS
-    joining = (run for run in reversed(before[:-1]) if _joins(run[1], previous))
-    earlier = list(itertools.islice(joining, baseline_runs - 1))[::-1]
+    joining = (i for i in earlier if _joins(digest(i)[0], before))
+    joined = list(itertools.islice(joining, baseline_runs - 1))[::-1]
     rows = _judge_steps(
         base,
         cand,
-        [run[1] for run in earlier],
+        [digest(i)[0] for i in joined],
         options.get("threshold", DEFAULT_THRESHOLD),
         options.get("memory_threshold", DEFAULT_MEMORY_THRESHOLD),
         options.get("alpha", DEFAULT_ALPHA),
@@ -626,7 +651,7 @@ def _against(
         time={row["case"]: row["time"] for row in cases_rows},
         memory={row["case"]: row["memory"] for row in cases_rows},
         all_cases=next((row["time"] for row in rows if row["case"] == ALL_CASES), None),
-        baseline=tuple(run[0] for run in earlier) + (previous_id,),
+        baseline=tuple(runs[i].run_id for i in [*joined, previous]),
     )
 
 

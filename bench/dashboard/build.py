@@ -1,13 +1,8 @@
-"""``convbench dashboard``: the whole site from the history, one series at a time (so memory
-holds one series' records, not the history's), published atomically (``site.publish``).
-
-Series are independent (each is judged against its own earlier runs), so they are written
-in parallel, one process per CPU this process may use: judging every run of years of nights
-is the bulk of the work. The processes are forked (where the platform can), as torch's data
-loader forks its workers: a fresh interpreter (``spawn``) would run again the main module of
-a script that calls ``build_site`` without an ``if __name__ == "__main__"`` guard. No history
-connection is open when they start; each opens its own.
-"""
+"""``convbench dashboard``: the whole site from the history, published atomically
+(``site.publish``). With at least as many series (suite × machine) as CPUs, whole series are
+written in parallel, one forked process each (see ``series`` for why forked); with fewer,
+one series after another, each judged in parallel parts. Either way a process holds one
+series' records at a time, not the history's."""
 
 from __future__ import annotations
 
@@ -23,7 +18,7 @@ from urllib.parse import quote
 
 from bench.analyse.compare import DEFAULT_THRESHOLD
 from bench.dashboard import content, html
-from bench.dashboard.series import Night, Series, read_series, series_keys
+from bench.dashboard.series import Night, Series, can_fork, cpus, read_series, series_keys
 from bench.dashboard.site import check_output, copy_assets, plotly_js, publish
 from bench.record import utc_now
 
@@ -67,9 +62,10 @@ def build_site(
     def write(folder: Path) -> None:
         copy_assets(folder, plotly)
         (folder / "data").mkdir()
-        job = functools.partial(_series_pages, folder, history_path, output, baseline_runs, threshold)
+        whole = len(keys) >= cpus() > 1 and can_fork()  # whole series in parallel, else parts of each
+        job = functools.partial(_series_pages, folder, history_path, output, baseline_runs, threshold, not whole)
         shown: dict[str | None, dict[str, tuple[Series, int]]] = {}  # suite -> machine -> (series, night)
-        for (suite, machine, _), (row, kept) in zip(keys, _map(job, keys), strict=True):
+        for (suite, machine, _), (row, kept) in zip(keys, _map(job, keys, whole), strict=True):
             rows.append(row)
             if kept is not None:
                 shown.setdefault(suite, {})[machine or "unknown machine"] = kept
@@ -86,14 +82,11 @@ def build_site(
     return Site(version, pages, list(gpu_pages.values()), sum(len(nights) for *_, nights in keys))
 
 
-def _map(function: Callable, items: Sequence) -> list:
-    """``function`` over ``items``, in order, in forked processes where there are several
-    items and CPUs (and the platform forks); else in this process."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    processes = min(len(items), cpus)
-    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+def _map(function: Callable, items: Sequence, in_parallel: bool) -> list:
+    """``function`` over ``items``, in order; ``in_parallel``: in forked processes, one per CPU."""
+    if not in_parallel:
         return [function(item) for item in items]
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(min(len(items), cpus()), mp_context=multiprocessing.get_context("fork")) as pool:
         return list(pool.map(function, items))
 
 
@@ -103,12 +96,13 @@ def _series_pages(
     output: Path,
     baseline_runs: int,
     threshold: float,
+    in_parts: bool,
     key: tuple[str | None, str | None, list[Night]],
 ) -> tuple[html.IndexRow, tuple[Series, int] | None]:
     """Write one series' page and data; return its index row and, for the GPU page, the
     series with only the records of the night that page shows (None: it has none)."""
     suite, machine, nights = key
-    series = read_series(history_path, suite, machine, nights, baseline_runs, threshold=threshold)
+    series = read_series(history_path, suite, machine, nights, baseline_runs, in_parts, threshold=threshold)
     page = content.slug(suite, machine)
     links = [_report_link(history_path, output, night) for night in nights]
     _write_series(folder, page, series, links, baseline_runs, threshold)

@@ -6,13 +6,25 @@ never from the stored records: a record holds every step-time sample, and decodi
 nights of them takes minutes. The verdicts come from ``bench.analyse.compare.flag_series``,
 the judging behind ``convbench trend``, on the same fields (the per-repeat medians column in
 place of the samples), so a point is flagged here exactly when ``compare`` flags it.
+
+Judging every run of years of nights is the bulk of the dashboard's work, and each run's
+verdicts depend only on the runs before it, so a long series can be cut into parts judged in
+parallel, one process per CPU (``judge_in_parallel``; the dashboard does so where it has
+fewer series than CPUs, and otherwise writes whole series in parallel). The processes are
+forked once the series is read, and inherit it rather than read it again (as torch's data
+loader forks its workers); a fresh interpreter (``spawn``) would also run again the main
+module of a script that calls the dashboard without an ``if __name__ == "__main__"`` guard.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +100,26 @@ def series_keys(history_path: Path | str) -> list[tuple[str | None, str | None, 
     return [(suite, machine, nights) for (suite, machine), nights in grouped.items()]
 
 
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 def read_series(
-    history_path: Path | str, suite: str | None, machine: str | None, nights: list[Night], baseline_runs: int, **options
+    history_path: Path | str,
+    suite: str | None,
+    machine: str | None,
+    nights: list[Night],
+    baseline_runs: int,
+    in_parts: bool = True,
+    **options: float,
 ) -> Series:
-    """One series with its records and verdicts (``options``: compare's thresholds)."""
+    """One series with its records and verdicts (``options``: compare's thresholds), judged
+    in parallel parts where it is long (``in_parts``, ``judge_in_parallel``)."""
     with history.connect(history_path) as connection:
         env_text = connection.execute("SELECT env FROM runs WHERE run_id = ?", (nights[-1].run_id,)).fetchone()[0]
         by_run = _records_by_run(connection, suite, machine)
@@ -100,8 +128,37 @@ def read_series(
     if series.kind == "training":
         series.verdicts = [RunVerdicts({}, {}, None, ()) for _ in nights]
     else:
-        series.verdicts = flag_series(judged, baseline_runs, **options)
+        judge = judge_in_parallel if in_parts else flag_series
+        series.verdicts = judge(judged, baseline_runs, **options)
     return series
+
+
+#: Fewest runs worth a process of their own (forking and sending verdicts back cost some).
+RUNS_PER_PROCESS = 100
+_inherited: list[SeriesRun] = []  # the series a forked judging process was started with
+
+
+def judge_in_parallel(runs: list[SeriesRun], baseline_runs: int, **options: float) -> list[RunVerdicts]:
+    """``flag_series(runs, ...)``, the runs cut into consecutive parts judged in forked
+    processes where the series is long enough and there are CPUs to spare."""
+    processes = min(cpus(), len(runs) // RUNS_PER_PROCESS)
+    if processes < 2 or not can_fork():
+        return flag_series(runs, baseline_runs, **options)
+    bounds = [len(runs) * part // processes for part in range(processes + 1)]
+    parts = [range(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
+    judge = functools.partial(_judge_part, baseline_runs=baseline_runs, options=options)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_inherit, initargs=(runs,)) as pool:
+        return [verdicts for part in pool.map(judge, parts) for verdicts in part]
+
+
+def _inherit(runs: list[SeriesRun]) -> None:
+    global _inherited
+    _inherited = runs
+
+
+def _judge_part(part: range, baseline_runs: int, options: dict) -> list[RunVerdicts]:
+    return flag_series(_inherited, baseline_runs, judge=part, **options)
 
 
 def _records_by_run(connection: sqlite3.Connection, suite: str | None, machine: str | None) -> dict[str, list[dict]]:

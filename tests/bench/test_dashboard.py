@@ -344,3 +344,25 @@ def test_a_point_opens_its_runs_report(site, browser):
         "const plot = document.getElementById('nights');plot.emit('plotly_click', {points: [{customdata: 0}]});"
     )
     assert browser.current_url.endswith("/mon-smoke-gpu-box/report.html")
+
+
+def test_a_long_series_judged_in_parts_gets_the_verdicts_it_gets_whole(results, monkeypatch):
+    """The parts, each in a forked process, look back across their first run for baselines."""
+    from bench.analyse import compare
+    from bench.dashboard import series
+
+    database = results / "history.sqlite"
+    suite, machine, nights = next(key for key in series.series_keys(database) if key[:2] == ("smoke", "gpu-box"))
+    whole = series.read_series(database, suite, machine, nights, baseline_runs=3).verdicts
+    real = compare.flag_series
+
+    def parts_only(runs, baseline_runs=1, judge=None, **options):
+        assert judge is not None, "the series was judged whole, not in parts"
+        return real(runs, baseline_runs, judge, **options)
+
+    monkeypatch.setattr(series, "flag_series", parts_only)
+    monkeypatch.setattr(series, "RUNS_PER_PROCESS", 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    in_parts = series.read_series(database, suite, machine, nights, baseline_runs=3).verdicts
+    assert in_parts == whole
+    assert [len(v.baseline) for v in whole] == [0, 1, 2, 3, 3, 3]
