@@ -65,14 +65,15 @@ def build_site(
         whole = len(keys) >= cpus() > 1 and can_fork()  # whole series in parallel, else parts of each
         job = functools.partial(_series_pages, folder, history_path, output, baseline_runs, threshold, not whole)
         shown: dict[str | None, dict[str, tuple[Series, int]]] = {}  # suite -> machine -> (series, night)
-        for (suite, machine, _), (row, kept) in zip(keys, _map(job, keys, whole), strict=True):
+        pages: dict[str | None, dict[str, str]] = {}  # suite -> machine -> its page
+        for (suite, *_), (row, kept) in zip(keys, _map(job, keys, whole), strict=True):
             rows.append(row)
+            pages.setdefault(suite, {})[row.machine] = row.page
             if kept is not None:
-                shown.setdefault(suite, {})[machine or "unknown machine"] = kept
-        page_of = {row.machine: row.page for row in rows}
+                shown.setdefault(suite, {})[row.machine] = kept
         for suite, machines in shown.items():
             if len(machines) > 1:
-                gpu_pages[suite or "no suite"] = _write_gpus(folder, suite, machines, page_of)
+                gpu_pages[suite or "no suite"] = _write_gpus(folder, suite, machines, pages[suite])
         (folder / "index.html").write_text(
             html.index_page(rows, gpu_pages, utc_now(), str(history_path)), encoding="utf-8"
         )
@@ -199,7 +200,7 @@ def _index_row(series: Series, page: str, report: str | None) -> html.IndexRow:
     )
 
 
-def _write_gpus(folder: Path, suite: str | None, machines: dict[str, tuple[Series, int]], pages: dict) -> str:
+def _write_gpus(folder: Path, suite: str | None, machines: dict[str, tuple[Series, int]], pages: dict[str, str]) -> str:
     page = "gpus-" + content.slug(suite)
     data = content.gpu_comparison(machines, pages)
     _script(folder / "data" / f"{page}.js", "convbench.pageLoaded", {"page": page, "suite": suite, **data})

@@ -213,10 +213,11 @@ def _spread(value: float | None, median: float | None, medians: list[float], how
     return _round(value / slowest), _round(value / fastest)
 
 
-def gpu_comparison(latest: dict[str, tuple[Series, int]], labels_to_pages: dict[str, str]) -> dict:
+def gpu_comparison(latest: dict[str, tuple[Series, int]], pages: dict[str, str]) -> dict:
     """One suite on several machines side by side, as ``convbench gpus`` puts them: for each
     machine's run (``latest``: machine -> its series and the night shown), per case its
-    figures and its speed-up over each device as the reference in turn (``side_by_side``)."""
+    figures and its speed-up over each device as the reference in turn (``side_by_side``);
+    ``pages``: machine -> its page of this suite."""
     frames = []
     for series, night in latest.values():
         records = series.records[night]
@@ -240,7 +241,7 @@ def gpu_comparison(latest: dict[str, tuple[Series, int]], labels_to_pages: dict[
         "devices": devices,
         "machines": list(latest),
         "runs": runs,
-        "pages": [labels_to_pages.get(machine) for machine in latest],
+        "pages": [pages.get(machine) for machine in latest],
         "value": value_column,
         "cases": [_gpu_case(case, described.get(case)) for case in cases],
         "values": {device: [_cell(by_device[device], case, value_column) for case in cases] for device in devices},

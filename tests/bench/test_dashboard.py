@@ -223,6 +223,8 @@ def test_the_gpu_page_puts_the_machines_latest_runs_side_by_side(site):
     data = page_data(site / "data" / f"{page.stem}.js")
     # In the order of the machines' first runs (the same minute: by run id), the first the reference.
     assert data["devices"] == ["AMD EPYC", H100] and data["runs"] == ["tue-smoke-cpu-box", "sat-smoke-gpu-box"]
+    smoke_pages = [f"{series_page(site, 'smoke', machine)[0]['page']}.html" for machine in ("cpu-box", "gpu-box")]
+    assert data["pages"] == smoke_pages  # each device links to its page of this suite
     cases = [case["id"] for case in data["cases"]]
     for case, (model, optimizer) in zip(cases, SMOKE, strict=True):
         assert case == case_id(model, optimizer)

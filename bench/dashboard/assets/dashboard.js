@@ -116,6 +116,9 @@ const convbench = (() => {
     if (summary.flags) latest.push(["muted", `flagged in ${summary.flags} run(s)`]);
     latest.forEach(([kind, text]) => heading.appendChild(el("span", { class: `badge ${kind}` }, text)));
     card.appendChild(heading);
+    const values = page.metrics.filter((m) => summary.latest[m.key] !== null)
+      .map((m) => `${m.label} ${format(summary.latest[m.key])} ${m.unit}`);
+    if (summary.in_latest && values.length) card.appendChild(el("p", { class: "muted latest" }, `latest run: ${values.join(" · ")}`));
     card.appendChild(el("div", { class: "plot case-plot", style: `height:${110 * page.metrics.length + 90}px` }));
     return card;
   }
