@@ -14,10 +14,11 @@ the large fp32 cases run out of memory on the smaller GPU; a run now and then st
 Then it generates the whole site into ``--work``/site ``--repeats`` times, each in a fresh
 process (no warm caches of ours; the operating system's file cache is warm, as it is for a
 nightly job that has just written the history), and prints the median and range of the wall
-times, the part of them that is convbench's start-up (``convbench dashboard --help``: the
-command line loads torch to build its parser, as every command does), the site's size, the
-largest file a page loads, and the machine with its load average (other processes on a
-shared machine slow every figure). Only the generation is timed, not the history's build.
+times, the median CPU time the command and its processes used (the work, which other
+processes on a shared machine change less than the wall time), the part of the wall time that
+is convbench's start-up (``convbench dashboard --help``: the command line loads torch to build
+its parser, as every command does), the site's size, the largest file a page loads, and the
+machine with its load average. Only the generation is timed, not the history's build.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -134,11 +136,16 @@ def build_history(path: Path, machines: int, nights: int, seed: int = 0) -> None
             print(f"  night {night + 1} of {nights}", file=sys.stderr, flush=True)
 
 
-def _seconds(*arguments: str) -> float:
-    """Wall seconds of ``convbench ARGUMENTS`` in a fresh process."""
+def _seconds(*arguments: str) -> tuple[float, float]:
+    """Wall seconds of ``convbench ARGUMENTS`` in a fresh process, and the CPU seconds (user
+    and system) it and the processes it started used: the work, which a busy machine's other
+    processes do not change as much as they change the wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bench", *arguments], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def _cpu() -> str:
@@ -166,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     site = args.work / "site"
     arguments = ["dashboard", "--history", str(path), "--output", str(site), "--baseline-runs", str(args.baseline_runs)]
-    times = [_seconds(*arguments) for _ in range(args.repeats)]
-    start_up = [_seconds("dashboard", "--help") for _ in range(args.repeats)]
+    times, cpu = zip(*(_seconds(*arguments) for _ in range(args.repeats)), strict=True)
+    start_up = [_seconds("dashboard", "--help")[0] for _ in range(args.repeats)]
     data = [p for p in site.rglob("*") if p.is_file()]
     largest = max((p for p in data if "data" in p.parts), key=lambda p: p.stat().st_size)
     cases = [p for p in data if len(p.relative_to(site).parts) == 3]  # data/<page>/<case>.js
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds (median)": round(statistics.median(times), 1),
         "seconds (all)": [round(t, 1) for t in times],
         "of which start-up (median)": round(statistics.median(start_up), 1),
+        "CPU seconds (median)": round(statistics.median(cpu), 1),
         "site files": len(data),
         "site MiB": round(sum(p.stat().st_size for p in data) / 2**20, 1),
         "largest data file": f"{largest.relative_to(site)} ({largest.stat().st_size / 2**10:.0f} KiB)",

@@ -54,7 +54,7 @@ METRICS = {
     ),
     "optimizer-step": (
         Metric("step_time", "optimizer step", "ms", _field("step_time_ms"), "direct", "time"),
-        Metric("bandwidth", "of measured bandwidth", "%", _field("bandwidth_fraction", 100.0), "inverse", "time"),
+        Metric("bandwidth", "bandwidth used", "% of measured", _field("bandwidth_fraction", 100.0), "inverse", "time"),
         Metric("achieved", "achieved bandwidth", "GB/s", _field("achieved_bandwidth_gbs"), "inverse", "time"),
     ),
     "training": (

@@ -62,8 +62,8 @@ def check_output(output: Path) -> None:
     """DashboardError unless ``output`` is free or a link to a version of a dashboard."""
     if output.is_symlink():
         target = output.parent / os.readlink(output)
-        if _is_version(target, output):
-            return
+        if _is_version(target, output) or (_named_as_version(target, output) and not target.exists()):
+            return  # ours (or ours once: a version removed by hand leaves the link dangling)
     elif not output.exists():
         return
     raise DashboardError(
@@ -72,8 +72,12 @@ def check_output(output: Path) -> None:
     )
 
 
+def _named_as_version(folder: Path, output: Path) -> bool:
+    return folder.parent == output.parent and folder.name.startswith(f".{output.name}-")
+
+
 def _is_version(folder: Path, output: Path) -> bool:
-    return folder.parent == output.parent and folder.name.startswith(f".{output.name}-") and (folder / MARKER).exists()
+    return _named_as_version(folder, output) and (folder / MARKER).exists()
 
 
 def publish(output: Path, write: Callable[[Path], None]) -> Path:

@@ -6,6 +6,7 @@ the atomic update; and the site as headless Chromium shows it."""
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -254,6 +255,8 @@ def test_an_update_swaps_the_whole_site_at_once_and_keeps_the_version_before(res
     kept = sorted(p.name for p in results.glob(".updated-*") if p.is_dir())
     assert kept == sorted(v.name for v in versions[1:])  # the version before stays for readers mid-load
     assert f"{output / 'index.html'}: 12 runs, 4 series pages, 1 GPU pages" in capsys.readouterr().out
+    shutil.rmtree(versions[-1])  # removed by hand: the link dangles, and is still the dashboard's
+    assert main(arguments) == 0 and (output / "index.html").is_file()
 
 
 def test_an_output_that_is_no_dashboard_is_refused_before_any_work(tmp_path, results, capsys):
