@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.analyse.compare import DifferentRunsError, side_by_side
-from bench.dashboard.series import Night, Series
+from bench.dashboard.series import Series
 from bench.measure.load import BUSY_FRACTION
 
 #: How a verdict is written in the page data (one letter a point: pages stay small).
@@ -223,19 +223,23 @@ def gpu_comparison(latest: dict[str, tuple[Series, int]], pages: dict[str, str])
         records = series.records[night]
         frames.append(pd.DataFrame(records).assign(run_id=series.nights[night].run_id, suite=series.suite))
     try:
-        tables = {}
-        table, notes = side_by_side(frames)
-        for reference in dict.fromkeys(table["device"]):
-            tables[reference] = side_by_side(frames, reference=reference)[0]
+        table, notes = side_by_side(frames)  # the first device the reference
+        devices = list(dict.fromkeys(table["device"]))
+        tables = {devices[0]: table}
+        tables.update({reference: side_by_side(frames, reference=reference)[0] for reference in devices[1:]})
     except DifferentRunsError as error:
         return {"error": str(error)}
-    devices = list(dict.fromkeys(table["device"]))
     cases = list(dict.fromkeys(table["case"]))
     runs = [series.nights[night].run_id for series, night in latest.values()]
     value_column = "time_to_target_s" if "time_to_target_s" in table else "throughput"
     if value_column == "throughput" and table["throughput"].isna().all():
         value_column = "step_time_ms"  # optimizer steps: no throughput, their step times
-    by_device = {device: table[table["device"] == device].set_index("case") for device in devices}
+
+    def by_device_of(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return {device: rows[rows["device"] == device].set_index("case") for device in devices}
+
+    by_device = by_device_of(table)
+    against = {reference: by_device_of(rows) for reference, rows in tables.items()}
     described = {r["case_id"]: r for series, night in latest.values() for r in series.records[night]}
     return {
         "devices": devices,
@@ -251,11 +255,8 @@ def gpu_comparison(latest: dict[str, tuple[Series, int]], pages: dict[str, str])
             for device in devices
         },
         "speedup": {
-            reference: {
-                device: [_cell(ref[ref["device"] == device].set_index("case"), case, "speedup") for case in cases]
-                for device in devices
-            }
-            for reference, ref in tables.items()
+            reference: {device: [_cell(rows, case, "speedup") for case in cases] for device, rows in by.items()}
+            for reference, by in against.items()
         },
         "notes": notes,
     }
@@ -290,8 +291,3 @@ def latest_comparable_night(series: Series) -> int | None:
     with_records = [i for i, records in enumerate(series.records) if records]
     complete = [i for i in with_records if series.nights[i].status == "complete"]
     return (complete or with_records or [None])[-1]
-
-
-def night_label(night: Night) -> str:
-    """``run id (status)`` for a run that is not complete, else the run id."""
-    return night.run_id if night.status == "complete" else f"{night.run_id} ({night.status})"
