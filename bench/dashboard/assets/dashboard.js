@@ -12,6 +12,7 @@ const convbench = (() => {
   const VERDICT = { r: "regression", i: "improvement", u: "unchanged", n: "new", m: "missing" };
   const COLORS = ["#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#000000"]; // Okabe & Ito
   const BAD = "#D55E00", GOOD = "#009E73", LOAD = "#E69F00";
+  const VALUE = { throughput: "samples/s", step_time_ms: "step ms", time_to_target_s: "s to target" };
   const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
   function pageLoaded(data) { page = data; }
@@ -297,7 +298,7 @@ const convbench = (() => {
       const traces = page.devices.map((device, d) => ({
         type: "bar", orientation: "h", name: device, y: ids, x: shown.map(([, i]) => page.speedup[reference.value][device][i]),
         marker: { color: COLORS[d % COLORS.length] }, hoverinfo: "text",
-        text: shown.map(([c, i]) => `${c.id}<br>${device}: ${format(page.values[device][i])} (${page.value})<br>` +
+        text: shown.map(([c, i]) => `${c.id}<br>${device}: ${format(page.values[device][i])} ${VALUE[page.value]}<br>` +
           `speed-up ${format(page.speedup[reference.value][device][i])} over ${reference.value}` +
           (page.status[device][i] !== "ok" ? `<br>${page.status[device][i]}` : "")),
         textposition: "none",
@@ -324,7 +325,7 @@ const convbench = (() => {
       const th = el("th", {});
       const link = page.pages[d] ? el("a", { href: page.pages[d] }, device) : el("span", {}, device);
       th.appendChild(link);
-      th.appendChild(el("div", { class: "muted" }, `${page.runs[d]}: ${page.value} · speed-up · peak MiB`));
+      th.appendChild(el("div", { class: "muted" }, `${page.runs[d]}: ${VALUE[page.value]} · speed-up · peak MiB`));
       head.appendChild(th);
     });
     grid.appendChild(head);
