@@ -899,6 +899,22 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Write the static dashboard of the history (bench.dashboard) and say where."""
+    from bench.dashboard import DashboardError, build_site
+
+    try:
+        site = build_site(args.history, args.output, args.baseline_runs, args.threshold / 100)
+    except DashboardError as error:
+        print(f"convbench dashboard: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"{args.output / 'index.html'}: {site.runs} runs, {len(site.series_pages)} series pages, "
+        f"{len(site.gpu_pages)} GPU pages"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """A run (or, with --all, the whole history) as github-action-benchmark or pytest-benchmark JSON."""
     from bench.reporting.output import emit
@@ -1148,6 +1164,23 @@ def build_parser() -> _Parser:
     add_output_options(gpus_parser)
     add_figure(gpus_parser, "results/gpus")
     gpus_parser.set_defaults(handler=cmd_gpus)
+
+    dashboard_parser = commands.add_parser(
+        "dashboard",
+        help="a static site of every case over every run, regressions marked (needs plotly)",
+        description="Write a self-contained static site from the history: an index of machines and suites with "
+        "their latest runs' verdicts, a page per suite and machine with every case over time, a page per suite "
+        "run on several machines. --output is replaced atomically (it becomes a link to the version written).",
+    )
+    dashboard_parser.add_argument(
+        "--output", type=Path, default=Path("results") / "dashboard", metavar="DIR", help="default results/dashboard"
+    )
+    dashboard_parser.add_argument(
+        "--baseline-runs", type=_positive, default=1, metavar="N", help="as for trend and compare (default 1)"
+    )
+    add_history(dashboard_parser)
+    add_threshold(dashboard_parser)
+    dashboard_parser.set_defaults(handler=cmd_dashboard)
 
     export_parser = commands.add_parser(
         "export",

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+import numpy as np
+
 
 def utc_now() -> str:
     """The current time as ISO 8601 in UTC, to the second (a Record's ``timestamp``)."""
@@ -265,6 +267,23 @@ class Record:
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(Record))
+
+
+#: The name under which readers keep ``repeat_medians`` of a record in place of its samples
+#: (a column of the history, a key ``compare`` reads).
+REPEAT_MEDIANS = "step_time_repeat_medians_ms"
+
+
+def repeat_medians(record: dict) -> list[float] | None:
+    """The median step time of each repeat of a record (a dict with ``step_time_samples_ms``,
+    ``repeats`` and ``steps``), in ms, in order; None if the samples do not split into
+    ``repeats`` blocks of ``steps``. The repeat is the unit ``compare`` tests (steps within
+    one share its conditions), and the history keeps these for it."""
+    samples = list(record.get("step_time_samples_ms") or [])
+    repeats, steps = record.get("repeats"), record.get("steps")
+    if not samples or not repeats or not steps or len(samples) != int(repeats) * int(steps):
+        return None
+    return np.median(np.reshape(samples, (int(repeats), int(steps))), axis=1).tolist()
 
 
 def _escape(text: str) -> str:

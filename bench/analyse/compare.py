@@ -49,17 +49,19 @@ CPUs, on either side, says so in its note: its verdict may be the neighbours', n
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bench.analyse.stats import holm, student_t_two_sided, welch
 from bench.measure.load import BUSY_FRACTION
-from bench.record import CASE_FIELDS, PROTOCOL_FIELDS
+from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
 from bench.train import compare as training
-from models.registry import UnknownNameError
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
 DEFAULT_THRESHOLD = 0.05
@@ -73,6 +75,16 @@ ALL_CASES = "all cases (geometric mean)"
 EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
 #: What must agree besides the case itself for two measurements to be comparable.
 COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
+#: Every Record field a step-time or memory verdict reads: a record holding these (the
+#: samples, or their per-repeat medians under REPEAT_MEDIANS in their place, as the history
+#: keeps them) is judged as the whole record would be.
+VERDICT_FIELDS = tuple(
+    dict.fromkeys(
+        (*CASE_FIELDS, *PROTOCOL_FIELDS, "case_id", "suite", "kind", "recipe", "device", "device_name", "status")
+        + ("error", "step_time_ms", "step_time_samples_ms", *EXACT_MEMORY_FIELDS, "peak_memory_bytes")
+        + ("tracked_peak_bytes", "peak_memory_source", "other_cpu_fraction")
+    )
+)
 
 
 class IncomparableError(ValueError):
@@ -105,16 +117,25 @@ RUN_KINDS = {
 def joins_baseline(run: pd.DataFrame, baseline: pd.DataFrame) -> bool:
     """Whether an earlier ``run`` can join ``baseline`` in a several-run baseline: it shares
     a case with it, and every case they share was measured the same way."""
-    shared = set(run["case_id"]) & set(baseline["case_id"]) if len(run) and len(baseline) else set()
-    return bool(shared) and not mismatches(run, baseline)
+    return _joins(_by_case(_rows(run), "earlier"), _by_case(_rows(baseline), "baseline"))
+
+
+def _joins(run: Cases, baseline: Cases) -> bool:
+    shared = {r["case_id"] for r in run.values()} & {r["case_id"] for r in baseline.values()}
+    return bool(shared) and not _mismatches(run, baseline)
 
 
 def run_kind(frame: pd.DataFrame) -> str:
     """``training`` for ``convbench train``'s runs, else the records' ``kind``
     (``training-step`` or ``optimizer-step``; records from before the field are training-step)."""
-    if training.is_training(frame):
+    return records_kind(_rows(frame, ("recipe", "kind")))
+
+
+def records_kind(records: Sequence[dict]) -> str:
+    """``run_kind`` of a run's records as dicts (``training``, ``training-step`` or ``optimizer-step``)."""
+    if any(_hashable(record.get("recipe")) is not None for record in records):
         return "training"
-    kinds = set(frame["kind"].dropna()) if "kind" in frame else set()
+    kinds = {record["kind"] for record in records if _hashable(record.get("kind")) is not None}
     return kinds.pop() if len(kinds) == 1 else "training-step"
 
 
@@ -126,9 +147,19 @@ def check_same_kind(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> Non
         raise DifferentRunsError(f"runs of different kinds cannot be compared: {described}")
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
+def _values(record: dict, fields: Sequence[str]) -> tuple:
+    """``_hashable`` of each field of ``record``; plain values (most of them) pass without a call."""
+    return tuple(value if type(value) in _PLAIN else _hashable(value) for value in map(record.get, fields))
+
+
 def _hashable(value: object) -> object:
+    if value is None or isinstance(value, str | int):  # the common case first: this runs for every field
+        return value
     # A field missing from older records (NaN in a frame, or absent) means "not set", as None does.
-    if value is None or (isinstance(value, float) and value != value):
+    if isinstance(value, float) and value != value:
         return None
     if isinstance(value, list | tuple | np.ndarray):
         return tuple(_hashable(v) for v in value)
@@ -137,13 +168,37 @@ def _hashable(value: object) -> object:
     return value
 
 
-def _by_case(frame: pd.DataFrame, which: str) -> dict[tuple, dict]:
-    cases: dict[tuple, dict] = {}
-    for record in frame.to_dict("records"):
-        key = tuple(_hashable(record.get(field)) for field in CASE_FIELDS)
+#: A run's records by case (the ``CASE_FIELDS`` values), each read once by ``_by_case``.
+Cases = dict[tuple, dict]
+
+
+def _rows(frame: pd.DataFrame, columns: Iterable[str] | None = None) -> list[dict]:
+    """The frame's rows as dicts of plain Python values, only ``columns`` (default all);
+    column by column, which is several times faster than ``DataFrame.to_dict``."""
+    names = list(frame.columns) if columns is None else [c for c in columns if c in frame.columns]
+    values = [frame[name].tolist() for name in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _by_case(records: Iterable[dict], which: str) -> Cases:
+    """The records by case, each with what every comparison reads worked out once: the
+    device kind, the median step time (the Record's ``step_time_ms``, the median of every
+    timed step; from the samples where a record lacks it) and the per-repeat medians."""
+    cases: Cases = {}
+    for record in records:
+        key = _values(record, CASE_FIELDS)
         if key in cases:
             raise ValueError(f"the {which} run holds case {record['case_id']} twice")
+        record = dict(record)
         record["device_kind"] = str(record.get("device", "")).split(":")[0]
+        record["measured_as"] = _values(record, COMPARABLE_FIELDS)
+        if REPEAT_MEDIANS not in record:
+            record[REPEAT_MEDIANS] = repeat_medians(record)
+        median = _number(record.get("step_time_ms"))
+        samples = record.get("step_time_samples_ms")
+        if median is None and samples is not None and len(samples):
+            median = float(np.median(samples))
+        record["median_ms"] = median if record.get("status") == "ok" else None
         cases[key] = record
     return cases
 
@@ -151,9 +206,14 @@ def _by_case(frame: pd.DataFrame, which: str) -> dict[tuple, dict]:
 def mismatches(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[tuple[str, str, object, object]]:
     """(case id, field, baseline value, candidate value) for each matched case and each
     ``COMPARABLE_FIELDS`` field on which the two disagree."""
-    base, cand = _by_case(baseline, "baseline"), _by_case(candidate, "candidate")
+    return _mismatches(_by_case(_rows(baseline), "baseline"), _by_case(_rows(candidate), "candidate"))
+
+
+def _mismatches(base: Cases, cand: Cases) -> list[tuple[str, str, object, object]]:
     found = []
     for key in base.keys() & cand.keys():
+        if base[key]["measured_as"] == cand[key]["measured_as"]:
+            continue
         for field in COMPARABLE_FIELDS:
             b, c = base[key].get(field), cand[key].get(field)
             if _hashable(b) != _hashable(c):
@@ -171,16 +231,6 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
     if before is None or after is None or before == 0:
         return None
     return after / before - 1.0
-
-
-def repeat_medians(record: dict) -> list[float] | None:
-    """The median step time of each repeat, or None if the samples do not split into
-    ``repeats`` blocks of ``steps``."""
-    samples = list(record.get("step_time_samples_ms") or [])
-    repeats, steps = record.get("repeats"), record.get("steps")
-    if not samples or not repeats or not steps or len(samples) != int(repeats) * int(steps):
-        return None
-    return np.median(np.reshape(samples, (int(repeats), int(steps))), axis=1).tolist()
 
 
 def between_runs(baseline_ms: Sequence[float], candidate_ms: float) -> tuple[float, float]:
@@ -293,19 +343,43 @@ def _compare_steps(
     earlier: Sequence[pd.DataFrame],
 ) -> pd.DataFrame:
     """``compare_runs`` for two benchmark runs (training step or optimizer step)."""
-    found = mismatches(baseline, candidate)
-    for older in earlier:
-        found += mismatches(older, baseline)
+    base, cand = _by_case(_rows(baseline), "baseline"), _by_case(_rows(candidate), "candidate")
+    older = [_by_case(_rows(run), "baseline") for run in earlier]
+    found = _mismatches(base, cand)
+    for run in older:
+        found += _mismatches(run, base)
     if found:
         raise IncomparableError(found)
-    base, cand = _by_case(baseline, "baseline"), _by_case(candidate, "candidate")
+    return pd.DataFrame(_judge_steps(base, cand, older, threshold, memory_threshold, alpha), columns=VERDICT_COLUMNS)
+
+
+#: The columns of ``compare_runs``'s verdicts on benchmark runs.
+VERDICT_COLUMNS = [
+    "case",
+    "time",
+    "baseline_ms",
+    "candidate_ms",
+    "time_change",
+    "p_value",
+    "memory",
+    "baseline_state_bytes",
+    "candidate_state_bytes",
+    "peak_change",
+    "note",
+]
+
+
+def _judge_steps(
+    base: Cases, cand: Cases, earlier: Sequence[Cases], threshold: float, memory_threshold: float, alpha: float
+) -> list[dict]:
+    """The verdict rows (``VERDICT_COLUMNS``) of two benchmark runs whose matched cases were
+    measured alike, ``earlier`` (oldest first) joining the baseline."""
     # Each case's median step time in every baseline run where it ran, oldest first.
     history_ms: dict[tuple, list[float]] = {}
-    for run_cases in [*(_by_case(run, "baseline") for run in earlier), base]:
+    for run_cases in [*earlier, base]:
         for key, record in run_cases.items():
-            samples = record.get("step_time_samples_ms") or []
-            if record.get("status") == "ok" and len(samples):
-                history_ms.setdefault(key, []).append(float(np.median(samples)))
+            if record["median_ms"] is not None:
+                history_ms.setdefault(key, []).append(record["median_ms"])
     rows = []
     tested: list[int] = []  # rows whose time verdict rests on the rank test
     p_values: list[float] = []
@@ -314,10 +388,8 @@ def _compare_steps(
         b, c = base.get(key), cand.get(key)
         row = {"case": (b or c)["case_id"], "time": "", "memory": "", "note": ""}
         b_ok, c_ok = b is not None and b.get("status") == "ok", c is not None and c.get("status") == "ok"
-        b_samples = list(b.get("step_time_samples_ms") or []) if b_ok else []
-        c_samples = list(c.get("step_time_samples_ms") or []) if c_ok else []
-        row["baseline_ms"] = float(np.median(b_samples)) if b_samples else None
-        row["candidate_ms"] = float(np.median(c_samples)) if c_samples else None
+        row["baseline_ms"] = b["median_ms"] if b_ok else None
+        row["candidate_ms"] = c["median_ms"] if c_ok else None
         row["time_change"] = _relative_change(row["baseline_ms"], row["candidate_ms"])
         if row["candidate_ms"] is not None:
             candidate_ms[key] = row["candidate_ms"]
@@ -344,7 +416,7 @@ def _compare_steps(
             row["note"] = f"both failed ({b.get('status')}, {c.get('status')})"
         else:
             row["memory"] = _memory_verdict(b, c, memory_threshold)
-            b_repeats, c_repeats = repeat_medians(b), repeat_medians(c)
+            b_repeats, c_repeats = b[REPEAT_MEDIANS], c[REPEAT_MEDIANS]
             runs_ms = history_ms.get(key, [])
             if earlier and len(runs_ms) >= MIN_BASELINE_RUNS and row["candidate_ms"]:
                 change, p = between_runs(runs_ms, row["candidate_ms"])
@@ -368,20 +440,7 @@ def _compare_steps(
         rows[index]["time"] = _verdict(rows[index]["time_change"], threshold, significant=p < alpha)
     if earlier:
         rows += _all_cases_row(history_ms, candidate_ms, len(earlier) + 1, threshold, alpha)
-    columns = [
-        "case",
-        "time",
-        "baseline_ms",
-        "candidate_ms",
-        "time_change",
-        "p_value",
-        "memory",
-        "baseline_state_bytes",
-        "candidate_state_bytes",
-        "peak_change",
-        "note",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return rows
 
 
 def _all_cases_row(
@@ -474,38 +533,126 @@ def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float
     ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
     all-cases verdict where there is one. The first run of each series, and cases measured
     differently from the run before, get no verdict (None). Training runs have no step times
-    to trend and are left out."""
+    to trend and are left out. ``flag_series`` does the judging, one series at a time."""
     if "recipe" in history:
         history = history[history["recipe"].isna()]
     flagged = []
     for _, series in history.groupby(["suite", "machine"], sort=False, dropna=False):
         order = series.drop_duplicates("run_id").sort_values(["started", "run_id"])["run_id"].tolist()
-        before: list[pd.DataFrame] = []  # the runs so far, oldest first
-        for run_id in order:
-            current = series[series["run_id"] == run_id].copy()
-            current["time"] = current["memory"] = current["all_cases"] = None
-            if before:
-                previous = before[-1]
-                joining = [run for run in reversed(before[:-1]) if joins_baseline(run, previous)]
-                earlier = joining[: baseline_runs - 1][::-1]
-                skip = {case for case, *_ in mismatches(previous, current)}
-                comparable = ~current["case_id"].isin(skip)
-                try:
-                    verdicts = compare_runs(
-                        previous[~previous["case_id"].isin(skip)], current[comparable], earlier=earlier, **options
-                    )
-                except DifferentRunsError:  # nothing in common with the run before: no verdicts
-                    verdicts = pd.DataFrame(columns=["case", "time", "memory"])
-                by_case = verdicts.set_index("case")
-                current.loc[comparable, "time"] = current.loc[comparable, "case_id"].map(by_case["time"])
-                current.loc[comparable, "memory"] = current.loc[comparable, "case_id"].map(by_case["memory"])
-                if ALL_CASES in by_case.index:
-                    current["all_cases"] = by_case.loc[ALL_CASES, "time"]
+        by_run = dict(tuple(series.groupby("run_id", sort=False)))
+        runs = [
+            SeriesRun(run_id, _run_status(by_run[run_id]), _rows(by_run[run_id], VERDICT_FIELDS)) for run_id in order
+        ]
+        for run, verdicts in zip(runs, flag_series(runs, baseline_runs, **options), strict=True):
+            current = by_run[run.run_id].copy()
+            current["time"] = [verdicts.time.get(case) for case in current["case_id"]]
+            current["memory"] = [verdicts.memory.get(case) for case in current["case_id"]]
+            current["all_cases"] = verdicts.all_cases
             flagged.append(current)
-            # Only complete runs are baselines, as for compare's previous and --baseline-runs.
-            if current.get("run_status", pd.Series(["complete"])).iloc[0] == "complete":
-                before.append(series[series["run_id"] == run_id])
     return pd.concat(flagged) if flagged else history.assign(time=None, memory=None, all_cases=None)
+
+
+def _run_status(run: pd.DataFrame) -> str:
+    # A frame without run statuses (records read from run folders) counts as complete runs.
+    return run["run_status"].iloc[0] if "run_status" in run else "complete"
+
+
+@dataclass(frozen=True)
+class SeriesRun:
+    """One run of a series (one suite on one machine) for ``flag_series``: its id, its status
+    (only ``complete`` runs become baselines) and its records as dicts holding at least the
+    ``VERDICT_FIELDS`` they have (the step-time samples, or ``REPEAT_MEDIANS`` instead)."""
+
+    run_id: str
+    status: str | None
+    records: list[dict]
+
+
+@dataclass(frozen=True)
+class RunVerdicts:
+    """A run's verdicts against the runs before it: ``time`` and ``memory`` by case id (cases
+    not judged are absent), the all-cases verdict where there is one, and ``baseline``: the
+    run ids judged against, oldest first, the previous run last (empty: none)."""
+
+    time: dict[str, str]
+    memory: dict[str, str]
+    all_cases: str | None
+    baseline: tuple[str, ...]
+
+
+NO_VERDICTS = RunVerdicts({}, {}, None, ())
+
+
+def flag_series(
+    runs: Sequence[SeriesRun], baseline_runs: int = 1, judge: range | None = None, **options: float
+) -> list[RunVerdicts]:
+    """Each of ``runs`` (one suite on one machine, oldest first) judged as ``compare previous
+    RUN --baseline-runs N`` judges it: against the complete run before it and, with
+    ``baseline_runs`` N > 1, the N - 1 complete runs before that which share a case with it
+    measured the same way. Cases measured differently from the previous run get no verdict;
+    a run of another kind than the previous one, or with no case in common, gets none at all.
+
+    ``judge``: the indices of the runs to judge (default all), so that parts of a long series
+    can be judged apart, each reading only the runs it compares with. A run's records are read
+    once, however many comparisons they take part in; ``options`` are ``compare_runs``'s
+    thresholds and alpha. Returns one RunVerdicts per judged run, in order."""
+    complete = [i for i, run in enumerate(runs) if run.status == "complete"]
+    digested: dict[int, tuple[Cases, str]] = {}
+
+    def digest(index: int) -> tuple[Cases, str]:
+        if index not in digested:
+            records = runs[index].records
+            digested[index] = (_by_case(records, "candidate"), records_kind(records))
+        return digested[index]
+
+    judged = []
+    for index in range(len(runs)) if judge is None else judge:
+        before = bisect.bisect_left(complete, index)  # complete[:before] started before this run
+        if not before:
+            judged.append(NO_VERDICTS)
+            continue
+        previous = complete[before - 1]
+        earlier = (complete[i] for i in range(before - 2, -1, -1))
+        judged.append(_against(runs, digest, index, previous, earlier, baseline_runs, options))
+    return judged
+
+
+def _against(
+    runs: Sequence[SeriesRun],
+    digest: Callable[[int], tuple[Cases, str]],
+    index: int,
+    previous: int,
+    earlier: Iterator[int],
+    baseline_runs: int,
+    options: dict,
+) -> RunVerdicts:
+    """Run ``index`` against run ``previous`` and the first of ``earlier`` (complete runs,
+    latest first) that can join it."""
+    (cases, kind), (before, previous_kind) = digest(index), digest(previous)
+    skip = {case for case, *_ in _mismatches(before, cases)}
+    base = {key: record for key, record in before.items() if record["case_id"] not in skip}
+    cand = {key: record for key, record in cases.items() if record["case_id"] not in skip}
+    if not base or not cand or kind != previous_kind:
+        return NO_VERDICTS
+    joining = (i for i in earlier if _joins(digest(i)[0], before))
+    joined = list(itertools.islice(joining, baseline_runs - 1))[::-1]
+    rows = _judge_steps(
+        base,
+        cand,
+        [digest(i)[0] for i in joined],
+        options.get("threshold", DEFAULT_THRESHOLD),
+        options.get("memory_threshold", DEFAULT_MEMORY_THRESHOLD),
+        options.get("alpha", DEFAULT_ALPHA),
+    )
+    if all(row["time"] in ("new", "missing") for row in rows):  # no case in common
+        return NO_VERDICTS
+    cases_rows = [row for row in rows if row["case"] != ALL_CASES]
+    return RunVerdicts(
+        time={row["case"]: row["time"] for row in cases_rows},
+        memory={row["case"]: row["memory"] for row in cases_rows},
+        all_cases=next((row["time"] for row in rows if row["case"] == ALL_CASES), None),
+        baseline=tuple(runs[i].run_id for i in [*joined, previous]),
+    )
 
 
 def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:
@@ -545,6 +692,10 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
         )
     reference = reference or labels[0]
     if reference not in labels:
+        # Imported here: the models package loads torch, which nothing else here needs (the
+        # dashboard judges years of nights in processes that should start in a second).
+        from models.registry import UnknownNameError
+
         raise UnknownNameError("device", reference, labels)
     check_same_kind(frames, names)
     suites = [", ".join(sorted(set(frame["suite"].dropna()))) if "suite" in frame else "" for frame in frames]

@@ -3,13 +3,17 @@
     results/history.sqlite
         runs    one row per run: id, suite, status, times, host, machine, device, commit,
                 counts, and the run's manifest, env.json and suite.toml as written
-        cases   one row per (run, case): the configuration and headline figures as columns
-                for queries, and the whole Record as JSON (step-time samples included), so
-                ``compare`` and ``trend`` can work from the history alone
+        cases   one row per (run, case): the configuration, the protocol and the figures the
+                verdicts and the dashboard read as columns for queries (with the median of
+                each repeat, ``step_time_repeat_medians_ms``), and the whole Record as JSON
+                (step-time samples included), so ``compare`` and ``trend`` can work from the
+                history alone
 
 The schema's version is SQLite's ``user_version``; opening a database applies the
 ``MIGRATIONS`` it has not seen, in order, inside one transaction. A database written by a
 newer convbench (a higher version than this one knows) is refused rather than guessed at.
+Migration 3 fills its derived column with an SQL function that every connection registers
+(``convbench_repeat_medians``), so it must stay registered for as long as migration 3 exists.
 
 Concurrency: two runs finishing at the same moment (two processes, one file) must both
 land whole. Each run is added in a single ``BEGIN IMMEDIATE`` transaction, which takes the
@@ -42,7 +46,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from bench.record import utc_now
+from bench.record import REPEAT_MEDIANS, repeat_medians, utc_now
 from bench.storage.store import MANIFEST, Run, effective_status, load_run, writer_alive
 
 DEFAULT_NAME = "history.sqlite"
@@ -67,6 +71,48 @@ _CASE_COLUMNS = (
     "optimizer_state_bytes",
     "peak_memory_bytes",
 )
+#: Record fields that schema version 3 added as columns (name, SQL type), so that the
+#: dashboard and the verdicts over years of nights read them without decoding every
+#: record (a record holds every step-time sample). Lists and dicts are stored as JSON.
+RECORD_COLUMNS_V3 = (
+    ("kind", "TEXT"),
+    ("recipe", "TEXT"),
+    ("error", "TEXT"),
+    ("input_shape", "TEXT"),
+    ("hyperparameters", "TEXT"),
+    ("model_kwargs", "TEXT"),
+    ("compile_mode", "TEXT"),
+    ("strategy", "TEXT"),
+    ("world_size", "INTEGER"),
+    ("sync_batchnorm", "INTEGER"),
+    ("steps", "INTEGER"),
+    ("warmup", "INTEGER"),
+    ("repeats", "INTEGER"),
+    ("detailed", "INTEGER"),
+    ("step_time_iqr_ms", "REAL"),
+    ("param_bytes", "INTEGER"),
+    ("grad_bytes", "INTEGER"),
+    ("tracked_peak_bytes", "INTEGER"),
+    ("peak_memory_source", "TEXT"),
+    ("other_cpu_fraction", "REAL"),
+    ("achieved_bandwidth_gbs", "REAL"),
+    ("bandwidth_fraction", "REAL"),
+    ("seed", "INTEGER"),
+    ("target_accuracy", "REAL"),
+    ("time_to_target_s", "REAL"),
+    ("final_test_accuracy", "REAL"),
+    ("train_throughput", "REAL"),
+)
+# One column of version 3 is no Record field: REPEAT_MEDIANS, the median step time of each
+# repeat (``bench.record.repeat_medians``, JSON), what ``compare``'s test on repeats reads.
+#: Every column of ``cases`` but the record itself: what a reader can query without
+#: decoding records (lists and dicts as JSON text, booleans as 0 / 1).
+CASE_QUERY_COLUMNS = (*_CASE_COLUMNS, *(name for name, _ in RECORD_COLUMNS_V3), REPEAT_MEDIANS)
+#: An index of ``cases`` holding every CASE_QUERY_COLUMNS column: querying those by run reads
+#: the index, never the records (``INDEXED BY`` it where that matters).
+FIGURES_INDEX = "cases_figures"
+#: The SQL function, registered on every connection, that fills it in migration 3.
+_REPEAT_MEDIANS_FUNCTION = "convbench_repeat_medians"
 
 #: Migration i takes the schema from version i to version i + 1; never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -117,6 +163,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN machine TEXT",
         "UPDATE runs SET machine = COALESCE(json_extract(manifest, '$.machine'), hostname)",
     ),
+    (
+        *(f"ALTER TABLE cases ADD COLUMN {name} {kind}" for name, kind in RECORD_COLUMNS_V3),
+        f"ALTER TABLE cases ADD COLUMN {REPEAT_MEDIANS} TEXT",
+        "UPDATE cases SET "
+        + ", ".join(f"{name} = json_extract(record, '$.{name}')" for name, _ in RECORD_COLUMNS_V3)
+        + f", {REPEAT_MEDIANS} = {_REPEAT_MEDIANS_FUNCTION}(record)",
+        "CREATE INDEX runs_by_series ON runs (suite, machine, started)",
+        # Covering: a query of these columns by run reads this index alone. The table's rows hold
+        # each record (kilobytes of samples), which a column added after it is stored behind.
+        f"CREATE INDEX {FIGURES_INDEX} ON cases (run_id, {', '.join(c for c in CASE_QUERY_COLUMNS)})",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -154,6 +211,24 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+def _repeat_medians_json(record: str) -> str | None:
+    """The ``REPEAT_MEDIANS`` value of a record stored as JSON."""
+    medians = repeat_medians(json.loads(record))
+    return None if medians is None else json.dumps(medians)
+
+
+def _case_row(run_id: str, record: dict) -> tuple:
+    """The ``cases`` row of one record: its columns, lists and dicts as JSON, the whole record."""
+    values = [record.get(c) for c in _CASE_COLUMNS]
+    values += [_sql_value(record.get(name)) for name, _ in RECORD_COLUMNS_V3]
+    medians = repeat_medians(record)
+    return (*values, None if medians is None else json.dumps(medians), run_id, json.dumps(record))
+
+
+def _sql_value(value: object) -> object:
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
@@ -205,6 +280,7 @@ def connect(path: Path | str = DEFAULT_PATH, create: bool = False) -> Iterator[s
     try:
         try:
             connection.execute("PRAGMA foreign_keys = ON")
+            connection.create_function(_REPEAT_MEDIANS_FUNCTION, 1, _repeat_medians_json, deterministic=True)
             _check_tables(connection, path)
             _retry_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
             _retry_locked(lambda: _migrate(connection, path))
@@ -280,10 +356,10 @@ def _insert(connection: sqlite3.Connection, run: Run) -> bool:
                 machine_of(run),
             ),
         )
+        columns = [*CASE_QUERY_COLUMNS, "run_id", "record"]
         connection.executemany(
-            f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, run_id, record) "
-            f"VALUES ({', '.join('?' * (len(_CASE_COLUMNS) + 2))})",
-            [tuple(r.get(c) for c in _CASE_COLUMNS) + (run.run_id, json.dumps(r)) for r in run.records],
+            f"INSERT INTO cases ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [_case_row(run.run_id, r) for r in run.records],
         )
     return True
 
@@ -300,6 +376,13 @@ def ingest(run_dirs: Iterable[Path | str], history_path: Path | str = DEFAULT_PA
                 f"run {run.run_id} is still running (process {run.manifest.get('pid')} on "
                 f"{run.manifest.get('hostname')}); it adds itself to the history when it ends"
             )
+    return add_runs(runs, history_path)
+
+
+def add_runs(runs: Iterable[Run], history_path: Path | str = DEFAULT_PATH) -> list[tuple[str, bool]]:
+    """Add runs already read (``load_run``, or built in memory, as the dashboard's scale
+    benchmark builds years of nights) to the history, each in its own transaction; returns
+    (run id, added) per run, ``added`` False for a run the history already holds."""
     with connect(history_path, create=True) as connection:
         return [(run.run_id, _retry_locked(lambda run=run: _insert(connection, run))) for run in runs]
 

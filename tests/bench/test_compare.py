@@ -490,3 +490,18 @@ def test_a_run_measured_differently_takes_no_place_among_the_baseline_runs(tmp_p
     ingest([*runs, night("fri", 5), night("sat", 6)], tmp_path / "h.sqlite")
     baseline, _, earlier = resolve_runs("fri", "sat", tmp_path / "h.sqlite", baseline_runs=3)
     assert baseline.run_id == "fri" and [run.run_id for run in earlier] == ["mon", "tue"]
+
+
+def test_flag_history_reads_each_run_once_however_many_comparisons_it_joins(tmp_path, monkeypatch):
+    """Each run is a baseline for the runs after it: reading its records again for every
+    comparison (and checking every earlier run for a place in the baseline) made a year of
+    nights take hours. Each run's records are digested once."""
+    from bench.analyse import compare
+
+    digested = []
+    by_case = compare._by_case
+    monkeypatch.setattr(compare, "_by_case", lambda records, which: digested.append(which) or by_case(records, which))
+    runs = [(day, {}) for day in ("mon", "tue", "wed", "thu", "fri", "sat")]
+    flagged = flag_history(history_frame(tmp_path, runs), baseline_runs=3)
+    assert len(digested) == len(runs)
+    assert flagged["time"].notna().sum() == 4 * (len(runs) - 1)

@@ -84,6 +84,46 @@ def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path):
         history.runs(database)
 
 
+def test_a_version_2_history_gets_the_record_columns_and_repeat_medians_of_its_cases(tmp_path):
+    """Migration 3 fills the columns it adds from each stored record: the fields as they are,
+    and the median of each repeat (3 repeats of 2 steps here, medians known by hand)."""
+    database = tmp_path / "history.sqlite"
+    steps = [10.0, 12.0, 20.0, 30.0, 7.0, 9.0]  # repeat medians 11, 25 and 8 ms
+    one = record("r1", "cnn", "adam", steps, repeats=3, steps=2, other_cpu_fraction=0.4)
+    run = load_run(write_run(tmp_path, "r1", [one, record("r1", "resnet20", "sgdm", status="oom")]))
+    with sqlite3.connect(database) as connection:  # a history as version 2 wrote it
+        for statements in history.MIGRATIONS[:2]:
+            for statement in statements:
+                connection.execute(statement)
+        connection.execute("PRAGMA user_version = 2")
+        connection.execute(
+            "INSERT INTO runs (run_id, suite, status, machine, manifest, env, suite_toml, recorded) "
+            "VALUES ('r1', 'smoke', 'complete', 'box', '{}', '{}', '', '')"
+        )
+        for stored in run.records:
+            connection.execute(
+                "INSERT INTO cases (run_id, case_id, status, record) VALUES ('r1', ?, ?, ?)",
+                (stored["case_id"], stored["status"], json.dumps(stored)),
+            )
+    with history.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT kind, steps, repeats, input_shape, hyperparameters, other_cpu_fraction, error, "
+            "step_time_repeat_medians_ms FROM cases ORDER BY rowid"
+        ).fetchall()
+    kind, steps_, repeats, shape, hyperparameters, load, error, medians = rows[0]
+    assert (kind, steps_, repeats, json.loads(shape), load, error) == ("training-step", 2, 3, [1, 28, 28], 0.4, None)
+    assert json.loads(hyperparameters) == {"lr": 0.001}
+    assert json.loads(medians) == [11.0, 25.0, 8.0]
+    assert rows[1][6] == "CUDA out of memory" and rows[1][7] is None  # no samples, no medians
+    # A run added now gets the same columns from the runner's records.
+    record_run(write_run(tmp_path, "r2", [record("r2", "cnn", "adam", steps, repeats=3, steps=2)]), database)
+    with history.connect(database) as connection:
+        added = connection.execute(
+            "SELECT steps, repeats, input_shape, step_time_repeat_medians_ms FROM cases WHERE run_id = 'r2'"
+        ).fetchone()
+    assert (added[0], added[1], json.loads(added[2]), json.loads(added[3])) == (2, 3, [1, 28, 28], [11.0, 25.0, 8.0])
+
+
 def _record_many(database, run_dirs, barrier) -> None:
     barrier.wait()
     for run_dir in run_dirs:
