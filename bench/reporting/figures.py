@@ -8,6 +8,7 @@ papers, with embedded TrueType fonts) side by side.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -40,18 +41,26 @@ def use_theme() -> None:
     )
 
 
-def save(figure: Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` and close the figure; returns both paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+def save(figure: Figure, stem: Path, inside: Path | None = None) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` and close the figure; returns both paths. Each is
+    drawn in memory and written by ``bench.storage.store.write_atomic`` (a link is followed,
+    a device or FIFO written to, never replaced); ``inside``: the run folder they belong to,
+    where no link is followed at all."""
+    from bench.storage.store import write_atomic
+
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     # Lay the figure out once (positions are fractions of the figure, the same at any dpi)
     # rather than once per file: the layout is most of the time a save takes.
     if figure.get_layout_engine() is not None:
         figure.get_layout_engine().execute(figure)
         figure.set_layout_engine("none")
-    figure.savefig(paths[0], dpi=PNG_DPI)
-    figure.savefig(paths[1])
-    plt.close(figure)
+    try:
+        for path, options in zip(paths, ({"format": "png", "dpi": PNG_DPI}, {"format": "pdf"}), strict=True):
+            drawn = io.BytesIO()
+            figure.savefig(drawn, **options)
+            write_atomic(path, drawn.getvalue(), inside=inside)
+    finally:
+        plt.close(figure)
     return paths
 
 
