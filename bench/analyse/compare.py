@@ -50,6 +50,7 @@ CPUs, on either side, says so in its note: its verdict may be the neighbours', n
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -171,6 +172,21 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
     if before is None or after is None or before == 0:
         return None
     return after / before - 1.0
+
+
+def _step_samples(record: dict, side: str) -> list[float]:
+    """The record's step-time samples (ms), every one finite and above zero: a NaN, an
+    infinity, zero or a negative time is no measurement, and judging it would give a verdict
+    (``unchanged``, or a logarithm's NaN) about nothing. Raises DifferentRunsError naming
+    the side, the case and the value."""
+    samples = list(record.get("step_time_samples_ms") or [])
+    for sample in samples:
+        if isinstance(sample, bool) or not isinstance(sample, numbers.Real) or not math.isfinite(sample) or sample <= 0:
+            raise DifferentRunsError(
+                f"the {side}'s case {record.get('case_id')} has a step time of {sample!r} ms, which is no "
+                "measurement: compare judges finite step times above zero only"
+            )
+    return samples
 
 
 def repeat_medians(record: dict) -> list[float] | None:
@@ -303,7 +319,7 @@ def _compare_steps(
     history_ms: dict[tuple, list[float]] = {}
     for run_cases in [*(_by_case(run, "baseline") for run in earlier), base]:
         for key, record in run_cases.items():
-            samples = record.get("step_time_samples_ms") or []
+            samples = _step_samples(record, "baseline")
             if record.get("status") == "ok" and len(samples):
                 history_ms.setdefault(key, []).append(float(np.median(samples)))
     rows = []
@@ -314,8 +330,8 @@ def _compare_steps(
         b, c = base.get(key), cand.get(key)
         row = {"case": (b or c)["case_id"], "time": "", "memory": "", "note": ""}
         b_ok, c_ok = b is not None and b.get("status") == "ok", c is not None and c.get("status") == "ok"
-        b_samples = list(b.get("step_time_samples_ms") or []) if b_ok else []
-        c_samples = list(c.get("step_time_samples_ms") or []) if c_ok else []
+        b_samples = _step_samples(b, "baseline") if b_ok else []
+        c_samples = _step_samples(c, "candidate") if c_ok else []
         row["baseline_ms"] = float(np.median(b_samples)) if b_samples else None
         row["candidate_ms"] = float(np.median(c_samples)) if c_samples else None
         row["time_change"] = _relative_change(row["baseline_ms"], row["candidate_ms"])

@@ -350,7 +350,7 @@ def test_plan_fills_in_strategies_and_world_sizes(monkeypatch):
     for name in LAUNCH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     suite = load_suite("smoke")
-    planned, ranks = plan(parse("--nproc-per-node", "2", "--nnodes", "2", "--rdzv-endpoint", "h:1"), suite)
+    planned, ranks = plan(parse("--nproc-per-node", "2", "--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:1"), suite)
     assert ranks == 4
     assert {(c.strategy, c.world_size) for c in planned.cases()} == {("ddp", 1), ("ddp", 4)}
     planned, _ = plan(parse("--nproc-per-node", "4", "--strategies", "zero1,fsdp", "--world-sizes", "2,1"), suite)
