@@ -25,6 +25,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bench.reporting.tables import printable  # noqa: E402
+
 COLUMN = 3.5  # inches: one column of a two-column paper
 PAGE = 7.0  # inches: the full text width
 PALETTE = "colorblind"
@@ -75,7 +77,11 @@ def trend_figure(frame: pd.DataFrame) -> Figure:
     row belongs to, e.g. the case id), ``throughput``, ``peak_memory_bytes``, and the
     ``time`` and ``memory`` verdicts from ``bench.analyse.compare.flag_history``; flagged points get
     a large open marker, pointing down for a regression and up for an improvement."""
-    frame = frame.assign(when=pd.to_datetime(frame["started"]), peak_mib=frame["peak_memory_bytes"] / 2**20)
+    frame = frame.assign(
+        when=pd.to_datetime(frame["started"]),
+        peak_mib=frame["peak_memory_bytes"] / 2**20,
+        series=frame["series"].astype(str).map(printable),  # names from other machines' runs
+    )
     series = list(dict.fromkeys(frame["series"]))
     colours = dict(zip(series, sns.color_palette(PALETTE, len(series)), strict=True))
     figure, (throughput_axes, memory_axes) = plt.subplots(2, 1, sharex=True, figsize=(PAGE, 5.0))
@@ -104,6 +110,10 @@ def speedup_figure(frame: pd.DataFrame) -> Figure:
     ``frame``: one row per case and device with ``case``, ``device`` and ``speedup``, as
     ``bench.analyse.compare.side_by_side`` returns it; ``frame.attrs["speedup_of"]`` names what the
     speed-up is of when it is not throughput (training runs: time to target)."""
+    # Names from other machines' runs: what is not printable is drawn as its escape.
+    frame = frame.assign(
+        case=frame["case"].astype(str).map(printable), device=frame["device"].astype(str).map(printable)
+    )
     cases = list(dict.fromkeys(frame["case"]))
     figure, axes = plt.subplots(figsize=(PAGE, 1.0 + 0.3 * len(cases) * frame["device"].nunique()))
     sns.barplot(data=frame, y="case", x="speedup", hue="device", order=cases, ax=axes)

@@ -676,13 +676,15 @@ def write_report(run_dir: Path | str) -> list[Path]:
         from bench.train.report import write_training_report
 
         return write_training_report(run)
+    rf = _rf(run)  # read (and a damaged one refused) before anything is written
+    _rf_maps(run)
     frame = run.frame()
     summary = summary_frame(frame)
     written = _write_tables(run, frame, summary)
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
     failed = failures_frame(frame, missing_cases(run))
-    sections = Sections(run, run_status(run), readable(summary), failed, _rf(run), specs)
+    sections = Sections(run, run_status(run), readable(summary), failed, rf, specs)
     write_atomic(run.path / "report.html", html_report(sections), inside=run.path)
     write_atomic(run.path / "report.md", markdown_report(sections), inside=run.path)
     return written + [run.path / "report.html", run.path / "report.md"]

@@ -49,6 +49,7 @@ from bench.record import utc_now
 from bench.storage.store import (
     MANIFEST,
     RECORDS,
+    RecordCounts,
     Run,
     RunFolderError,
     check_env,
@@ -60,7 +61,8 @@ from bench.storage.store import (
     effective_status,
     load_run,
     quoted,
-    read_records,
+    record_lines,
+    settle,
     writer_alive,
 )
 
@@ -313,21 +315,45 @@ def _commit(run: Run) -> str | None:
 
 
 def _insert(connection: sqlite3.Connection, run: Run) -> bool:
-    """Add ``run`` (its records streamed from its folder, never all in memory); False (and
-    nothing written) if it is already there. A row that says ``running`` (added while its run
-    went on) is replaced by the run as it is. The caller holds the transaction. Raises
-    HistoryError for a case id that appears twice in the run."""
-    manifest = run.manifest
+    """Add ``run`` (read without its records, ``load_run(..., records=False)``): its records
+    stream from its folder into the history, each checked as it goes and stored as the line
+    it was, never all in memory at once; the run's row is then settled with their counts.
+    False (and nothing written) if the run is already there. A row that says ``running``
+    (added while its run went on) is replaced by the run as it is. The caller holds the
+    transaction, so a damaged record (RunFolderError) or a case id given twice (HistoryError)
+    leaves nothing behind."""
     row = connection.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
     if row is not None and row[0] != "running":
         return False
     connection.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
     connection.execute(
-        "INSERT INTO runs (run_id, suite, status, started, finished, hostname, device, git_commit, cases_total, "
-        "cases_done, failures, manifest, env, suite_toml, recorded, machine) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO runs (run_id, manifest, env, suite_toml, recorded) VALUES (?, '{}', '{}', '', ?)",
+        (run.run_id, utc_now()),
+    )
+    current: list[str] = []  # the case being inserted, for the message if its id is taken
+
+    def rows() -> Iterator[tuple]:
+        for record, text in record_lines(run.path, run.counts, unique=False):
+            current[:] = [record["case_id"]]
+            yield tuple(record.get(c) for c in _CASE_COLUMNS) + (run.run_id, text)
+
+    try:
+        connection.executemany(
+            f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, run_id, record) "
+            f"VALUES ({', '.join('?' * (len(_CASE_COLUMNS) + 2))})",
+            rows(),
+        )
+    except sqlite3.IntegrityError:
+        raise HistoryError(
+            f"{run.path / RECORDS}: damaged (case {current[0]!r} appears twice); nothing was added"
+        ) from None
+    settle(run)
+    manifest = run.manifest
+    connection.execute(
+        "UPDATE runs SET suite = ?, status = ?, started = ?, finished = ?, hostname = ?, device = ?, git_commit = ?, "
+        "cases_total = ?, cases_done = ?, failures = ?, manifest = ?, env = ?, suite_toml = ?, machine = ? "
+        "WHERE run_id = ?",
         (
-            run.run_id,
             manifest.get("suite"),
             manifest.get("status"),
             manifest.get("started"),
@@ -341,37 +367,20 @@ def _insert(connection: sqlite3.Connection, run: Run) -> bool:
             json.dumps(manifest),
             json.dumps(run.env),
             run.suite_toml,
-            utc_now(),
             machine_of(run),
+            run.run_id,
         ),
     )
-    current: list[str] = []  # the case being inserted, for the message if its id is taken
-
-    def rows() -> Iterator[tuple]:
-        for record in read_records(run.path, unique=False):
-            current[:] = [record["case_id"]]
-            yield tuple(record.get(c) for c in _CASE_COLUMNS) + (run.run_id, json.dumps(record))
-
-    try:
-        connection.executemany(
-            f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, run_id, record) "
-            f"VALUES ({', '.join('?' * (len(_CASE_COLUMNS) + 2))})",
-            rows(),
-        )
-    except sqlite3.IntegrityError:
-        raise HistoryError(
-            f"{run.path / RECORDS}: damaged (case {current[0]!r} appears twice); nothing was added"
-        ) from None
     return True
 
 
 def ingest(run_dirs: Iterable[Path | str], history_path: Path | str = DEFAULT_PATH) -> list[tuple[str, bool]]:
     """Add run folders to the history; returns (run id, added) per folder, ``added`` False
     for a run the history already holds (or given twice, e.g. once through a symbolic link).
-    Every folder is read and checked before anything is written, and all of them go in one
-    transaction, so a damaged one, or one still running here, stops the command with nothing
-    added (HistoryError, RunFolderError); a run whose process died is added as ``killed``.
-    Records are streamed from each folder, so memory stays flat however many there are."""
+    All of them go in one transaction, so a damaged folder, or one still running here,
+    stops the command with nothing added (HistoryError, RunFolderError); a run whose process
+    died is added as ``killed``. Records stream from each folder into the history in one
+    pass, so memory stays flat however many there are."""
     runs = [load_run(path, records=False) for path in run_dirs]
     for run in runs:
         if run.manifest["status"] == "running" and writer_alive(run.manifest):
@@ -381,6 +390,8 @@ def ingest(run_dirs: Iterable[Path | str], history_path: Path | str = DEFAULT_PA
             )
 
     def insert_all() -> list[tuple[str, bool]]:
+        for run in runs:
+            run.counts = RecordCounts()  # a retry after a locked database counts afresh
         with _transaction(connection):
             return [(run.run_id, _insert(connection, run)) for run in runs]
 

@@ -484,6 +484,7 @@ NON_NEGATIVE_FIELDS = (
     *("forward_ms", "backward_ms", "optimizer_ms"),
     *("param_bytes", "grad_bytes", "optimizer_state_bytes", "peak_memory_bytes", "tracked_peak_bytes"),
 )
+_NON_NEGATIVE = frozenset(NON_NEGATIVE_FIELDS)
 #: Integers beyond what a 64-bit column holds (SQLite, pandas, numpy) are damage.
 _INT64 = 2**63
 
@@ -538,16 +539,38 @@ def quoted(value: object) -> str:
 
 
 def _bad_number(value: object, non_negative: bool) -> str | None:
-    """Why ``value`` (a number, or a list of them) is not a measurement, or None."""
-    for number in value if isinstance(value, list) else [value]:
-        if isinstance(number, bool) or not isinstance(number, int | float):
-            continue
-        if isinstance(number, int) and abs(number) >= _INT64:
-            return "out of range"
-        if isinstance(number, float) and not math.isfinite(number):
+    """Why ``value`` (a number, or a list) is not a measurement, or None: an integer beyond 64
+    bits, a float that is NaN or infinite, or (``non_negative``) a number below zero. Written
+    for speed, since every field of every record passes here: a list of numbers is summed and
+    bounded in C, and only looked at item by item when that finds something."""
+    kind = value.__class__
+    if kind is float:
+        if value - value != 0.0:  # NaN and the infinities alone give NaN here
             return "not finite"
-        if non_negative and number < 0:
-            return "negative"
+        return "negative" if non_negative and value < 0 else None
+    if kind is int:
+        if not -_INT64 < value < _INT64:
+            return "out of range"
+        return "negative" if non_negative and value < 0 else None
+    if kind is not list or not value:
+        return None
+    try:
+        finite = math.isfinite(math.fsum(value))
+        lowest, highest = min(value), max(value)
+    except (TypeError, OverflowError, ValueError):  # not all numbers (names, pairs), or huge
+        return _bad_items(value, non_negative)
+    if finite and -_INT64 < lowest and highest < _INT64 and not (non_negative and lowest < 0):
+        return None
+    return _bad_items(value, non_negative)
+
+
+def _bad_items(values: list, non_negative: bool) -> str | None:
+    """``_bad_number`` of each number in ``values``, the first problem found."""
+    for item in values:
+        if item.__class__ in (int, float):
+            problem = _bad_number(item, non_negative)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -565,9 +588,11 @@ def check_record(data: object, where: object) -> dict:
             raise RunFolderError(f"{where}: damaged record ({name} is missing)")
     for name, value in data.items():
         allowed = types.get(name)
-        if allowed is not None and _type_error(value, allowed):
+        if allowed is not None and (
+            not isinstance(value, allowed) or (value.__class__ is bool and bool not in allowed)
+        ):
             raise RunFolderError(f"{where}: damaged record ({name} is {quoted(value)}, expected {_expected(allowed)})")
-        problem = _bad_number(value, name in NON_NEGATIVE_FIELDS) if isinstance(value, int | float | list) else None
+        problem = _bad_number(value, name in _NON_NEGATIVE)
         if problem is not None:
             raise RunFolderError(f"{where}: damaged record ({name} is {problem}: {quoted(value)})")
     if not data["case_id"].isprintable():
@@ -640,13 +665,13 @@ def _check_entries(path: Path) -> None:
                     raise RunFolderError(f"{entry.path}: {_kind(mode)} in a run folder; {_OWN_FILES}")
 
 
-def read_records(path: Path, counts: RecordCounts | None = None, unique: bool = True) -> Iterator[dict]:
-    """The records of the run folder ``path``, one at a time as they are read (memory stays
-    flat however long ``records.jsonl`` is), each checked by ``check_record``; ``counts``,
-    if given, adds each up. A truncated last line (a run killed mid-write) is skipped; a
-    damaged line anywhere else is a RunFolderError naming the file and line, and so is a case
-    id that appears twice (``unique``; the history's key catches it where the ids are not
-    kept). A missing ``records.jsonl`` holds no records."""
+def record_lines(path: Path, counts: RecordCounts | None = None, unique: bool = True) -> Iterator[tuple[dict, str]]:
+    """(record, its line of JSON text) for each record of the run folder ``path``, one at a
+    time as they are read (memory stays flat however long ``records.jsonl`` is), each checked
+    by ``check_record``; ``counts``, if given, adds each up. A truncated last line (a run
+    killed mid-write) is skipped; a damaged line anywhere else is a RunFolderError naming the
+    file and line, and so is a case id that appears twice (``unique``; where the ids are not
+    kept, the history's key catches it). A missing ``records.jsonl`` holds no records."""
     records_path = path / RECORDS
     if _mode(records_path) is None:
         return
@@ -671,48 +696,56 @@ def read_records(path: Path, counts: RecordCounts | None = None, unique: bool = 
                     )
             if counts is not None:
                 counts.add(record)
-            yield record
+            yield record, line.strip()
+
+
+def read_records(path: Path, counts: RecordCounts | None = None) -> Iterator[dict]:
+    """The records of the run folder ``path`` as ``record_lines`` reads them, without their text."""
+    for record, _ in record_lines(path, counts):
+        yield record
+
+
+def settle(run: Run) -> None:
+    """Take the manifest's case and failure counts from the records counted (``run.counts``):
+    they are the truth about what ran. A complete run that has lost records since it
+    finished (a truncated or deleted line) reads as ``incomplete``, ``stopped_by`` saying
+    how many are left."""
+    manifest, counts = run.manifest, run.counts
+    total = manifest.get("cases_total")
+    if manifest["status"] == "complete" and isinstance(total, int) and counts.records < total:
+        manifest["status"] = "incomplete"
+        manifest["stopped_by"] = f"{run.path / RECORDS} holds {counts.records} of the {total} records the run wrote"
+    manifest["cases_done"] = counts.records
+    manifest["failures"] = counts.failures
 
 
 def load_run(path: Path | str, records: bool = True) -> Run:
     """Read a run folder. A truncated last record (a run killed mid-write) is skipped; a
     damaged record anywhere else, or a damaged ``run.json`` or ``env.json``, a symbolic link
     or a special file in the folder is a RunFolderError naming the file. The records are the
-    truth about what ran: the manifest's case and failure counts are taken from them, a run
-    whose process is gone reads as ``killed`` (``effective_status``), and a complete run that
-    has lost records since it finished reads as ``incomplete``, ``stopped_by`` saying how many
-    are left. ``records`` False: the records are checked and counted as they stream past but
-    not kept (``Run.records`` is empty; ``read_records`` reads them again)."""
+    truth about what ran (``settle``); a run whose process is gone reads as ``killed``
+    (``effective_status``). ``records`` False: the folder without its records (``records``
+    empty, ``counts`` zero, the manifest as written), for a reader that streams them itself
+    (``record_lines``) and settles the run after."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if _mode(manifest_path) is None:
         raise FileNotFoundError(f"{path} is not a convbench run folder: it has no {MANIFEST}")
     _check_entries(path)
-    counts = RecordCounts()
-    kept = []
-    if records:
-        kept = list(read_records(path, counts))
-    else:
-        for _ in read_records(path, counts, unique=False):
-            pass
     manifest = check_manifest(decode_json_object(_read_text(manifest_path), manifest_path), manifest_path)
     manifest["status"] = effective_status(manifest)
-    total = manifest.get("cases_total")
-    if manifest["status"] == "complete" and isinstance(total, int) and counts.records < total:
-        # Records lost after the run finished (a truncated or deleted line): not the whole run.
-        manifest["status"] = "incomplete"
-        manifest["stopped_by"] = f"{path / RECORDS} holds {counts.records} of the {total} records the run wrote"
-    manifest["cases_done"] = counts.records
-    manifest["failures"] = counts.failures
     env_path, suite_path = path / ENV, path / SUITE
-    return Run(
+    run = Run(
         path=path,
         manifest=manifest,
         env=check_env(decode_json_object(_read_text(env_path), env_path), env_path) if _mode(env_path) else {},
         suite_toml=_read_text(suite_path) if _mode(suite_path) is not None else "",
-        records=kept,
-        counts=counts,
+        records=[],
     )
+    if records:
+        run.records = list(read_records(path, run.counts))
+        settle(run)
+    return run
 
 
 def last_run_died(root: Path | str, suite: str, case_ids: Sequence[str]) -> str | None:

@@ -490,3 +490,14 @@ def test_a_run_measured_differently_takes_no_place_among_the_baseline_runs(tmp_p
     ingest([*runs, night("fri", 5), night("sat", 6)], tmp_path / "h.sqlite")
     baseline, _, earlier = resolve_runs("fri", "sat", tmp_path / "h.sqlite", baseline_runs=3)
     assert baseline.run_id == "fri" and [run.run_id for run in earlier] == ["mon", "tue"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -4.0, 0.0])
+def test_a_step_time_that_is_no_measurement_is_refused_not_called_unchanged(bad):
+    base = record("a", step_samples=samples(40.0, n=6))
+    cand = record("b", step_samples=[*samples(40.0, n=5), bad])
+    frames = [pd.DataFrame([base.to_dict()]), pd.DataFrame([cand.to_dict()])]
+    with pytest.raises(DifferentRunsError, match=f"the candidate's case {base.case_id} has a step time of"):
+        compare_runs(*frames)
+    with pytest.raises(DifferentRunsError, match="the baseline's case"):
+        compare_runs(*frames[::-1])

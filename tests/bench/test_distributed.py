@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,6 +284,34 @@ def test_two_nodes_rendezvous_on_loopback_and_finish(tmp_path):
     for name in ("scaling_efficiency", "state_per_rank", "adam_vs_sgdm_per_rank"):
         assert (folder / "figures" / f"{name}.png").is_file(), name
     assert "scaling efficiency" in (folder / "summary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_a_data_parallel_run_ends_in_one_line_and_its_status(tmp_path, signum):
+    """Ctrl-C or SIGTERM to ``convbench run --nproc-per-node 2``, once the first record is on
+    disk: the run folder is kept incomplete with its records, and the command ends with one
+    line of its own and 130 / 143, not torchrun's SignalException traceback."""
+    results = tmp_path / "results"
+    (tmp_path / "s.toml").write_text(
+        '[suite]\nsteps = 20\nwarmup = 1\nrepeats = 200\n[[grid]]\nmodels = ["mlp"]\noptimizers = ["sgdm", "adam"]\n'
+        "batch_sizes = [2]\n"
+    )
+    command = [sys.executable, "-m", "bench", "run", "--suite", str(tmp_path / "s.toml"), "--device", "cpu"]
+    command += ["--results", str(results), "--nproc-per-node", "2", "--no-memory-pass", "--run-id", "dp"]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment(), stderr=subprocess.PIPE, text=True)
+    records = results / "dp" / "records.jsonl"
+    deadline = time.monotonic() + 240
+    while not (records.exists() and records.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    assert "Traceback" not in err and "SignalException" not in err, err
+    assert f"convbench run: stopped by {signal.Signals(signum).name}" in err.splitlines()[-1]
+    run = load_run(results / "dp")
+    assert run.manifest["status"] == "incomplete" and run.manifest["stopped_by"] == signal.Signals(signum).name
+    assert len(run.records) >= 1
 
 
 # The merge of the ranks' reports, and the plan of a run, without processes.
