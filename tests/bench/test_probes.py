@@ -8,6 +8,7 @@ Commands run in this process (``bench.cli.main``), on hand-built run folders and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -48,6 +49,7 @@ class Probe:
     lines: int | None = 1
     check: Callable[[Path, str], None] | None = None
     needs: tuple[str, ...] = field(default=())
+    report: bool = True  # False: a run's report (seconds of figures the probe is not about) is skipped
 
 
 class Hung(BaseException):
@@ -607,7 +609,7 @@ PROBES = [
     Probe("edges", "optim --precision fp32,fp32", lambda tmp: [
         "optim", "--models", "mlp", "--optimizers", "sgdm", "--precision", "fp32,fp32", "--device", "cpu",
         "--steps", "1", "--warmup", "1", "--repeats", "1", "--bandwidth-mib", "1", "--results", tmp / "results"],
-        0, "", lines=None, check=one_case_in_history),
+        0, "", lines=None, check=one_case_in_history, report=False),
     Probe("edges", "optim --precision ''", cli_argv("optim", "--precision", "", "--results", "{tmp}/r"), 2,
           "--precision: expected at least one name, got none", check=not_created("r")),
     Probe("edges", "optim --models ''", cli_argv("optim", "--models", "", "--results", "{tmp}/r"), 2,
@@ -637,9 +639,9 @@ PROBES = [
     Probe("edges", "model code printing with --format json", chatty_model, 0, "", lines=None, check=stdout_is_json),
     # 9. a case that calls sys.exit, and a run after one that died
     Probe("faults", "a case raising SystemExit(7)", sysexit_run, 1, "SystemExit: 7", lines=None,
-          check=every_case_recorded),
+          check=every_case_recorded, report=False),
     Probe("faults", "the run after one whose process died", killed_run_then, 0,
-          "the last run of suite 'tiny' here, first, died while measuring ok-net/adam", lines=None),
+          "the last run of suite 'tiny' here, first, died while measuring ok-net/adam", lines=None, report=False),
 ]  # fmt: skip
 
 
@@ -665,7 +667,7 @@ def output_probe(probe: Probe) -> Probe:
         make(tmp_path)
         return argv
 
-    return Probe(probe.kind, probe.name, setup, probe.code, probe.message, probe.lines, probe.check)
+    return dataclasses.replace(probe, setup=setup)
 
 
 ALL = [output_probe(p) for p in PROBES] + history_probes()
@@ -674,6 +676,10 @@ ALL = [output_probe(p) for p in PROBES] + history_probes()
 @pytest.mark.parametrize("probe", ALL, ids=[f"{p.kind}: {p.name}" for p in ALL])
 def test_probe(probe: Probe, tmp_path, capsys, fault_models, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if not probe.report:
+        from bench.reporting import report
+
+        monkeypatch.setattr(report, "write_report", lambda run_dir: [])
     code, out, err = run_probe(probe, tmp_path, capsys)
     assert "Traceback" not in err, err
     assert code == probe.code, (code, err)
