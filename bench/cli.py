@@ -35,24 +35,19 @@ DEFAULT_THRESHOLD_PERCENT = 5.0
 DEFAULT_MEMORY_PERCENT = 10.0
 
 
-def add_model_code_switch(sub: argparse.ArgumentParser) -> None:
-    """``--no-model-code``: refuse model references that run the code they name."""
-    sub.add_argument(
-        "--no-model-code",
-        action="store_true",
-        help="refuse package.module:function model references, which import and call the code they name "
-        "(also CONVBENCH_NO_MODEL_CODE=1): for jobs that run suites they did not write",
-    )
+#: Switches several commands share, by flag: what each says in --help.
+SHARED_SWITCHES = {
+    "--no-model-code": "refuse package.module:function model references, which import and call the code they name "
+    "(also CONVBENCH_NO_MODEL_CODE=1): for jobs that run suites they did not write",
+    "--no-limits": "lift the bounds on a suite's work (10,000 cases, 1,000,000 timed steps a case, 10,000 warm-up "
+    "steps; training: 10,000 runs, 10,000 epochs, 100,000,000 steps)",
+}
 
 
-def add_limits_switch(sub: argparse.ArgumentParser) -> None:
-    """``--no-limits``: lift the bounds on a suite's work (bench.suite's MAX_* limits)."""
-    sub.add_argument(
-        "--no-limits",
-        action="store_true",
-        help="lift the bounds on a suite's work (10,000 cases, 100,000 timed steps a case, 10,000 warm-up steps; "
-        "training: 10,000 epochs, 100,000,000 steps)",
-    )
+def add_switches(sub: argparse.ArgumentParser, *flags: str) -> None:
+    """Add the SHARED_SWITCHES named by ``flags`` to a command."""
+    for flag in flags:
+        sub.add_argument(flag, action="store_true", help=SHARED_SWITCHES[flag])
 
 
 def grid_progress(command: str) -> Callable[[int, int], None]:
@@ -1007,7 +1002,7 @@ def build_parser() -> _Parser:
     models_parser = commands.add_parser("models", help="list the model registry")
     models_parser.add_argument("names", nargs="*", metavar="MODEL", help="only these models (default: all)")
     add_output_options(models_parser)
-    add_model_code_switch(models_parser)
+    add_switches(models_parser, "--no-model-code")
     models_parser.set_defaults(handler=cmd_models)
 
     optimizers_parser = commands.add_parser("optimizers", help="list the optimizer registry")
@@ -1044,7 +1039,7 @@ def build_parser() -> _Parser:
         metavar="N",
         help="random inputs averaged for the effective field (default 8; 0 skips it, the slow part)",
     )
-    add_model_code_switch(rf_parser)
+    add_switches(rf_parser, "--no-model-code")
     rf_parser.set_defaults(handler=cmd_rf)
 
     run_parser = commands.add_parser(
@@ -1115,8 +1110,7 @@ def build_parser() -> _Parser:
         metavar="SIZE",
         help="the memory that search fits in, e.g. 2GiB (default: the CUDA device's; 1GiB on the CPU)",
     )
-    add_model_code_switch(run_parser)
-    add_limits_switch(run_parser)
+    add_switches(run_parser, "--no-model-code", "--no-limits")
     run_parser.set_defaults(handler=cmd_run)
 
     memory_parser = commands.add_parser(
@@ -1144,7 +1138,7 @@ def build_parser() -> _Parser:
     fits.add_argument(
         "--gpu", choices=sorted(max_batch_gpus()), help="print the largest batch that fits this GPU's memory"
     )
-    add_model_code_switch(memory_parser)
+    add_switches(memory_parser, "--no-model-code")
     memory_parser.set_defaults(handler=cmd_memory)
 
     history_help = "the history database (default: results/history.sqlite)"
@@ -1268,7 +1262,7 @@ def build_parser() -> _Parser:
     optim_parser.add_argument(
         "--machine", metavar="NAME", help="the machine's name in the history (default: as for convbench run)"
     )
-    add_model_code_switch(optim_parser)
+    add_switches(optim_parser, "--no-model-code")
     optim_parser.set_defaults(handler=cmd_optim)
 
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
@@ -1277,7 +1271,7 @@ def build_parser() -> _Parser:
 
     from bench.train.command import add_parser as add_train_parser
 
-    add_train_parser(commands, _names, _positive, (add_model_code_switch, add_limits_switch))
+    add_train_parser(commands, _names, _positive, lambda sub: add_switches(sub, "--no-model-code", "--no-limits"))
     return parser
 
 

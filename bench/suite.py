@@ -98,7 +98,7 @@ class SuiteError(ValueError):
 #: Bounds on the work a suite may ask for (a typo's extra digits, a grid multiplied out by
 #: mistake); past one, the suite is refused before anything runs. ``--no-limits`` lifts them.
 MAX_CASES = 10_000  # the full suite has 1,656
-MAX_TIMED_STEPS = 100_000  # steps x repeats of one case: every one is a sample in its record
+MAX_TIMED_STEPS = 1_000_000  # steps x repeats of one case: every one is a sample in its record
 MAX_WARMUP = 10_000
 #: How often ``Suite.cases`` reports on a grid it is expanding, in seconds.
 PROGRESS_EVERY_S = 1.0
@@ -193,6 +193,14 @@ class Grid:
     eps: tuple[float, ...] = ()
     weight_decay: tuple[float, ...] = ()
 
+    def size(self) -> int:
+        """How many cases the block multiplies out to, worked out without making them (a
+        product of lengths, so a grid past the limits costs nothing to count)."""
+        lists = (self.models, self.optimizers, self.batch_sizes, self.precision, self.channels_last, self.compile)
+        parallel = len(self.strategy) * len(self.world_sizes) * len(self.sync_batchnorm or (False,))
+        settings = math.prod(len(getattr(self, key)) for key in HYPERPARAMETERS if getattr(self, key))
+        return math.prod(map(len, lists)) * (parallel if self.strategy else 1) * len(self.compile_mode) * settings
+
     def hyperparameter_grid(self) -> list[dict]:
         """Every combination of the hyperparameters this block sets (one empty dict if none)."""
         given = {key: getattr(self, key) for key in HYPERPARAMETERS if getattr(self, key)}
@@ -219,25 +227,7 @@ class Suite:
 
     def size(self) -> int:
         """How many cases the grid blocks multiply out to, before a case named twice counts once."""
-        return sum(
-            math.prod(
-                len(values)
-                for values in (
-                    grid.models,
-                    grid.optimizers,
-                    grid.batch_sizes,
-                    grid.precision,
-                    grid.channels_last,
-                    grid.compile,
-                    grid.compile_mode,
-                    grid.strategy or [None],
-                    grid.world_sizes if grid.strategy else [None],
-                    grid.sync_batchnorm if grid.strategy and grid.sync_batchnorm else [None],
-                    *(getattr(grid, key) for key in HYPERPARAMETERS if getattr(grid, key)),
-                )
-            )
-            for grid in self.grids
-        )
+        return sum(grid.size() for grid in self.grids)
 
     def check_limits(self) -> None:
         """SuiteError if the suite asks for more work than the limits allow (``MAX_CASES``,

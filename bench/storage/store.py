@@ -221,10 +221,16 @@ def write_json(path: Path, data: object, *, inside: Path | None = None) -> None:
 
 def open_for_append(path: Path) -> int:
     """A descriptor appending to the run-folder file ``path`` (made if missing), refusing a
-    symbolic link (ELOOP) or anything but a regular file, so appends never leave the folder."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    symbolic link or anything but a regular file (``_open_own``), so appends never leave the folder."""
+    return _open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+
+def _open_own(path: Path, flags: int) -> int:
+    """A descriptor on the run folder's file ``path`` opened with ``flags``, which must be a
+    regular file: a symbolic link is not followed (``O_NOFOLLOW``) and a FIFO is not waited on
+    (``O_NONBLOCK``); RunFolderError naming what it is otherwise."""
     try:
-        descriptor = os.open(path, flags, 0o666)
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENXIO):  # a link, or a FIFO nobody reads
             raise RunFolderError(f"{path}: {_kind(os.lstat(path).st_mode)} in a run folder; {_OWN_FILES}") from None
@@ -405,25 +411,8 @@ class Run:
         return pd.DataFrame(self.records)
 
 
-def _open_regular(path: Path) -> int:
-    """A descriptor reading the run folder's file ``path``, which must be a regular file: a
-    symbolic link is not followed, and a FIFO is refused without waiting for a writer."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise RunFolderError(f"{path}: a symbolic link in a run folder; {_OWN_FILES}") from None
-        raise
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        raise RunFolderError(f"{path}: {_kind(mode)} in a run folder; {_OWN_FILES}")
-    os.set_blocking(descriptor, True)
-    return descriptor
-
-
 def _read_text(path: Path) -> str:
-    with os.fdopen(_open_regular(path), "rb") as handle:
+    with os.fdopen(_open_own(path, os.O_RDONLY), "rb") as handle:
         content = handle.read()
     try:
         return content.decode("utf-8")
@@ -677,7 +666,7 @@ def record_lines(path: Path, counts: RecordCounts | None = None, unique: bool = 
         return
     seen: dict[str, int] = {}
     pending: RunFolderError | None = None  # a damaged line: the end of the file if nothing follows
-    with os.fdopen(_open_regular(records_path), "r", encoding="utf-8", errors="replace") as lines:
+    with os.fdopen(_open_own(records_path, os.O_RDONLY), "r", encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, start=1):
             if pending is not None:
                 raise pending

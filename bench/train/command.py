@@ -80,10 +80,10 @@ def add_parser(
     commands: argparse._SubParsersAction,
     names: type,
     positive: type,
-    switches: tuple[Callable[[argparse.ArgumentParser], None], ...] = (),
+    add_switches: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
     """Add ``train`` to the CLI's subcommands (``names`` and ``positive`` parse list and
-    count flags as ``convbench run`` does; each of ``switches`` adds flags it shares with it)."""
+    count flags as ``convbench run`` does; ``add_switches`` adds the flags it shares with it)."""
     sub = commands.add_parser(
         "train",
         help="train a grid of model x recipe x seed to a target accuracy",
@@ -114,6 +114,6 @@ def add_parser(
         "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
     )
     sub.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
-    for add_switch in switches:
-        add_switch(sub)
+    if add_switches is not None:
+        add_switches(sub)
     sub.set_defaults(handler=cmd_train)

@@ -96,13 +96,26 @@ def history_of_three(tmp_path: Path) -> Path:
     return database
 
 
-def damaged_history(statement: str) -> Callable[[Path], Path]:
-    """A history of three runs with ``statement`` applied to its rows (run r1 is damaged)."""
+def damaged_history(statement: str, *parameters: object) -> Callable[[Path], Path]:
+    """A history of three runs with ``statement`` (and its ``parameters``) applied to its rows."""
 
     def make(tmp_path: Path) -> Path:
         database = history_of_three(tmp_path)
         with sqlite3.connect(database) as connection:
-            connection.execute(statement)
+            connection.execute(statement, parameters)
+        return database
+
+    return make
+
+
+def sqlite_file(version: int, *statements: str) -> Callable[[Path], Path]:
+    """An SQLite file (not a convbench history) made by ``statements``, its ``user_version`` set."""
+
+    def make(tmp_path: Path) -> Path:
+        database = tmp_path / "h.sqlite"
+        with sqlite3.connect(database) as connection:
+            for statement in (*statements, f"PRAGMA user_version = {version}"):
+                connection.execute(statement)
         return database
 
     return make
@@ -110,16 +123,9 @@ def damaged_history(statement: str) -> Callable[[Path], Path]:
 
 def foreign_database(version: int) -> Callable[[Path], Path]:
     """Another program's SQLite file with a ``runs`` table of its own and ``user_version``."""
-
-    def make(tmp_path: Path) -> Path:
-        database = tmp_path / "h.sqlite"
-        with sqlite3.connect(database) as connection:
-            connection.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, payload BLOB)")
-            connection.execute("INSERT INTO runs (payload) VALUES (x'00')")
-            connection.execute(f"PRAGMA user_version = {version}")
-        return database
-
-    return make
+    return sqlite_file(
+        version, "CREATE TABLE runs (id INTEGER PRIMARY KEY, payload BLOB)", "INSERT INTO runs (payload) VALUES (x'00')"
+    )
 
 
 def run_folder(damage: Callable[[Path], None]) -> Callable[[Path], Path]:
@@ -229,39 +235,11 @@ def nothing_outside(tmp_path: Path, out: str) -> None:
 
 
 def hostname(name: str) -> Callable[[Path], Path]:
-    def make(tmp_path: Path) -> Path:
-        database = history_of_three(tmp_path)
-        with sqlite3.connect(database) as connection:
-            connection.execute("UPDATE runs SET env = json_set(env, '$.hostname', ?) WHERE run_id = 'r1'", (name,))
-        return database
-
-    return make
+    return damaged_history("UPDATE runs SET env = json_set(env, '$.hostname', ?) WHERE run_id = 'r1'", name)
 
 
 def absolute_hostname(tmp_path: Path) -> Path:
     return hostname(str(tmp_path / "abs"))(tmp_path)
-
-
-def machine_named(name: str) -> Callable[[Path], Path]:
-    def make(tmp_path: Path) -> Path:
-        database = history_of_three(tmp_path)
-        with sqlite3.connect(database) as connection:
-            connection.execute("UPDATE runs SET machine = ? WHERE run_id = 'r1'", (name,))
-        return database
-
-    return make
-
-
-def device_named(run_id: str, name: str) -> Callable[[Path], Path]:
-    def make(tmp_path: Path) -> Path:
-        database = history_of_three(tmp_path)
-        with sqlite3.connect(database) as connection:
-            connection.execute(
-                "UPDATE cases SET record = json_set(record, '$.device_name', ?) WHERE run_id = ?", (name, run_id)
-            )
-        return database
-
-    return make
 
 
 def html_in_run(run_dir: Path) -> None:
@@ -290,20 +268,6 @@ def one_case_in_history(tmp_path: Path, out: str) -> None:
         assert connection.execute("SELECT COUNT(*), MIN(cases_done) FROM runs").fetchone() == (1, 1)
 
 
-def same_history(name: str, version: int) -> Callable[[Path], Path]:
-    """A file that says it is a convbench history of ``version`` but has other tables."""
-
-    def make(tmp_path: Path) -> Path:
-        database = tmp_path / name
-        with sqlite3.connect(database) as connection:
-            connection.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY)")
-            connection.execute("CREATE TABLE cases (run_id TEXT)")
-            connection.execute(f"PRAGMA user_version = {version}")
-        return database
-
-    return make
-
-
 def not_created(name: str) -> Callable[[Path, str], None]:
     def check(tmp_path: Path, out: str) -> None:
         assert not (tmp_path / name).exists()
@@ -320,6 +284,10 @@ def dead_pid() -> int:
 # --- the table ------------------------------------------------------------------------------
 
 H = "--history"
+#: A file that says it is a convbench history of version 2 but has other tables.
+OTHER_TABLES = sqlite_file(2, "CREATE TABLE runs (run_id TEXT PRIMARY KEY)", "CREATE TABLE cases (run_id TEXT)")
+MACHINE = "UPDATE runs SET machine = ? WHERE run_id = 'r1'"
+DEVICE = "UPDATE cases SET record = json_set(record, '$.device_name', ?) WHERE run_id = 'r2'"
 EXPORT = ["--format", "pytest-benchmark"]
 
 #: Damaged history rows (run r1 of three), each tried with every reading command below.
@@ -585,11 +553,11 @@ PROBES = [
           check=nothing_outside),
     Probe("text", "export --all, an absolute host name", with_history(absolute_hostname, "export", "--all",
           *EXPORT, "--output", "{tmp}/export"), 0, "is not one folder name", lines=1, check=nothing_outside),
-    Probe("text", "history, machine name with ESC and BEL", with_history(machine_named("box\x1b[31m\x07"),
+    Probe("text", "history, machine name with ESC and BEL", with_history(damaged_history(MACHINE, "box\x1b[31m\x07"),
           "history"), 0, "", lines=0, check=escaped("\x1b[31m\x07")),
-    Probe("text", "history as Markdown, machine name with NUL", with_history(machine_named("box\x00"), "history",
-          "--format", "markdown"), 0, "", lines=0, check=escaped("\x00")),
-    Probe("text", "gpus, a device name with ESC", with_history(device_named("r2", "GPU\x1b[2J"), "gpus", "r1",
+    Probe("text", "history as Markdown, machine name with NUL", with_history(damaged_history(MACHINE, "box\x00"),
+          "history", "--format", "markdown"), 0, "", lines=0, check=escaped("\x00")),
+    Probe("text", "gpus, a device name with ESC", with_history(damaged_history(DEVICE, "GPU\x1b[2J"), "gpus", "r1",
           "r2", "--figure", "{tmp}/gpus"), 0, "", lines=0, check=escaped("\x1b[2J")),
     Probe("text", "report.md, HTML in a suite name and an error", with_run(html_in_run, "report", "{run}"), 0, "",
           lines=None, check=no_raw_html),
@@ -632,7 +600,7 @@ PROBES = [
         "is the results root", check=not_created("X")),
     Probe("edges", "a history of the right version with other tables", lambda tmp: [
         "run", "--suite", tiny_suite(tmp, CNN), "--results", tmp / "results", H,
-        same_history("h.sqlite", 2)(tmp)], 2, "says it is a convbench history (schema version 2), but its runs",
+        OTHER_TABLES(tmp)], 2, "says it is a convbench history (schema version 2), but its runs",
         check=not_created("results")),
     Probe("edges", "--history a FIFO", lambda tmp: ["history", H, make_fifo(tmp)], 2, "is not a file",
           needs=("fifo",)),

@@ -241,8 +241,11 @@ def test_no_limits_lifts_them_and_a_long_expansion_reports_its_progress(monkeypa
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"steps": 100_001, "repeats": 1}, "steps x repeats (100,001 x 1), the timed steps of a case, is 100,001"),
-        ({"steps": 50_000, "repeats": 3}, "is 150,000, more than the limit of 100,000"),
+        (
+            {"steps": 1_000_001, "repeats": 1},
+            "steps x repeats (1,000,001 x 1), the timed steps of a case, is 1,000,001",
+        ),
+        ({"steps": 500_000, "repeats": 3}, "is 1,500,000, more than the limit of 1,000,000"),
         ({"warmup": 10_001}, "warmup is 10,001, more than the limit of 10,000"),
     ],
 )
