@@ -103,6 +103,15 @@ def _mode(path: Path | str) -> int | None:
         return None
 
 
+def _target_mode(path: Path | str) -> int | None:
+    """The mode of what ``path`` names, links followed, or None where nothing is there (a
+    dangling link included)."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+
+
 def _own_path(path: Path, inside: Path) -> None:
     """Refuse a write to ``path`` in the run folder ``inside`` that would go through a
     symbolic link, or replace what is not a regular file: every folder from ``inside`` down
@@ -158,9 +167,13 @@ def write_atomic(path: Path, content: str | bytes, *, inside: Path | None = None
     data = content.encode("utf-8") if isinstance(content, str) else content
     if inside is not None:
         _own_path(path, inside)
+        mode = _mode(path)
     else:
-        path = Path(os.path.realpath(path))  # the link stays; what it points to is written
-    mode = _mode(path)
+        mode = _target_mode(path)
+        if mode is None or stat.S_ISREG(mode):
+            # The file a link points to is replaced beside itself; the link stays. A link to
+            # a FIFO or a device (/dev/stdout -> a pipe) is opened through, as open() would.
+            path = Path(os.path.realpath(path))
     if mode is not None and stat.S_ISDIR(mode):  # checked first: the rename would name the temporary file
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if mode is None or stat.S_ISREG(mode):

@@ -162,3 +162,18 @@ def test_the_figure_of_trend_follows_a_link_to_its_target(tmp_path, capsys):
     (tmp_path / "trend.png").symlink_to(target)
     assert main(["trend", "--history", str(tmp_path / "h"), "--figure", str(tmp_path / "trend")]) == 0, capsys
     assert (tmp_path / "trend.png").is_symlink() and target.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_link_to_a_fifo_is_written_through_as_dev_stdout_to_a_pipe_is(tmp_path):
+    """/dev/stdout is a link to /proc/self/fd/1, which is a pipe under `| head`: the write
+    goes into the pipe, and neither the link nor the pipe is replaced."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout"
+    link.symlink_to(fifo)
+    received: list[bytes] = []
+    reader = _fifo_reader(fifo, received)
+    write_atomic(link, "table\n")
+    reader.join(10)
+    assert received == [b"table\n"]
+    assert link.is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
