@@ -754,7 +754,7 @@ def _print_output(frame: object, args: argparse.Namespace, **around: object) -> 
     from bench.reporting.output import emit, render
 
     text, to_stderr = render(frame, args.format, **around)
-    emit(text, args.output, to_stderr)
+    emit(text, args.output, to_stderr, getattr(args, "history", None))
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
@@ -967,7 +967,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             "(a training-to-accuracy run has none; an optimizer-step run has step times but no throughput)",
             file=sys.stderr,
         )
-    emit(json.dumps(document, indent=2) + "\n", args.output)
+    emit(json.dumps(document, indent=2) + "\n", args.output, history=args.history)
     return 0
 
 

@@ -80,14 +80,27 @@ def results_only_on_stdout() -> Iterator[None]:
         _RESULTS.pop()
 
 
+def _same_file(one: Path | str, other: Path | str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them is not there: not the same file
+        return False
+
+
 def _stdout() -> TextIO:
     return _RESULTS[-1] if _RESULTS else sys.stdout
 
 
-def emit(text: str, output: Path | None, stderr_lines: Sequence[str] = ()) -> None:
-    """Write ``text`` to ``output`` (``bench.storage.store.write_atomic``) or to standard output."""
+def emit(text: str, output: Path | None, stderr_lines: Sequence[str] = (), history: Path | str | None = None) -> None:
+    """Write ``text`` to ``output`` (``bench.storage.store.write_atomic``) or to standard
+    output. ``history``: the history the command read, which ``output`` must not be (a
+    table written over it would lose every run); HistoryError if it is."""
     from bench.storage.store import write_atomic
 
+    if output is not None and history is not None and _same_file(output, history):
+        from bench.storage.history import HistoryError
+
+        raise HistoryError(f"--output {output} is the history this command reads; write the output elsewhere")
     for line in stderr_lines:
         print(printable(line), file=sys.stderr)
     if output is None:

@@ -59,6 +59,7 @@ from bench.storage.store import (
     decode_json,
     decode_json_object,
     effective_status,
+    is_time,
     load_run,
     quoted,
     record_lines,
@@ -463,6 +464,8 @@ def _decode_run(row: Sequence[object], history_path: Path | str) -> StoredRun:
     for column, allowed in _RUN_COLUMNS.items():
         if not isinstance(values[column], allowed) or isinstance(values[column], bool):
             raise HistoryError(f"{where}: damaged ({column} is {quoted(values[column])})")
+    if not is_time(values["started"]):
+        raise HistoryError(f"{where}: damaged (started is {quoted(values['started'])}, not an ISO 8601 time)")
     try:
         manifest = check_manifest(decode_json_object(values["manifest"], f"{where}: manifest"), f"{where}: manifest")
         env = check_env(decode_json_object(values["env"], f"{where}: env"), f"{where}: env")

@@ -618,7 +618,22 @@ def check_manifest(manifest: dict, where: object) -> dict:
     pid = manifest.get("pid")
     if pid is not None and not 0 < pid < 2**31:
         raise RunFolderError(f"{where}: damaged (pid is {quoted(pid)})")
+    for name in ("started", "finished"):
+        if not is_time(manifest.get(name)):
+            raise RunFolderError(f"{where}: damaged ({name} is {quoted(manifest[name])}, not an ISO 8601 time)")
     return manifest
+
+
+def is_time(value: object) -> bool:
+    """Whether ``value`` is None or an ISO 8601 time (as ``utc_now`` writes), which readers
+    sort and plot by."""
+    if value is None:
+        return True
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 #: env.json's fields that readers rely on, and the JSON types each may hold; the lists named

@@ -312,6 +312,10 @@ HISTORY_DAMAGE = {
         "record 1: damaged record (step_time_ms is '12', expected float or int or null)",
     ),
     "count column as text": ("UPDATE runs SET cases_total = 'many' WHERE run_id = 'r1'", "damaged (cases_total is"),
+    "start time not a time": (
+        "UPDATE runs SET started = '0 days ago' WHERE run_id = 'r1'",
+        "damaged (started is '0 days ago', not an ISO 8601 time)",
+    ),
     "record nested deeply": (
         f"UPDATE cases SET record = '{'[' * 100_000}{']' * 100_000}' WHERE run_id = 'r1'",
         "record 1: damaged record (JSON nested too deeply)",
@@ -486,6 +490,10 @@ PROBES = [
           1, "a socket: convbench writes regular files", needs=("socket",), check=still(stat.S_ISSOCK)),
     Probe("writes", "export --output symlink", with_history(history_of_three, "export", "r1", *EXPORT, "--output",
           "{tmp}/out"), 0, "", lines=0, needs=("link",), check=link_kept_and_target_written),
+    Probe("writes", "history --output the history it reads", lambda tmp: [
+        "history", H, history_of_three(tmp), "--output", tmp / "h.sqlite"], 2,
+        "is the history this command reads", check=lambda tmp, out: sqlite3.connect(tmp / "h.sqlite").execute(
+            "SELECT COUNT(*) FROM runs").fetchone() == (3,) or _fail("history lost")),
     Probe("writes", "report through a figures/ link", with_run(replaced_by("figures", "link"), "report", "{run}"),
           2, "figures: a symbolic link in a run folder"),
     Probe("writes", "report over a summary.md link", with_run(replaced_by("summary.md", "link"), "report", "{run}"),
@@ -518,6 +526,8 @@ PROBES = [
           "records.jsonl:1: damaged record (JSON nested too deeply)"),
     Probe("ingest", "case id with ESC", ingesting(edit_first_record(lambda r: r.update(case_id="a\x1b[2Jb"))), 2,
           "holds control characters"),
+    Probe("ingest", "run.json started 'yesterday'", ingesting(edit_json("run.json", lambda m: m.update(
+        started="yesterday"))), 2, "run.json: damaged (started is 'yesterday', not an ISO 8601 time)"),
     Probe("ingest", "pid out of range", ingesting(edit_json("run.json", lambda m: m.update(pid=10**30))), 2,
           "damaged (pid is"),
     Probe("ingest", "env.json gpus a number", ingesting(edit_json("env.json", lambda e: e.update(gpus=3))), 2,
