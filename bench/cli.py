@@ -192,9 +192,14 @@ def _positive(text: str) -> int:
 
 def _percent(text: str) -> float:
     """A threshold in percent: a finite number of zero or more."""
+    return _finite(text, "percentage")
+
+
+def _finite(text: str, unit: str) -> float:
+    """A finite number of zero or more (of ``unit``, as the message says)."""
     value = _non_negative_float(text)
     if value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite percentage, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite {unit}, got {text}")
     return value
 
 
@@ -353,13 +358,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[None]:
     """On the CPU, the address-space cap of bench.measure.memguard while the cases run (``limit_gib``
     GiB of headroom, or the default); on CUDA nothing."""
-    from bench.measure.memguard import GIB, address_space_limit, default_headroom
+    from bench.measure.memguard import address_space_limit, headroom_for
 
     if device.type != "cpu" or limit_gib == 0:
         yield
         return
-    headroom = default_headroom() if limit_gib is None else int(limit_gib * GIB)
-    with address_space_limit(headroom):
+    with address_space_limit(headroom_for(limit_gib)):
         yield
 
 
@@ -1082,7 +1086,7 @@ def build_parser() -> _Parser:
     )
     run_parser.add_argument(
         "--memory-limit",
-        type=_non_negative_float,
+        type=lambda text: _finite(text, "number of GiB"),
         metavar="GIB",
         help="CPU runs: memory a case may take beyond what the run maps at its start, in GiB; a case "
         "needing more is recorded oom (default: 90%% of the memory available then; 0: no limit)",

@@ -605,6 +605,8 @@ PROBES = [
           "does not say its input shape: give --input-size C,H,W", check=leave_path),
     Probe("edges", "memory --input-size of a reference without input_shape", lambda tmp: [
         *reference_without_shape(tmp), "--input-size", "3,16,16"], 0, "", lines=0, check=leave_path),
+    Probe("edges", "--memory-limit inf", run_with_suite(CNN, "--memory-limit", "inf"), 2,
+          "argument --memory-limit: must be a finite number of GiB, got inf", check=not_created("results")),
     Probe("edges", "--results X --history X", lambda tmp: [
         "run", "--suite", tiny_suite(tmp, CNN), "--results", tmp / "X", "--history", tmp / "X"], 2,
         "is the results root", check=not_created("X")),
