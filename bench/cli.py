@@ -693,8 +693,8 @@ def _shape(text: str) -> list[int]:
 
 def _positive_real(text: str) -> float:
     value = _real(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
 
 

@@ -540,37 +540,39 @@ def quoted(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _bad_number(value: object, non_negative: bool) -> str | None:
-    """Why ``value`` (a number, or a list) is not a measurement, or None: an integer beyond 64
-    bits, a float that is NaN or infinite, or (``non_negative``) a number below zero. Written
-    for speed, since every field of every record passes here: a list of numbers is summed and
-    bounded in C, and only looked at item by item when that finds something."""
+def _bad_number(value: object, measurement: bool) -> str | None:
+    """Why ``value`` (a number, or a list) cannot be read, or None: an integer beyond 64 bits
+    anywhere; in a ``measurement`` (``NON_NEGATIVE_FIELDS``), a NaN, an infinity or a number
+    below zero (elsewhere a NaN is what a figure that could not be worked out has always been
+    written as). Written for speed, since every field of every record passes here: a list of
+    numbers is summed and bounded in C, and only looked at item by item when that finds
+    something."""
     kind = value.__class__
     if kind is float:
-        if value - value != 0.0:  # NaN and the infinities alone give NaN here
+        if measurement and value - value != 0.0:  # NaN and the infinities alone give NaN here
             return "not finite"
-        return "negative" if non_negative and value < 0 else None
+        return "negative" if measurement and value < 0 else None
     if kind is int:
         if not -_INT64 < value < _INT64:
             return "out of range"
-        return "negative" if non_negative and value < 0 else None
+        return "negative" if measurement and value < 0 else None
     if kind is not list or not value:
         return None
     try:
         finite = math.isfinite(math.fsum(value))
         lowest, highest = min(value), max(value)
     except (TypeError, OverflowError, ValueError):  # not all numbers (names, pairs), or huge
-        return _bad_items(value, non_negative)
-    if finite and -_INT64 < lowest and highest < _INT64 and not (non_negative and lowest < 0):
+        return _bad_items(value, measurement)
+    if (finite or not measurement) and -_INT64 < lowest and highest < _INT64 and not (measurement and lowest < 0):
         return None
-    return _bad_items(value, non_negative)
+    return _bad_items(value, measurement)
 
 
-def _bad_items(values: list, non_negative: bool) -> str | None:
+def _bad_items(values: list, measurement: bool) -> str | None:
     """``_bad_number`` of each number in ``values``, the first problem found."""
     for item in values:
         if item.__class__ in (int, float):
-            problem = _bad_number(item, non_negative)
+            problem = _bad_number(item, measurement)
             if problem is not None:
                 return problem
     return None

@@ -514,6 +514,8 @@ PROBES = [
         0, "", lines=0, check=lambda tmp, out: (out == "added r1\nskipped r1: already in the history\n") or _fail(out)),
     Probe("ingest", "NaN step time", ingesting(edit_first_record(lambda r: r.update(step_time_ms=float("nan")))),
           2, "records.jsonl:1: damaged record (step_time_ms is not finite: nan)"),
+    Probe("ingest", "NaN outside the measurements (a figure not worked out) is read", ingesting(edit_first_record(
+        lambda r: r.update(mfu=float("nan"), host_time_ms=float("inf"), final_loss=-1.0))), 0, "", lines=0),
     Probe("ingest", "negative step time", ingesting(edit_first_record(lambda r: r.update(step_time_ms=-3.0))),
           2, "damaged record (step_time_ms is negative: -3.0)"),
     Probe("ingest", "a negative step-time sample", ingesting(edit_first_record(
@@ -605,6 +607,8 @@ PROBES = [
           "does not say its input shape: give --input-size C,H,W", check=leave_path),
     Probe("edges", "memory --input-size of a reference without input_shape", lambda tmp: [
         *reference_without_shape(tmp), "--input-size", "3,16,16"], 0, "", lines=0, check=leave_path),
+    Probe("edges", "--peak-tflops inf", run_with_suite(CNN, "--peak-tflops", "inf"), 2,
+          "argument --peak-tflops: must be a finite positive number, got inf", check=not_created("results")),
     Probe("edges", "--memory-limit inf", run_with_suite(CNN, "--memory-limit", "inf"), 2,
           "argument --memory-limit: must be a finite number of GiB, got inf", check=not_created("results")),
     Probe("edges", "--results X --history X", lambda tmp: [
