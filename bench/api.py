@@ -8,6 +8,7 @@ for ``--batch-sizes``), with Python values instead of text. ``compare_results`` 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ def run_suite(
     """
     from bench.cli import EXIT_INTERRUPTED, build_parser, cmd_run
     from bench.storage.store import load_run, new_run_id
+    from models.references import without_model_code
 
     args = build_parser().parse_args(["run"])
     settable = sorted(set(vars(args)) - {"command", "handler", "suite", "results", "run_id", "history"})
@@ -49,7 +51,8 @@ def run_suite(
     args.suite = suite if suite is None or isinstance(suite, dict) else str(suite)
     args.results, args.run_id = str(results), run_id or new_run_id()
     args.history = None if history is None else Path(history)
-    code = cmd_run(args)
+    with without_model_code() if args.no_model_code else contextlib.nullcontext():
+        code = cmd_run(args)
     if code >= EXIT_INTERRUPTED:
         raise KeyboardInterrupt(f"the run {args.run_id} was interrupted; its folder is kept, marked incomplete")
     return load_run(Path(results) / args.run_id).frame()

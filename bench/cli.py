@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from bench.reporting.output import add_output_options, stdout_gone
+from bench.reporting.output import add_output_options, results_only_on_stdout, stdout_gone
 from bench.reporting.tables import format_number, text_table
 
 if TYPE_CHECKING:  # imported where used, so that --help answers without loading torch
@@ -33,6 +33,30 @@ Handler = Callable[[argparse.Namespace], int]
 DEFAULT_HISTORY = Path("results") / "history.sqlite"
 DEFAULT_THRESHOLD_PERCENT = 5.0
 DEFAULT_MEMORY_PERCENT = 10.0
+
+
+#: Switches several commands share, by flag: what each says in --help.
+SHARED_SWITCHES = {
+    "--no-model-code": "refuse package.module:function model references, which import and call the code they name "
+    "(also CONVBENCH_NO_MODEL_CODE=1): for jobs that run suites they did not write",
+    "--no-limits": "lift the bounds on a suite's work (10,000 cases, 1,000,000 timed steps a case, 10,000 warm-up "
+    "steps; training: 10,000 runs, 10,000 epochs, 100,000,000 steps)",
+}
+
+
+def add_switches(sub: argparse.ArgumentParser, *flags: str) -> None:
+    """Add the SHARED_SWITCHES named by ``flags`` to a command."""
+    for flag in flags:
+        sub.add_argument(flag, action="store_true", help=SHARED_SWITCHES[flag])
+
+
+def grid_progress(command: str) -> Callable[[int, int], None]:
+    """What prints ``convbench COMMAND: expanding the grid: N of M cases`` on stderr."""
+
+    def report(made: int, total: int) -> None:
+        print(f"convbench {command}: expanding the grid: {made:,} of {total:,} cases", file=sys.stderr, flush=True)
+
+    return report
 
 
 def add_threshold(sub: argparse.ArgumentParser) -> None:
@@ -168,9 +192,14 @@ def _positive(text: str) -> int:
 
 def _percent(text: str) -> float:
     """A threshold in percent: a finite number of zero or more."""
+    return _finite(text, "percentage")
+
+
+def _finite(text: str, unit: str) -> float:
+    """A finite number of zero or more (of ``unit``, as the message says)."""
     value = _non_negative_float(text)
     if value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite percentage, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite {unit}, got {text}")
     return value
 
 
@@ -252,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = runner.resolve_device(suite.device)
     suite = apply_switches(suite.override(device=str(device)), args, device)
     launch.check_device(suite, device)
-    cases = suite.cases()
+    cases = suite.cases(limits=not args.no_limits, progress=grid_progress("run"))
     runner.check_cases(cases, device)
     data_root = args.data_root or data.DEFAULT_ROOT
     if suite.dataset != data.SYNTHETIC:
@@ -296,6 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Where the results go is checked too: a history that cannot take the run would
     # otherwise be found only after the whole suite has run.
     history_path = run_destinations(args)
+    warn_if_last_run_died("run", args.results, suite.name, cases)
 
     with stop_signals() as signals:
         writer = RunWriter(
@@ -328,13 +358,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[None]:
     """On the CPU, the address-space cap of bench.measure.memguard while the cases run (``limit_gib``
     GiB of headroom, or the default); on CUDA nothing."""
-    from bench.measure.memguard import GIB, address_space_limit, default_headroom
+    from bench.measure.memguard import address_space_limit, headroom_for
 
     if device.type != "cpu" or limit_gib == 0:
         yield
         return
-    headroom = default_headroom() if limit_gib is None else int(limit_gib * GIB)
-    with address_space_limit(headroom):
+    with address_space_limit(headroom_for(limit_gib)):
         yield
 
 
@@ -377,12 +406,18 @@ def run_destinations(args: argparse.Namespace) -> Path:
     folder or can be made, and the history (``--history``, default inside the results root)
     can take the run. Returns the history's path. Raises RunFolderError or HistoryError."""
     from bench.storage import history
-    from bench.storage.store import check_results_root
 
-    check_results_root(args.results)
-    history_path = args.history or Path(args.results) / history.DEFAULT_NAME
-    history.check_writable(history_path)
-    return history_path
+    return history.check_destinations(args.results, args.history)
+
+
+def warn_if_last_run_died(command: str, results: str | Path, suite: str, cases: Sequence[Case]) -> None:
+    """Warn on stderr when the last run of ``suite`` here died without closing its folder
+    (``bench.storage.store.last_run_died``), suggesting --isolate."""
+    from bench.storage.store import last_run_died
+
+    died = last_run_died(results, suite, [case.case_id for case in cases])
+    if died:
+        print(f"convbench {command}: warning: {died}", file=sys.stderr)
 
 
 def warn_if_busy(command: str, writer: RunWriter) -> None:
@@ -529,12 +564,12 @@ def cmd_optim(args: argparse.Namespace) -> int:
     import models
     import optimizers
     from bench.measure import optimizer_step, runner
-    from bench.measure.bandwidth import measure_bandwidth
+    from bench.measure.bandwidth import check_array_bytes, measure_bandwidth
     from bench.measure.env import collect_env
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
-    from bench.storage.store import RunWriter, check_run_id, new_run_id, write_json
+    from bench.storage.store import RunWriter, check_run_id, new_run_id
     from bench.toml_writer import dumps
 
     # Everything that can be wrong with the input is found before the run folder exists.
@@ -547,15 +582,22 @@ def cmd_optim(args: argparse.Namespace) -> int:
         cases = optimizer_step.cases(args.models, optimizer_names, args.precision, **protocol)
     except ValueError as error:
         raise runner.SetupError(str(error)) from None
+    if args.bandwidth_mib:
+        try:
+            check_array_bytes(device, args.bandwidth_mib * 2**20)
+        except ValueError as error:
+            raise runner.SetupError(f"--bandwidth-mib {args.bandwidth_mib}: {error}") from None
+    chosen = {key: list(dict.fromkeys(getattr(case, field) for case in cases)) for key, field in OPTIM_LISTS.items()}
     configuration = {
         "suite": {"name": "optim", "kind": optimizer_step.KIND, "device": str(device), **protocol},
-        "optim": {"models": args.models, "optimizers": optimizer_names, "precision": args.precision},
+        "optim": chosen,
     }
 
     run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
     env = collect_env()
     machine = machine_identity(device, env, args.machine)
     history_path = run_destinations(args)
+    warn_if_last_run_died("optim", args.results, "optim", cases)
 
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, "optim", dumps(configuration), env, len(cases), machine=machine)
@@ -570,7 +612,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
                 # in the same state (a shared machine's bandwidth drifts by tens of %).
                 bandwidth = measure_bandwidth(device, array_bytes)
                 measured[case.case_id] = bandwidth.to_dict()
-                write_json(writer.path / "bandwidth.json", measured)
+                writer.write("bandwidth.json", json.dumps(measured, indent=2) + "\n")
                 record = optimizer_step.run_case(
                     case,
                     device,
@@ -584,6 +626,9 @@ def cmd_optim(args: argparse.Namespace) -> int:
                 progress.finish(case.case_id, record.status)
         return close_run("optim", writer, history_path, signals, outcome.stopped_by, outcome.code)
 
+
+#: The lists of ``convbench optim`` as its suite.toml names them, by the case field each sets.
+OPTIM_LISTS = {"models": "model", "optimizers": "optimizer", "precision": "precision"}
 
 # The switches timm's benchmark script taught people, and models by reference.
 SWITCHES = ("input_size", "num_classes", "lr", "momentum", "betas", "eps", "weight_decay")
@@ -632,6 +677,8 @@ def _keyword_arguments(text: str) -> dict[str, object]:
             found[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             found[key.strip()] = value.strip()
+        except RecursionError:
+            raise argparse.ArgumentTypeError(f"{key.strip()}: the value is nested too deeply to read") from None
     return found
 
 
@@ -661,8 +708,8 @@ def _shape(text: str) -> list[int]:
 
 def _positive_real(text: str) -> float:
     value = _real(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
 
 
@@ -726,7 +773,7 @@ def _print_output(frame: object, args: argparse.Namespace, **around: object) -> 
     from bench.reporting.output import emit, render
 
     text, to_stderr = render(frame, args.format, **around)
-    emit(text, args.output, to_stderr)
+    emit(text, args.output, to_stderr, getattr(args, "history", None))
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
@@ -740,18 +787,23 @@ def cmd_memory(args: argparse.Namespace) -> int:
     from bench.measure import max_batch, memory_pass, runner
     from bench.measure.memory_breakdown import CATEGORIES
     from bench.measure.runner import SetupError
-    from bench.suite import Case
+    from bench.suite import single_case
 
-    spec = models.spec(args.model)
+    models.spec(args.model)
     optimizers.spec(args.optimizer)
     device = torch.device(args.device or ("cuda" if args.gpu or torch.cuda.is_available() else "cpu"))
     memory = args.device_memory or max_batch.GPU_MEMORY_BYTES.get(args.gpu)
     if memory is None and device.type == "cuda" and torch.cuda.is_available():
         memory = max_batch.memory_for(device, None)
-    case = Case(
-        args.model, args.optimizer, args.batch_size, args.precision, args.channels_last, False, "synthetic",
-        spec.input_shape, spec.num_classes, steps=1, warmup=1, repeats=1, detailed=False,
-    )  # fmt: skip
+    case = single_case(
+        args.model,
+        args.optimizer,
+        args.batch_size,
+        args.precision,
+        args.channels_last,
+        args.input_size,
+        args.num_classes,
+    )
     reason = memory_pass.eager_only(case)
     if reason is not None:
         raise SetupError(f"--optimizer {args.optimizer}: {reason}; predict its eager form instead")
@@ -779,9 +831,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     """List the runs in the history, oldest first."""
     from bench.storage import history
 
-    runs = history.runs(args.history)
+    notes: list[str] = []
+    runs = history.runs(args.history, notes)
     runs["commit"] = runs["commit"].str[:10]
-    _print_output(runs, args)
+    _print_output(runs, args, after=[f"note: {note}" for note in notes], fields={"notes": notes})
     return 0
 
 
@@ -802,7 +855,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline, candidate, earlier = resolve_runs(
         args.baseline, args.candidate, args.history, args.baseline_runs, args.include_incomplete
     )
-    notes = fairness.check_runs(args.baseline, baseline, args.candidate, candidate, args.history)
+    notes = fairness.check_runs(baseline, candidate)
     verdicts = judge(baseline, candidate, earlier, args.threshold, args.memory_threshold)
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
@@ -834,9 +887,10 @@ def cmd_trend(args: argparse.Namespace) -> int:
     from bench.reporting import figures
     from bench.storage import history
 
-    records = history.records(args.history)
+    notes: list[str] = []
+    records = history.records(args.history, notes=notes)
     if records.empty:
-        raise history.HistoryError(f"the history {args.history} holds no runs yet")
+        raise history.HistoryError(notes[0] if notes else f"the history {args.history} holds no runs yet")
     flagged = compare.flag_history(records, baseline_runs=args.baseline_runs, threshold=args.threshold / 100)
     chosen = flagged[
         flagged["model"].isin(args.models or flagged["model"])
@@ -872,10 +926,11 @@ def cmd_trend(args: argparse.Namespace) -> int:
         flagged_rows,
         args,
         after=[
+            *(f"note: {note}" for note in notes),
             f"{runs} runs, {len(hits)} case regressions and {len(slower_runs)} all-cases regressions flagged; "
-            f"figure: {figure}"
+            f"figure: {figure}",
         ],
-        fields={"runs": runs, "figure": [str(path) for path in paths]},
+        fields={"runs": runs, "figure": [str(path) for path in paths], "notes": notes},
     )
     return 0
 
@@ -926,8 +981,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise SuiteError(
                 "--all writes a pytest-benchmark storage folder: give --format pytest-benchmark --output DIR"
             )
-        for path in export.history_storage(args.history, args.output):
+        notes: list[str] = []
+        for path in export.history_storage(args.history, args.output, notes):
             print(path)
+        for note in notes:
+            print(f"convbench export: note: {note}", file=sys.stderr)
         return 0
     frame, manifest, env = export.run_documents(args.run, args.history)
     if args.format == "github-action-benchmark":
@@ -944,7 +1002,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             "(a training-to-accuracy run has none; an optimizer-step run has step times but no throughput)",
             file=sys.stderr,
         )
-    emit(json.dumps(document, indent=2) + "\n", args.output)
+    emit(json.dumps(document, indent=2) + "\n", args.output, history=args.history)
     return 0
 
 
@@ -979,6 +1037,7 @@ def build_parser() -> _Parser:
     models_parser = commands.add_parser("models", help="list the model registry")
     models_parser.add_argument("names", nargs="*", metavar="MODEL", help="only these models (default: all)")
     add_output_options(models_parser)
+    add_switches(models_parser, "--no-model-code")
     models_parser.set_defaults(handler=cmd_models)
 
     optimizers_parser = commands.add_parser("optimizers", help="list the optimizer registry")
@@ -1015,6 +1074,7 @@ def build_parser() -> _Parser:
         metavar="N",
         help="random inputs averaged for the effective field (default 8; 0 skips it, the slow part)",
     )
+    add_switches(rf_parser, "--no-model-code")
     rf_parser.set_defaults(handler=cmd_rf)
 
     run_parser = commands.add_parser(
@@ -1057,7 +1117,7 @@ def build_parser() -> _Parser:
     )
     run_parser.add_argument(
         "--memory-limit",
-        type=_non_negative_float,
+        type=lambda text: _finite(text, "number of GiB"),
         metavar="GIB",
         help="CPU runs: memory a case may take beyond what the run maps at its start, in GiB; a case "
         "needing more is recorded oom (default: 90%% of the memory available then; 0: no limit)",
@@ -1085,6 +1145,7 @@ def build_parser() -> _Parser:
         metavar="SIZE",
         help="the memory that search fits in, e.g. 2GiB (default: the CUDA device's; 1GiB on the CPU)",
     )
+    add_switches(run_parser, "--no-model-code", "--no-limits")
     run_parser.set_defaults(handler=cmd_run)
 
     memory_parser = commands.add_parser(
@@ -1093,11 +1154,17 @@ def build_parser() -> _Parser:
         description="Predict the memory of one training step (parameters, buffers, gradients, optimizer state, "
         "inputs, activations, temporaries, peak) without allocating it, on fake tensors.",
     )
-    memory_parser.add_argument("model", metavar="MODEL", help="a registry model")
+    memory_parser.add_argument(
+        "model", metavar="MODEL", help="a registry model, or a reference (pkg.mod:fn, torchvision:NAME, timm:NAME)"
+    )
     memory_parser.add_argument("--optimizer", required=True, metavar="O", help="a registry optimizer")
     memory_parser.add_argument("--batch-size", type=_positive, required=True, metavar="B")
     memory_parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32")
     memory_parser.add_argument("--channels-last", action="store_true", help="channels-last model and inputs")
+    memory_parser.add_argument(
+        "--input-size", type=_shape, metavar="C,H,W", help="one sample's shape (default: the model's own)"
+    )
+    memory_parser.add_argument("--num-classes", type=_positive, metavar="N", help="classes (default: the model's own)")
     memory_parser.add_argument(
         "--device", choices=("cpu", "cuda"), help="the device predicted for (default: cuda with --gpu or CUDA present)"
     )
@@ -1106,6 +1173,7 @@ def build_parser() -> _Parser:
     fits.add_argument(
         "--gpu", choices=sorted(max_batch_gpus()), help="print the largest batch that fits this GPU's memory"
     )
+    add_switches(memory_parser, "--no-model-code")
     memory_parser.set_defaults(handler=cmd_memory)
 
     history_help = "the history database (default: results/history.sqlite)"
@@ -1246,6 +1314,7 @@ def build_parser() -> _Parser:
     optim_parser.add_argument(
         "--machine", metavar="NAME", help="the machine's name in the history (default: as for convbench run)"
     )
+    add_switches(optim_parser, "--no-model-code")
     optim_parser.set_defaults(handler=cmd_optim)
 
     report_parser = commands.add_parser("report", help="write a run's figures, tables and reports into its folder")
@@ -1254,7 +1323,7 @@ def build_parser() -> _Parser:
 
     from bench.train.command import add_parser as add_train_parser
 
-    add_train_parser(commands, _names, _positive)
+    add_train_parser(commands, _names, _positive, lambda sub: add_switches(sub, "--no-model-code", "--no-limits"))
     return parser
 
 
@@ -1293,9 +1362,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.analyse.compare import IncomparableError
 
         bad_input += (IncomparableError,)
+    from models.references import without_model_code
+
     handler: Handler = args.handler
+    # --no-model-code: every model reference resolved in this process (and, through argv, in
+    # torchrun's workers) is refused if it runs code it names.
+    refusing = without_model_code() if getattr(args, "no_model_code", False) else contextlib.nullcontext()
+    # JSON and CSV are for programs: what model code prints goes to stderr, not into them.
+    machine_readable = getattr(args, "format", None) in ("json", "csv")
+    results_only = results_only_on_stdout() if machine_readable else contextlib.nullcontext()
     try:
-        return handler(args)
+        with refusing, results_only:
+            return handler(args)
     except bad_input as error:
         print(f"convbench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -54,7 +54,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import re
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +93,23 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 class SuiteError(ValueError):
     """A suite that cannot be run as written; the message names the file and the key."""
+
+
+#: Bounds on the work a suite may ask for (a typo's extra digits, a grid multiplied out by
+#: mistake); past one, the suite is refused before anything runs. ``--no-limits`` lifts them.
+MAX_CASES = 10_000  # the full suite has 1,656
+MAX_TIMED_STEPS = 1_000_000  # steps x repeats of one case: every one is a sample in its record
+MAX_WARMUP = 10_000
+#: How often ``Suite.cases`` reports on a grid it is expanding, in seconds.
+PROGRESS_EVERY_S = 1.0
+
+
+def check_limit(what: str, value: int, limit: int) -> None:
+    """SuiteError when ``value`` of ``what`` is past ``limit``, saying how to lift it."""
+    if value > limit:
+        raise SuiteError(
+            f"{what} is {value:,}, more than the limit of {limit:,}; lower it, or lift the limits with --no-limits"
+        )
 
 
 @dataclass(frozen=True)
@@ -174,6 +193,14 @@ class Grid:
     eps: tuple[float, ...] = ()
     weight_decay: tuple[float, ...] = ()
 
+    def size(self) -> int:
+        """How many cases the block multiplies out to, worked out without making them (a
+        product of lengths, so a grid past the limits costs nothing to count)."""
+        lists = (self.models, self.optimizers, self.batch_sizes, self.precision, self.channels_last, self.compile)
+        parallel = len(self.strategy) * len(self.world_sizes) * len(self.sync_batchnorm or (False,))
+        settings = math.prod(len(getattr(self, key)) for key in HYPERPARAMETERS if getattr(self, key))
+        return math.prod(map(len, lists)) * (parallel if self.strategy else 1) * len(self.compile_mode) * settings
+
     def hyperparameter_grid(self) -> list[dict]:
         """Every combination of the hyperparameters this block sets (one empty dict if none)."""
         given = {key: getattr(self, key) for key in HYPERPARAMETERS if getattr(self, key)}
@@ -198,8 +225,28 @@ class Suite:
     sections: dict[str, object] = field(default_factory=dict)  # parsed, by SECTIONS
     section_tables: dict[str, dict] = field(default_factory=dict)  # as written, for to_toml
 
-    def cases(self) -> list[Case]:
-        """Every case of every grid block, in order, each once."""
+    def size(self) -> int:
+        """How many cases the grid blocks multiply out to, before a case named twice counts once."""
+        return sum(grid.size() for grid in self.grids)
+
+    def check_limits(self) -> None:
+        """SuiteError if the suite asks for more work than the limits allow (``MAX_CASES``,
+        ``MAX_TIMED_STEPS``, ``MAX_WARMUP``), before any case is made."""
+        check_limit("warmup", self.warmup, MAX_WARMUP)
+        check_limit(
+            f"steps x repeats ({self.steps:,} x {self.repeats:,}), the timed steps of a case,",
+            self.steps * self.repeats,
+            MAX_TIMED_STEPS,
+        )
+        check_limit("the number of cases the grid multiplies out to", self.size(), MAX_CASES)
+
+    def cases(self, limits: bool = True, progress: Callable[[int, int], None] | None = None) -> list[Case]:
+        """Every case of every grid block, in order, each once. ``limits``: refuse a suite
+        past the limits first (``check_limits``); ``progress(made, total)`` is called about
+        once a second while a large grid expands."""
+        if limits:
+            self.check_limits()
+        total, made, reported = self.size(), 0, time.monotonic()
         found: dict[str, Case] = {}
         for grid in self.grids:
             combinations = itertools.product(
@@ -246,6 +293,10 @@ class Suite:
                     _overrides(optimizer, settings),
                 )
                 found.setdefault(case.case_id, case)
+                made += 1
+                if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY_S:
+                    progress(made, total)
+                    reported = time.monotonic()
         return list(found.values())
 
     def _input(self, model: str, kwargs: dict) -> tuple[tuple[int, int, int], int]:
@@ -314,6 +365,25 @@ class Suite:
         if self.model_kwargs:
             document["models"] = self.model_kwargs
         return dumps({**document, **self.section_tables})
+
+
+def single_case(
+    model: str,
+    optimizer: str,
+    batch_size: int,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    input_size: list[int] | None = None,
+    num_classes: int | None = None,
+) -> Case:
+    """One case on synthetic data (one untimed and one timed step), its input and classes
+    worked out as a suite's are: ``input_size`` (C, H, W) and ``num_classes`` if given, else
+    the model's own. Raises SuiteError naming the flag for a bad value, or a model that does
+    not say its input shape when ``input_size`` is not given."""
+    grid = Grid((model,), (optimizer,), (batch_size,), (precision,), (channels_last,))
+    suite = Suite(name="single", grids=(grid,), steps=1, warmup=1, repeats=1)
+    given = {"input_size": input_size, "num_classes": num_classes}
+    return suite.override(**{key: value for key, value in given.items() if value is not None}).cases()[0]
 
 
 def _output_width(model: str, kwargs: dict, input_shape: tuple[int, int, int]) -> int:
@@ -593,8 +663,15 @@ def load_suite(name_or_path: str | Path | dict) -> Suite:
                 f"{name_or_path}: no such suite; shipped suites: {', '.join(shipped())}, or give a .toml file"
             )
         text, source = shipped_file.read_text(encoding="utf-8"), str(shipped_file)
+    return parse_suite(read_toml(text, source), source, Path(source).stem)
+
+
+def read_toml(text: str, source: str) -> dict:
+    """``text`` parsed as TOML, or SuiteError naming ``source``: not valid TOML, or nested
+    more deeply than Python's parser can follow (tomllib recurses per level)."""
     try:
-        document = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SuiteError(f"{source}: not valid TOML: {error}") from None
-    return parse_suite(document, source, Path(source).stem)
+    except RecursionError:
+        raise SuiteError(f"{source}: not valid TOML: values nested too deeply to read") from None

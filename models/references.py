@@ -16,14 +16,23 @@ downstream (suites, the runner, receptive fields, FLOPs) sees a name and a spec:
 
 Installed packages add models by name through the ``convbench.models`` entry-point group;
 each entry point names a callable, read as a ``package.module:function`` reference.
+
+A ``package.module:function`` reference imports and calls code named by whoever wrote the
+suite or the command line, as a test file runs code under pytest. A job that runs suites it
+did not write refuses them with ``--no-model-code`` (or ``CONVBENCH_NO_MODEL_CODE=1``, which
+child processes inherit); ``without_model_code()`` does the same for a block, e.g. while a
+run folder's suite is read back. Registry names, ``torchvision:NAME``, ``timm:NAME`` and
+installed entry points stay allowed: they name code installed on the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 
 import torch
@@ -33,6 +42,9 @@ from models.registry import ModelSpec, UnknownNameError
 from models.zoo import torchvision_builder
 
 ENTRY_POINT_GROUP = "convbench.models"
+#: Set to anything but empty or 0: ``package.module:function`` references are refused.
+NO_MODEL_CODE_VARIABLE = "CONVBENCH_NO_MODEL_CODE"
+_refusing = [False]  # without_model_code() blocks in force
 #: ``package.module:attribute`` with dotted names on both sides, as entry points write them.
 _FUNCTION_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -48,6 +60,40 @@ class ModelReferenceError(UnknownNameError):
 def is_reference(name: str) -> bool:
     """Whether ``name`` is written as a reference (it holds a colon) rather than a registry name."""
     return ":" in name
+
+
+def runs_code(name: str) -> bool:
+    """Whether ``name`` is a ``package.module:function`` reference: code named by whoever
+    wrote it, imported and called (not ``torchvision:`` or ``timm:``)."""
+    prefix, colon, _ = name.partition(":")
+    return bool(colon) and prefix not in ("torchvision", "timm")
+
+
+def model_code_refused() -> bool:
+    """Whether ``package.module:function`` references are refused now: ``--no-model-code``
+    (``NO_MODEL_CODE_VARIABLE``) or inside ``without_model_code()``."""
+    return _refusing[0] or os.environ.get(NO_MODEL_CODE_VARIABLE, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def without_model_code() -> Iterator[None]:
+    """Refuse ``package.module:function`` references inside the block (reading a run folder's
+    suite back must never import what it names)."""
+    before, _refusing[0] = _refusing[0], True
+    try:
+        yield
+    finally:
+        _refusing[0] = before
+
+
+def check_allowed(name: str) -> None:
+    """ModelReferenceError if ``name`` runs code (``runs_code``) while that is refused."""
+    if runs_code(name) and model_code_refused():
+        raise ModelReferenceError(
+            name,
+            f"a package.module:function reference runs the code it names, and --no-model-code "
+            f"({NO_MODEL_CODE_VARIABLE}) refuses that; use a registry name, torchvision:NAME or timm:NAME",
+        )
 
 
 def entry_point_names() -> list[str]:

@@ -90,6 +90,7 @@ def spec(name: str) -> ModelSpec:
 
     if name in _REGISTRY:
         return _REGISTRY[name]
+    references.check_allowed(name)  # before the cache: a reference resolved earlier is refused too
     if name not in _RESOLVED:
         if not references.is_reference(name) and name not in references.entry_point_names():
             raise UnknownNameError("model", name, available())

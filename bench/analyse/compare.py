@@ -52,6 +52,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -194,11 +195,7 @@ def _by_case(records: Iterable[dict], which: str) -> Cases:
         record["measured_as"] = _values(record, COMPARABLE_FIELDS)
         if REPEAT_MEDIANS not in record:
             record[REPEAT_MEDIANS] = repeat_medians(record)
-        median = _number(record.get("step_time_ms"))
-        samples = record.get("step_time_samples_ms")
-        if median is None and samples is not None and len(samples):
-            median = float(np.median(samples))
-        record["median_ms"] = median if record.get("status") == "ok" else None
+        record["median_ms"] = _median_step(record, which) if record.get("status") == "ok" else None
         cases[key] = record
     return cases
 
@@ -231,6 +228,36 @@ def _relative_change(before: float | None, after: float | None) -> float | None:
     if before is None or after is None or before == 0:
         return None
     return after / before - 1.0
+
+
+def _median_step(record: dict, side: str) -> float | None:
+    """An ok record's median step time, ms: its ``step_time_ms``, else the median of its
+    samples; every sample and the median must be a measurement (``_step_samples``)."""
+    samples = _step_samples(record, side)
+    median = _number(record.get("step_time_ms"))
+    if median is None and samples:
+        median = float(np.median(samples))
+    if median is not None and not (math.isfinite(median) and median > 0):
+        raise DifferentRunsError(
+            f"the {side}'s case {record.get('case_id')} has a median step time of {median!r} ms, which is no "
+            "measurement: compare judges finite step times above zero only"
+        )
+    return median
+
+
+def _step_samples(record: dict, side: str) -> list[float]:
+    """The record's step-time samples (ms), every one finite and above zero: a NaN, an
+    infinity, zero or a negative time is no measurement, and judging it would give a verdict
+    (``unchanged``, or a logarithm's NaN) about nothing. Raises DifferentRunsError naming
+    the side, the case and the value."""
+    samples = list(record.get("step_time_samples_ms") or [])
+    for sample in samples:
+        if isinstance(sample, bool) or not isinstance(sample, numbers.Real) or not math.isfinite(sample) or sample <= 0:
+            raise DifferentRunsError(
+                f"the {side}'s case {record.get('case_id')} has a step time of {sample!r} ms, which is no "
+                "measurement: compare judges finite step times above zero only"
+            )
+    return samples
 
 
 def between_runs(baseline_ms: Sequence[float], candidate_ms: float) -> tuple[float, float]:

@@ -10,15 +10,12 @@ other compute processes on the GPU take its time and memory while cases are meas
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pandas as pd
 
 from bench.analyse.compare import IncomparableError
 from bench.storage import history
-from bench.storage.store import MANIFEST, load_run
 
 #: GPU settings that must agree, and software versions only noted, (key, what) in env.json.
 REFUSED = (("power_limit_w", "enforced power limit (W)"), ("mig_mode", "MIG mode"))
@@ -70,30 +67,11 @@ def differences(
     return notes, refusals
 
 
-def run_env(reference: str, run_id: str, history_path: Path | str) -> dict:
-    """env.json of a run named on the command line: from its folder, else from the history."""
-    if (Path(reference) / MANIFEST).is_file():
-        return load_run(reference).env
-    with history.connect(history_path) as connection:
-        row = connection.execute("SELECT env FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return json.loads(row[0]) if row and row[0] else {}
-
-
-def check_runs(
-    baseline_reference: str,
-    baseline: history.ResolvedRun,
-    candidate_reference: str,
-    candidate: history.ResolvedRun,
-    history_path: Path | str,
-) -> list[str]:
-    """The notes on how the two runs' software and GPUs differ; raises IncomparableError
-    when their GPUs' enforced power limit or MIG mode differ."""
-    notes, refusals = differences(
-        run_env(baseline_reference, baseline.run_id, history_path),
-        run_env(candidate_reference, candidate.run_id, history_path),
-        cuda_index(baseline.frame),
-        cuda_index(candidate.frame),
-    )
+def check_runs(baseline: history.ResolvedRun, candidate: history.ResolvedRun) -> list[str]:
+    """The notes on how the two runs' software and GPUs differ (from the env.json each was
+    resolved with); raises IncomparableError when their GPUs' enforced power limit or MIG
+    mode differ."""
+    notes, refusals = differences(baseline.env, candidate.env, cuda_index(baseline.frame), cuda_index(candidate.frame))
     if refusals:
         raise IncomparableError(refusals)
     return notes

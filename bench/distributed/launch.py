@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,27 @@ if TYPE_CHECKING:
 
 #: torchrun's exit status when a worker died without one of its own (a signal).
 EXIT_WORKER_LOST = 1
+#: The longest --collective-timeout: a collective hung for more than a day is no benchmark,
+#: and much longer ones overflow the timeouts PyTorch keeps in milliseconds.
+MAX_COLLECTIVE_TIMEOUT_S = 86_400.0
+
+
+def check_endpoint(endpoint: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6-address]:PORT`` too) split, with the host resolved and the port in
+    1 … 65535, before any process starts. Raises SuiteError naming the flag and the problem."""
+    import socket
+
+    from bench.suite import SuiteError
+
+    host, colon, port = endpoint.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SuiteError(f"--rdzv-endpoint {endpoint!r}: expected HOST:PORT, a port from 1 to 65535")
+    try:
+        socket.getaddrinfo(host, int(port))
+    except (socket.gaierror, UnicodeError) as error:
+        raise SuiteError(f"--rdzv-endpoint {endpoint!r}: cannot resolve {host!r} ({error})") from None
+    return host, int(port)
 
 
 def add_flags(
@@ -106,8 +129,13 @@ def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
         raise SuiteError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address, reachable from every node)")
     if not 0 <= args.node_rank < args.nnodes:
         raise SuiteError(f"--node-rank {args.node_rank}: expected 0 … {args.nnodes - 1}")
-    if args.collective_timeout <= 0:
-        raise SuiteError(f"--collective-timeout {args.collective_timeout:g}: expected a positive number of seconds")
+    if not 0 < args.collective_timeout <= MAX_COLLECTIVE_TIMEOUT_S:  # NaN fails too
+        raise SuiteError(
+            f"--collective-timeout {args.collective_timeout:g}: expected a number of seconds above 0 and at most "
+            f"{MAX_COLLECTIVE_TIMEOUT_S:,.0f} (a day)"
+        )
+    if args.rdzv_endpoint and not world.launched():
+        check_endpoint(args.rdzv_endpoint)
     if args.strategies:
         suite = suite.override(strategy=args.strategies)
     if args.world_sizes:
@@ -167,8 +195,10 @@ def torchrun_arguments(args: argparse.Namespace, argv: list[str]) -> list[str]:
 
 def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
     """Start the workers through torchrun in this process and wait for them. The exit status
-    is rank 0's (0, 1, 2 as for any run); a lost worker's signal gives 1."""
+    is rank 0's (0, 1, 2 as for any run); a lost worker's signal gives 1; Ctrl-C or SIGTERM to
+    this process (which torchrun passes on to the workers) gives one line and 130 or 143."""
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     try:
@@ -177,12 +207,22 @@ def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
         failures = failed.failures
         failure = failures.get(0) or next(iter(failures.values()))
         return failure.exitcode if failure.exitcode > 0 else EXIT_WORKER_LOST
+    except SignalException as stop:  # Ctrl-C or SIGTERM: torchrun has passed it on to the workers
+        name = signal.Signals(stop.sigval).name
+        print(
+            f"convbench run: stopped by {name}; rank 0 keeps the finished cases, the run marked incomplete",
+            file=sys.stderr,
+        )
+        return 128 + int(stop.sigval)
     return 0
 
 
 def follow(cases: list, context: object, run_case: Callable[[object, object], object]) -> int:
     """A rank other than 0: take part in every case, write nothing; exit status 0 (rank 0's
-    is the run's)."""
+    is the run's). Ctrl-C or SIGTERM (which torchrun passes on) ends it at once: it has nothing
+    to close, and Python's handler would wait for a collective or store wait to return first."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         for case in cases:
             run_case(case, context)

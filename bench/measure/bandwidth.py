@@ -52,6 +52,8 @@ MAX_CALLS = 200
 #: The host's time to launch one elementwise kernel, ms, generously (it is about 0.005): the
 #: device is held back this long per queued call.
 LAUNCH_MS = 0.05
+#: Arrays the measurement holds at once (a, b, c).
+ARRAYS = 3
 #: Arrays each kernel moves (STREAM's counts, no write-allocate).
 ARRAYS_MOVED = {"copy": 2, "triad": 3, "update": 3}
 #: The kernel whose bandwidth an optimizer step is placed against (in place, like the step).
@@ -112,6 +114,24 @@ class Bandwidth:
             **{f"{k}_median_gbs": self.median_gbs(k) for k in self.samples_gbs},
             **{f"{k}_best_gbs": self.best_gbs(k) for k in self.samples_gbs},
         }
+
+
+def check_array_bytes(device: torch.device, array_bytes: int) -> None:
+    """ValueError unless the three arrays of ``array_bytes`` fit in the device's memory: the
+    CUDA device's total, or on the CPU the memory available now (``psutil``), so a size
+    given by hand fails before any work rather than in the allocator halfway through a run."""
+    needed = ARRAYS * array_bytes
+    if device.type == "cuda":
+        memory, what = torch.cuda.get_device_properties(device).total_memory, "the GPU's memory"
+    else:
+        import psutil
+
+        memory, what = psutil.virtual_memory().available, "the memory available"
+    if needed > memory:
+        raise ValueError(
+            f"{ARRAYS} arrays of {array_bytes / 2**20:,.0f} MiB need {needed / 2**30:,.1f} GiB, more than "
+            f"{what} ({memory / 2**30:,.1f} GiB)"
+        )
 
 
 def measure_bandwidth(

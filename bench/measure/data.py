@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import Tensor
@@ -65,7 +66,7 @@ def open_dataset(
 def _open(spec: DatasetSpec, root: str, download: bool, train: bool) -> torchvision.datasets.VisionDataset:
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     try:
-        return dataset_class(root, train=train, download=download, transform=torchvision.transforms.ToTensor())
+        dataset = dataset_class(root, train=train, download=download, transform=torchvision.transforms.ToTensor())
     except (RuntimeError, AssertionError, ValueError, OSError, EOFError) as error:
         # Missing files are a RuntimeError and an unreachable download or a permission an
         # OSError; damaged files fail torchvision's readers (MNIST's asserts on its header,
@@ -79,6 +80,30 @@ def _open(spec: DatasetSpec, root: str, download: bool, train: bool) -> torchvis
             f"{spec.torchvision_class} could not be read from {Path(root) / spec.folder} ({reason}); "
             f"give --data-root the folder that holds {spec.folder}{hint}"
         ) from None
+    return _checked(spec, dataset, Path(root) / spec.folder, "training" if train else "test")
+
+
+def _checked(spec: DatasetSpec, dataset: torchvision.datasets.VisionDataset, folder: Path, split: str) -> object:
+    """``dataset`` if its images and labels agree with each other and with ``spec``: as many
+    labels as images, every image of the shape the dataset has (MNIST 28 x 28, CIFAR-10
+    32 x 32 x 3; torchvision reads whatever an IDX header says), every label one of its
+    classes. Raises DatasetNotFoundError naming the folder and the split otherwise: training
+    on such files would measure something else than the record says."""
+    images, labels = dataset.data, dataset.targets
+    channels, height, width = spec.input_shape
+    expected = (height, width) if channels == 1 else (height, width, channels)  # MNIST (N, H, W), CIFAR (N, H, W, C)
+    problem = None
+    if tuple(images.shape[1:]) != expected:
+        problem = f"its images are {' x '.join(map(str, images.shape[1:]))}, not {' x '.join(map(str, expected))}"
+    elif len(labels) != len(images):
+        problem = f"it holds {len(images)} images but {len(labels)} labels"
+    elif len(labels) and not 0 <= np.asarray(labels).min() <= np.asarray(labels).max() < spec.num_classes:
+        problem = f"a label is outside 0 … {spec.num_classes - 1}"
+    if problem is not None:
+        raise DatasetNotFoundError(
+            f"{spec.torchvision_class} in {folder} is damaged: the {split} split's files disagree ({problem})"
+        )
+    return dataset
 
 
 def make_batches(

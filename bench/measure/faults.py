@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import torch
 
+from bench.measure.stopping import Terminated
+
+#: What ends the run rather than the case it arrives in: Ctrl-C and SIGTERM. Any other
+#: BaseException a case raises (``SystemExit`` from a model that calls ``sys.exit``) is that
+#: case's failure, recorded ``error``, and the run goes on.
+STOPS = (KeyboardInterrupt, Terminated)
+
 #: Text of the out-of-memory errors raised other than as torch.cuda.OutOfMemoryError.
 OUT_OF_MEMORY_MARKERS = (
     "CUBLAS_STATUS_ALLOC_FAILED",

@@ -34,6 +34,18 @@ def default_headroom() -> int:
     return int(DEFAULT_FRACTION * psutil.virtual_memory().available)
 
 
+#: The largest finite limit setrlimit takes (rlim_t as a signed 64-bit value in Python).
+_LARGEST_LIMIT = 2**63 - 1
+
+
+def headroom_for(limit_gib: float | None) -> int:
+    """Bytes of headroom for ``--memory-limit GIB`` (None: ``default_headroom()``); a limit
+    beyond any address space (2**64 bytes) is that much, i.e. no cap."""
+    if limit_gib is None:
+        return default_headroom()
+    return int(min(limit_gib, 2**64 / GIB) * GIB)
+
+
 @contextmanager
 def address_space_limit(headroom_bytes: int) -> Iterator[int]:
     """Cap this process's address space at what it maps now plus ``headroom_bytes`` while
@@ -43,6 +55,8 @@ def address_space_limit(headroom_bytes: int) -> Iterator[int]:
     cap = psutil.Process().memory_info().vms + headroom_bytes
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
+    elif cap > _LARGEST_LIMIT:  # more than an address space holds: no cap at all
+        cap = resource.RLIM_INFINITY
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
         yield cap

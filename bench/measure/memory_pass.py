@@ -27,7 +27,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import models
 import optimizers
-from bench.measure import memory_breakdown
+from bench.measure import faults, memory_breakdown
 from bench.measure.memory_breakdown import Breakdown
 from bench.suite import Case
 
@@ -170,14 +170,18 @@ def record_fields(case: Case, device: torch.device, build: Build, measured: dict
         if str(measured.get("peak_memory_source")).startswith("process_rss"):
             out["rss_activation_bytes"] = measured.get("activation_bytes")
             out["activation_bytes"] = tracked.activations + tracked.temporaries
-    except Exception as error:  # noqa: BLE001  (the timed figures stand; say why these are missing)
+    except faults.STOPS:
+        raise
+    except BaseException as error:  # noqa: BLE001  (the timed figures stand; say why these are missing)
         errors.append(f"tracked step: {type(error).__name__}: {error}")
     try:
         prediction = predict(case, device)
         out.update(prediction.breakdown.fields("predicted"))
         out["predicted_device"] = prediction.device
         out["prediction_s"] = prediction.seconds
-    except Exception as error:  # noqa: BLE001
+    except faults.STOPS:
+        raise
+    except BaseException as error:  # noqa: BLE001
         errors.append(f"prediction: {type(error).__name__}: {error}")
     if errors:
         out["memory_pass_error"] = "; ".join(errors)

@@ -52,7 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import models
 import optimizers
-from bench.measure import host, memory, timing
+from bench.measure import faults, host, memory, timing
 from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth, last_level_cache_bytes, measure_bandwidth
 from bench.measure.runner import fault_outcome, hyperparameters, provenance
 from bench.record import Record
@@ -82,9 +82,15 @@ class OptimizerStepCase:
 def cases(
     model_names: Sequence[str], optimizer_names: Sequence[str], precisions: Sequence[str], **protocol: int
 ) -> list[OptimizerStepCase]:
-    """Every (model, optimizer, precision). Raises ValueError naming an unknown precision,
+    """Every (model, optimizer, precision), each once (a name given twice is one case, as a
+    suite's list is). Raises ValueError naming an empty list or an unknown precision,
     UnknownNameError (a ValueError) an unknown optimizer, and ValueError a protocol count
     below 1 (``warmup`` also needs 1: the first step creates the state)."""
+    lists = {"models": model_names, "optimizers": optimizer_names, "precision": precisions}
+    for flag, names in lists.items():
+        if not names:
+            raise ValueError(f"--{flag}: expected at least one name, got none")
+    model_names, optimizer_names, precisions = (list(dict.fromkeys(names)) for names in lists.values())
     for precision in precisions:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -323,7 +329,9 @@ def run_case(
     try:
         with device_scope:
             measure(case, device, clock or timing.clock_for(device), bandwidth, out)
-    except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
+    except faults.STOPS:
+        raise
+    except BaseException as fault:  # noqa: BLE001  (any failure of one case is that case's result, sys.exit too)
         status, error = fault_outcome(fault)
     finally:
         if device.type == "cuda":

@@ -8,7 +8,8 @@ of device memory, the caching allocator's or cuBLAS's/cuDNN's, see ``bench.measu
 case's memory is freed and the sweep goes on), ``diverged`` (a non-finite loss, or fp16
 gradients that overflowed at every loss scale so the optimizer never stepped) or ``error``
 (any other exception, message kept). Fields measured before the fault stay in the record.
-KeyboardInterrupt is not caught: it ends the sweep.
+A ``SystemExit`` (a model calling ``sys.exit``) is an ``error`` like any exception; only
+KeyboardInterrupt and SIGTERM end the sweep.
 """
 
 from __future__ import annotations
@@ -363,7 +364,8 @@ def measure(
 
 
 def run_case(case: Case, context: RunContext) -> Record:
-    """Run one case and return its Record, whatever happened (bar KeyboardInterrupt)."""
+    """Run one case and return its Record, whatever happened: any exception the case raises,
+    ``SystemExit`` included, is its ``error``; only a stop signal (``faults.STOPS``) ends the run."""
     started = time.perf_counter()
     out: dict = {"state_buffers_theory": optimizers.state_buffers(case.optimizer)}
     status, error = "ok", None
@@ -373,7 +375,9 @@ def run_case(case: Case, context: RunContext) -> Record:
     try:
         with device_scope, precision.cuda_backend_settings(case.precision, device):
             measure(case, context, clock, meter, out, _memory_at_start(meter, out))
-    except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
+    except faults.STOPS:
+        raise
+    except BaseException as fault:  # noqa: BLE001  (any failure of one case is that case's result, sys.exit too)
         status, error = fault_outcome(fault)
         # The traceback's frames hold the case's model, optimizer and batches; cleared, they
         # go even if something keeps the exception (a chained one, a debugger's last error).
@@ -393,7 +397,9 @@ def run_case(case: Case, context: RunContext) -> Record:
         if context.find_max_batch:
             try:
                 out.update(max_batch.search_case(case, device, build_case, context.memory_cap_bytes))
-            except Exception as search_fault:  # noqa: BLE001  (the timed figures stand; say why the search is missing)
+            except faults.STOPS:
+                raise
+            except BaseException as search_fault:  # noqa: BLE001  (the timed figures stand; say why the search is missing)
                 out["max_batch_error"] = f"{type(search_fault).__name__}: {_message(search_fault)}"
         if context.memory_pass or context.find_max_batch:
             _release(meter)  # their steps made workspaces again: the next case starts without
@@ -453,7 +459,7 @@ def case_record(case: Case, context: RunContext, status: str, error: str | None,
     )
 
 
-def fault_outcome(fault: Exception) -> tuple[str, str]:
+def fault_outcome(fault: BaseException) -> tuple[str, str]:
     """(status, error) of a case that raised ``fault``: ``diverged`` for a non-finite loss,
     ``oom`` for running out of device memory whoever allocated (``bench.measure.faults``: cuBLAS and
     cuDNN allocation failures too), else ``error`` with the exception's type and message."""

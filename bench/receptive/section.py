@@ -162,8 +162,8 @@ def run_rf_section(section: RfSection, run_dir: Path, progress: Callable[[str], 
                 arrays[f"{prefix}/erf_field"] = _field(layer, layer.centre())
     table = pd.concat(frames, ignore_index=True)
     run_dir = Path(run_dir)
-    write_atomic(run_dir / "rf.csv", table.to_csv(index=False).encode())
+    write_atomic(run_dir / "rf.csv", table.to_csv(index=False).encode(), inside=run_dir)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_atomic(run_dir / "rf_maps.npz", buffer.getvalue())
+    write_atomic(run_dir / "rf_maps.npz", buffer.getvalue(), inside=run_dir)
     return table

@@ -8,6 +8,7 @@ papers, with embedded TrueType fonts) side by side.
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -25,6 +26,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bench.reporting.tables import printable  # noqa: E402
+
 COLUMN = 3.5  # inches: one column of a two-column paper
 PAGE = 7.0  # inches: the full text width
 PALETTE = "colorblind"
@@ -41,18 +44,26 @@ def use_theme() -> None:
     )
 
 
-def save(figure: Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` and close the figure; returns both paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+def save(figure: Figure, stem: Path, inside: Path | None = None) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` and close the figure; returns both paths. Each is
+    drawn in memory and written by ``bench.storage.store.write_atomic`` (a link is followed,
+    a device or FIFO written to, never replaced); ``inside``: the run folder they belong to,
+    where no link is followed at all."""
+    from bench.storage.store import write_atomic
+
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     # Lay the figure out once (positions are fractions of the figure, the same at any dpi)
     # rather than once per file: the layout is most of the time a save takes.
     if figure.get_layout_engine() is not None:
         figure.get_layout_engine().execute(figure)
         figure.set_layout_engine("none")
-    figure.savefig(paths[0], dpi=PNG_DPI)
-    figure.savefig(paths[1])
-    plt.close(figure)
+    try:
+        for path, options in zip(paths, ({"format": "png", "dpi": PNG_DPI}, {"format": "pdf"}), strict=True):
+            drawn = io.BytesIO()
+            figure.savefig(drawn, **options)
+            write_atomic(path, drawn.getvalue(), inside=inside)
+    finally:
+        plt.close(figure)
     return paths
 
 
@@ -67,7 +78,11 @@ def trend_figure(frame: pd.DataFrame) -> Figure:
     row belongs to, e.g. the case id), ``throughput``, ``peak_memory_bytes``, and the
     ``time`` and ``memory`` verdicts from ``bench.analyse.compare.flag_history``; flagged points get
     a large open marker, pointing down for a regression and up for an improvement."""
-    frame = frame.assign(when=pd.to_datetime(frame["started"]), peak_mib=frame["peak_memory_bytes"] / 2**20)
+    frame = frame.assign(
+        when=pd.to_datetime(frame["started"]),
+        peak_mib=frame["peak_memory_bytes"] / 2**20,
+        series=frame["series"].astype(str).map(printable),  # names from other machines' runs
+    )
     series = list(dict.fromkeys(frame["series"]))
     colours = dict(zip(series, sns.color_palette(PALETTE, len(series)), strict=True))
     figure, (throughput_axes, memory_axes) = plt.subplots(2, 1, sharex=True, figsize=(PAGE, 5.0))
@@ -96,6 +111,10 @@ def speedup_figure(frame: pd.DataFrame) -> Figure:
     ``frame``: one row per case and device with ``case``, ``device`` and ``speedup``, as
     ``bench.analyse.compare.side_by_side`` returns it; ``frame.attrs["speedup_of"]`` names what the
     speed-up is of when it is not throughput (training runs: time to target)."""
+    # Names from other machines' runs: what is not printable is drawn as its escape.
+    frame = frame.assign(
+        case=frame["case"].astype(str).map(printable), device=frame["device"].astype(str).map(printable)
+    )
     cases = list(dict.fromkeys(frame["case"]))
     figure, axes = plt.subplots(figsize=(PAGE, 1.0 + 0.3 * len(cases) * frame["device"].nunique()))
     sns.barplot(data=frame, y="case", x="speedup", hue="device", order=cases, ax=axes)

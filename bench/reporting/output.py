@@ -10,15 +10,17 @@ as fields, and to standard error with CSV, which holds the table alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
-from bench.reporting.tables import markdown_table, text_table
+from bench.reporting.tables import markdown_table, markdown_text, printable, text_table
 
 FORMATS = ("text", "markdown", "json", "csv")
 
@@ -54,19 +56,56 @@ def render(
         return json.dumps(data, indent=2) + "\n", []
     if fmt == "csv":
         return frame.to_csv(index=False), [*before, *after]
+    # The lines around the table carry names from run folders and histories: never raw
+    # control characters on a terminal, never raw HTML in Markdown.
+    line = markdown_text if fmt == "markdown" else printable
     table = markdown_table(frame, number) if fmt == "markdown" else text_table(frame, number)
-    return "\n".join([*before, table, *after]) + "\n", []
+    return "\n".join([*map(line, before), table, *map(line, after)]) + "\n", []
 
 
-def emit(text: str, output: Path | None, stderr_lines: Sequence[str] = ()) -> None:
-    """Write ``text`` to ``output`` (atomically) or to standard output."""
+#: The real standard output while ``results_only_on_stdout`` sends everything else to stderr.
+_RESULTS: list[TextIO] = []
+
+
+@contextlib.contextmanager
+def results_only_on_stdout() -> Iterator[None]:
+    """Within the block, what anything prints to standard output (a model's builder or
+    forward that calls ``print``) goes to standard error, and only ``emit`` writes to the
+    real standard output: ``--format json`` and ``csv`` stay readable by a program."""
+    _RESULTS.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _RESULTS.pop()
+
+
+def _same_file(one: Path | str, other: Path | str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them is not there: not the same file
+        return False
+
+
+def _stdout() -> TextIO:
+    return _RESULTS[-1] if _RESULTS else sys.stdout
+
+
+def emit(text: str, output: Path | None, stderr_lines: Sequence[str] = (), history: Path | str | None = None) -> None:
+    """Write ``text`` to ``output`` (``bench.storage.store.write_atomic``) or to standard
+    output. ``history``: the history the command read, which ``output`` must not be (a
+    table written over it would lose every run); HistoryError if it is."""
     from bench.storage.store import write_atomic
 
+    if output is not None and history is not None and _same_file(output, history):
+        from bench.storage.history import HistoryError
+
+        raise HistoryError(f"--output {output} is the history this command reads; write the output elsewhere")
     for line in stderr_lines:
-        print(line, file=sys.stderr)
+        print(printable(line), file=sys.stderr)
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        _stdout().write(text)
+        _stdout().flush()
     else:
         write_atomic(Path(output), text)
 
@@ -76,4 +115,4 @@ def stdout_gone() -> None:
     left to /dev/null, so that neither later prints nor the interpreter's last flush raise
     BrokenPipeError (the recipe of Python's signal module documentation)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, _stdout().fileno())

@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import html
 import tomllib
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ import pandas as pd
 
 from bench.distributed import figures as parallel_figures
 from bench.reporting import figures, memory_figures, roofline
-from bench.reporting.tables import format_number, html_table, latex_table, markdown_table
-from bench.storage.store import Run, load_run, write_atomic
+from bench.reporting.tables import code_fence, format_number, html_table, latex_table, markdown_table, markdown_text
+from bench.storage.store import Run, RunFolderError, load_run, write_atomic
 
 FIGURES_DIR = "figures"
 RF_CSV = "rf.csv"
@@ -73,10 +74,20 @@ def _batch_sweep(run: Run) -> pd.DataFrame | None:
     return frame if frame is not None and figures.batch_sweeps(frame) else None
 
 
+def read_damageable(path: Path, read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame | None:
+    """``read(path)`` for a file of the run folder, None where there is none; a file that
+    does not read as what it should be is a RunFolderError naming it, as a damaged record is."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except (ValueError, KeyError, OSError, EOFError, RecursionError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"{path}: damaged ({type(error).__name__}: {error})") from None
+
+
 def _rf(run: Run) -> pd.DataFrame | None:
-    path = run.path / RF_CSV
     # Layer names such as the lab cnn's "0", "2" are names, not numbers.
-    return pd.read_csv(path, dtype={"model": str, "layer": str}) if path.is_file() else None
+    return read_damageable(run.path / RF_CSV, lambda path: pd.read_csv(path, dtype={"model": str, "layer": str}))
 
 
 #: The columns of rf.csv the pages show (the CSV beside them has them all).
@@ -109,8 +120,7 @@ def rf_maps_frame(path: Path) -> pd.DataFrame:
 
 
 def _rf_maps(run: Run) -> pd.DataFrame | None:
-    path = run.path / RF_MAPS
-    return rf_maps_frame(path) if path.is_file() else None
+    return read_damageable(run.path / RF_MAPS, rf_maps_frame)
 
 
 def _predicted_sweep(run: Run) -> pd.DataFrame | None:
@@ -256,7 +266,7 @@ def write_figures(run: Run, specs: list[FigureSpec] = FIGURES) -> list[FigureSpe
         data = spec.data(run)
         if data is None or data.empty:
             continue
-        figures.save(spec.draw(data), run.path / FIGURES_DIR / spec.name)
+        figures.save(spec.draw(data), run.path / FIGURES_DIR / spec.name, inside=run.path)
         written.append(spec)
     return written
 
@@ -284,10 +294,12 @@ def missing_cases(run: Run) -> list[str] | None:
     """The case ids of the run's suite (its ``suite.toml``) that have no record, in suite
     order; None where the suite cannot be expanded here (a model this install lacks)."""
     from bench.suite import parse_suite
+    from models.references import without_model_code
 
     try:
-        suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
-        expected = [case.case_id for case in suite.cases()]
+        with without_model_code():  # a run folder names models; reading it never imports their code
+            suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
+            expected = [case.case_id for case in suite.cases(limits=False)]
     except Exception:  # noqa: BLE001  (any suite that does not expand here: say how many, not which)
         return None
     recorded = {r.get("case_id") for r in run.records}
@@ -475,7 +487,7 @@ def _context(run: Run, frame: pd.DataFrame) -> list[str]:
     """The lines above the table in summary.md: what ran, where, with what."""
     manifest, env = run.manifest, run.env
     devices = ", ".join(sorted(frame["device_name"].dropna().unique())) if run.records else ""
-    return [
+    context = [
         f"# convbench run {run.run_id}",
         "",
         f"- suite: {manifest.get('suite')}; status: {manifest.get('status')} "
@@ -484,6 +496,9 @@ def _context(run: Run, frame: pd.DataFrame) -> list[str]:
         f"- device: {devices or 'none recorded'}; host: {env.get('hostname')}",
         f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
         f"Python {env.get('python')}, commit {env.get('git_commit')}{' (dirty)' if env.get('git_dirty') else ''}",
+    ]
+    return [
+        *map(markdown_text, context),
         "",
         "Throughput = batch / median step time over every timed step; IQR = 75th minus 25th percentile. "
         "MiB = 2^20 bytes; activations = peak minus the memory in use before the first step, "
@@ -511,14 +526,14 @@ def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame) -> list[
         markdown += ["", "## Above 100%", "", *(f"- {line}" for line in notes)]
     failed = failures(frame)
     if failed:
-        markdown += ["", "## Cases that did not finish", "", *(f"- {line}" for line in failed)]
+        markdown += ["", "## Cases that did not finish", "", *(f"- {markdown_text(line)}" for line in failed)]
     written = []
     for name, text in (
         ("summary.csv", summary.to_csv(index=False)),
         ("summary.md", "\n".join(markdown) + "\n"),
         ("summary.tex", latex_table(shown, f"convbench run {run.run_id}", f"tab:convbench-{run.run_id}")),
     ):
-        write_atomic(run.path / name, text)
+        write_atomic(run.path / name, text, inside=run.path)
         written.append(run.path / name)
     return written
 
@@ -639,14 +654,15 @@ def _markdown_text(text: str) -> str:
 def markdown_report(sections: Sections) -> str:
     """The report for GitHub: tables inline, figures linked by relative path."""
     run = sections.run
+    text = markdown_text  # what the run folder says goes on the page as text, never as HTML
     lines = [
-        f"# convbench run `{run.run_id}`",
+        f"# convbench run {text(run.run_id)}",
         "",
         f"> {'**Warning:** ' if run.manifest.get('status') != 'complete' or len(sections.failures) else ''}"
-        f"{sections.status}",
+        f"{text(sections.status)}",
         "",
-        f"Suite `{run.manifest.get('suite', '')}`, started {run.manifest.get('started')}, "
-        f"finished {run.manifest.get('finished')}.",
+        f"Suite {text(run.manifest.get('suite', ''))}, started {text(run.manifest.get('started'))}, "
+        f"finished {text(run.manifest.get('finished'))}.",
         "",
         "## Results",
         "",
@@ -674,7 +690,8 @@ def markdown_report(sections: Sections) -> str:
         ]
     if sections.rf is not None:
         lines += ["## Receptive fields", "", markdown_table(rf_table(sections.rf), format_number), ""]
-    lines += ["## Configuration", "", "```toml", run.suite_toml.rstrip(), "```", "", "## Machine and software", ""]
+    fence = code_fence(run.suite_toml)
+    lines += ["## Configuration", "", f"{fence}toml", run.suite_toml.rstrip(), fence, "", "## Machine and software", ""]
     lines.append(markdown_table(environment_frame(run.env).map(_markdown_text)))
     return "\n".join(lines) + "\n"
 
@@ -686,13 +703,15 @@ def write_report(run_dir: Path | str) -> list[Path]:
         from bench.train.report import write_training_report
 
         return write_training_report(run)
+    rf = _rf(run)  # read (and a damaged one refused) before anything is written
+    _rf_maps(run)
     frame = run.frame()
     summary = summary_frame(frame)
     written = _write_tables(run, frame, summary)
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
     failed = failures_frame(frame, missing_cases(run))
-    sections = Sections(run, run_status(run), readable(summary), failed, _rf(run), specs, roofline.limit_notes(frame))
-    write_atomic(run.path / "report.html", html_report(sections))
-    write_atomic(run.path / "report.md", markdown_report(sections))
+    sections = Sections(run, run_status(run), readable(summary), failed, rf, specs, roofline.limit_notes(frame))
+    write_atomic(run.path / "report.html", html_report(sections), inside=run.path)
+    write_atomic(run.path / "report.md", markdown_report(sections), inside=run.path)
     return written + [run.path / "report.html", run.path / "report.md"]

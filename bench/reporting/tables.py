@@ -8,17 +8,42 @@ values print as an empty cell.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (ESC, BEL, NUL, a newline, a
+    bidirectional override...) written as its Python escape (``\\x1b``), so text from a run
+    folder or a history cannot move a terminal's cursor, change its colours or split a row."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def markdown_text(text: object) -> str:
+    """Text for a Markdown page: printable (``printable``) and with ``<``, ``>`` and ``&``
+    written as HTML entities, so a name holding ``<script>`` shows as text, not as HTML."""
+    return html.escape(printable(str(text)), quote=False)
+
+
+def code_fence(text: str) -> str:
+    """A run of backticks longer than any in ``text``: a Markdown code block (three or more)
+    that ``text`` cannot close early (CommonMark)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def _cells(frame: pd.DataFrame, number: Callable[[object], str]) -> tuple[list[str], list[list[str]], list[bool]]:
-    headers = [str(column) for column in frame.columns]
+    """The frame's headers and cells as text (every character printable), and which columns are numbers."""
+    headers = [printable(str(column)) for column in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
     rows = [
-        ["" if _missing(value) else number(value) if n else str(value) for value, n in zip(row, numeric, strict=True)]
+        [
+            "" if _missing(value) else number(value) if n else printable(str(value))
+            for value, n in zip(row, numeric, strict=True)
+        ]
         for row in frame.itertuples(index=False)
     ]
     return headers, rows, numeric
@@ -56,12 +81,13 @@ def text_table(frame: pd.DataFrame, number: Callable[[object], str] = str) -> st
 
 
 def markdown_table(frame: pd.DataFrame, number: Callable[[object], str] = str) -> str:
-    """A GitHub-flavoured Markdown table; pipes inside cells are escaped. ``number`` writes
+    """A GitHub-flavoured Markdown table; pipes inside cells are escaped, and so are ``<``,
+    ``>`` and ``&`` (as HTML entities: a cell is text, never HTML). ``number`` writes
     the numeric cells (``format_number`` rounds them for reading)."""
     headers, rows, numeric = _cells(frame, number)
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(html.escape(c, quote=False).replace("|", "\\|") for c in cells) + " |"
 
     align = ["---:" if n else ":---" for n in numeric]
     return "\n".join([line(headers), "| " + " | ".join(align) + " |"] + [line(r) for r in rows])

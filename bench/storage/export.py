@@ -14,6 +14,7 @@ results unchanged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,43 +145,50 @@ def _number(value: object) -> float | None:
 
 def storage_path(root: Path, index: int, manifest: dict, env: dict) -> Path:
     """Where pytest-benchmark's file storage keeps run ``index`` (1-based): a folder per
-    machine, files ``NNNN_<commit>_<YYYYmmdd_HHMMSS>.json`` that its ``compare NNNN`` finds."""
-    commit = (env.get("git_commit") or "unversioned")[:8]
-    started = (manifest.get("started") or "").replace("-", "").replace(":", "").replace("T", "_")[:15]
-    return root / (env.get("hostname") or "machine") / f"{index:04d}_{commit}_{started}.json"
+    machine, files ``NNNN_<commit>_<YYYYmmdd_HHMMSS>.json`` that its ``compare NNNN`` finds.
+    The machine's folder is its host name from env.json, which came from another machine:
+    it must be one folder name as a run id is (``bench.storage.store.check_run_id``), never a
+    path out of ``root``; RunFolderError otherwise."""
+    from bench.storage.store import RunFolderError, check_run_id
+
+    host = env.get("hostname") or "machine"
+    try:
+        check_run_id(host)
+    except RunFolderError:
+        raise RunFolderError(f"host name {host[:40]!r} is not one folder name") from None
+    commit = "".join(c for c in (env.get("git_commit") or "unversioned")[:8] if c.isalnum()) or "unversioned"
+    started = "".join(c for c in (manifest.get("started") or "")[:19] if c.isdigit() or c == "T").replace("T", "_")
+    return root / host / f"{index:04d}_{commit}_{started}.json"
 
 
 def run_documents(reference: str, history_path: Path | str) -> tuple[pd.DataFrame, dict, dict]:
     """(records, manifest, env) of a run folder, a run id in the history, or ``latest``."""
-    import json
-
     from bench.storage import history
-    from bench.storage.store import MANIFEST, load_run
 
-    folder = Path(reference)
-    if (folder / MANIFEST).is_file():
-        run = load_run(folder)
-        return run.frame(), run.manifest, run.env
     resolved = history.resolve(reference, history_path)
-    with history.connect(history_path) as connection:
-        manifest, env = connection.execute(
-            "SELECT manifest, env FROM runs WHERE run_id = ?", (resolved.run_id,)
-        ).fetchone()
-    return resolved.frame, json.loads(manifest), json.loads(env)
+    return resolved.frame, resolved.manifest, resolved.env
 
 
-def history_storage(history_path: Path | str, root: Path) -> list[Path]:
+def history_storage(history_path: Path | str, root: Path, notes: list[str] | None = None) -> list[Path]:
     """Write every run of the history, oldest first, as a pytest-benchmark storage folder
-    under ``root``; returns the files written."""
-    import json
-
+    under ``root``; returns the files written. A run whose history rows are damaged, or
+    whose host name is not a folder name, is left out, and ``notes`` (if given) says so."""
     from bench.storage import history
-    from bench.storage.store import write_atomic
+    from bench.storage.store import RunFolderError, write_atomic
 
+    notes = [] if notes is None else notes
     written = []
-    for index, run_id in enumerate(history.runs(history_path)["run_id"], start=1):
-        frame, manifest, env = run_documents(run_id, history_path)
-        path = storage_path(root, index, manifest, env)
+    for index, run_id in enumerate(history.runs(history_path, notes)["run_id"], start=1):
+        try:
+            frame, manifest, env = run_documents(run_id, history_path)
+        except history.HistoryError as error:
+            notes.append(f"{error}; left out")
+            continue
+        try:
+            path = storage_path(root, index, manifest, env)
+        except RunFolderError as error:
+            notes.append(f"run {run_id}: {error}; left out")
+            continue
         write_atomic(path, json.dumps(pytest_benchmark(frame, manifest, env), indent=2) + "\n")
         written.append(path)
     return written

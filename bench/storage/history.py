@@ -34,20 +34,42 @@ fall-back when no complete run exists, with a note saying so.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import random
 import sqlite3
+import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
 
 from bench.record import REPEAT_MEDIANS, repeat_medians, utc_now
-from bench.storage.store import MANIFEST, Run, effective_status, load_run, writer_alive
+from bench.storage.store import (
+    MANIFEST,
+    RECORDS,
+    RecordCounts,
+    Run,
+    RunFolderError,
+    check_env,
+    check_manifest,
+    check_record,
+    check_results_root,
+    decode_json,
+    decode_json_object,
+    effective_status,
+    is_time,
+    load_run,
+    quoted,
+    record_lines,
+    settle,
+    writer_alive,
+)
 
 DEFAULT_NAME = "history.sqlite"
 DEFAULT_PATH = Path("results") / DEFAULT_NAME
@@ -71,6 +93,7 @@ _CASE_COLUMNS = (
     "optimizer_state_bytes",
     "peak_memory_bytes",
 )
+
 #: Record fields that schema version 3 added as columns (name, SQL type), so that the
 #: dashboard and the verdicts over years of nights read them without decoding every
 #: record (a record holds every step-time sample). Lists and dicts are stored as JSON.
@@ -213,24 +236,6 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
     connection.execute("COMMIT")
 
 
-def _repeat_medians_json(record: str) -> str | None:
-    """The ``REPEAT_MEDIANS`` value of a record stored as JSON."""
-    medians = repeat_medians(json.loads(record))
-    return None if medians is None else json.dumps(medians)
-
-
-def _case_row(run_id: str, record: dict) -> tuple:
-    """The ``cases`` row of one record: its columns, lists and dicts as JSON, the whole record."""
-    values = [record.get(c) for c in _CASE_COLUMNS]
-    values += [_sql_value(record.get(name)) for name, _ in RECORD_COLUMNS_V3]
-    medians = repeat_medians(record)
-    return (*values, None if medians is None else json.dumps(medians), run_id, json.dumps(record))
-
-
-def _sql_value(value: object) -> object:
-    return json.dumps(value) if isinstance(value, list | dict) else value
-
-
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
     with _transaction(connection):
         # Checked again under the write lock: another process may have created the schema
@@ -250,16 +255,68 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
 
 
 def _check_tables(connection: sqlite3.Connection, path: Path) -> None:
-    """Refuse an SQLite database that holds tables but no convbench schema version.
+    """Refuse an SQLite database that is not a convbench history: tables but no convbench
+    schema version, or a version whose ``runs`` and ``cases`` tables are not the ones that
+    version has (another program's database that sets ``user_version`` too).
 
-    One statement reads both, so they come from one snapshot: read apart, a schema another
-    process commits in between shows as tables without a version."""
+    One statement reads the version and the table count, so they come from one snapshot: read
+    apart, a schema another process commits in between shows as tables without a version."""
     version, tables = connection.execute(
         "SELECT (SELECT user_version FROM pragma_user_version),"
         " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table')"
     ).fetchone()
     if version == 0 and tables:
         raise HistoryError(f"{path} is an SQLite database but not a convbench history; pass another --history")
+    if 0 < version <= SCHEMA_VERSION:
+        for table, expected in _schema(version).items():
+            found = [row[1] for row in connection.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+            if found != expected:
+                raise HistoryError(
+                    f"{path} says it is a convbench history (schema version {version}), but its {table} table "
+                    f"{'has the columns ' + ', '.join(found) if found else 'is missing'}; pass another --history"
+                )
+
+
+@functools.cache
+def _schema(version: int) -> dict[str, list[str]]:
+    """The columns of ``runs`` and ``cases``, in order, at schema ``version``: what
+    MIGRATIONS[:version] make of an empty database."""
+    scratch = sqlite3.connect(":memory:")
+    _register_functions(scratch)
+    try:
+        for statements in MIGRATIONS[:version]:
+            for statement in statements:
+                scratch.execute(statement)
+        return {
+            table: [row[1] for row in scratch.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+            for table in ("runs", "cases")
+        }
+    finally:
+        scratch.close()
+
+
+def _register_functions(connection: sqlite3.Connection) -> None:
+    """The SQL functions the migrations call (``_REPEAT_MEDIANS_FUNCTION``)."""
+    connection.create_function(_REPEAT_MEDIANS_FUNCTION, 1, _repeat_medians_json, deterministic=True)
+
+
+def _repeat_medians_json(record: str) -> str | None:
+    """The ``REPEAT_MEDIANS`` value of a record stored as JSON."""
+    medians = repeat_medians(json.loads(record))
+    return None if medians is None else json.dumps(medians)
+
+
+def _case_row(run_id: str, record: dict, text: str) -> tuple:
+    """The ``cases`` row of one record and its stored text: its columns (lists and dicts as
+    JSON), the median of each repeat, the run, the record as it was written."""
+    values = [record.get(c) for c in _CASE_COLUMNS]
+    values += [_sql_value(record.get(name)) for name, _ in RECORD_COLUMNS_V3]
+    medians = repeat_medians(record)
+    return (*values, None if medians is None else json.dumps(medians), run_id, text)
+
+
+def _sql_value(value: object) -> object:
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 @contextmanager
@@ -270,6 +327,8 @@ def connect(path: Path | str = DEFAULT_PATH, create: bool = False) -> Iterator[s
     path = Path(path)
     if not create and not path.exists():
         raise HistoryError(f"there is no history at {path} (`convbench run` creates one; --history names another)")
+    if path.exists() and not stat.S_ISREG(os.stat(path).st_mode):  # SQLite would block on a FIFO, write into /dev
+        raise HistoryError(f"{path} is not a file; --history names an SQLite file (made if missing)")
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +339,7 @@ def connect(path: Path | str = DEFAULT_PATH, create: bool = False) -> Iterator[s
     try:
         try:
             connection.execute("PRAGMA foreign_keys = ON")
-            connection.create_function(_REPEAT_MEDIANS_FUNCTION, 1, _repeat_medians_json, deterministic=True)
+            _register_functions(connection)
             _check_tables(connection, path)
             _retry_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
             _retry_locked(lambda: _migrate(connection, path))
@@ -302,16 +361,32 @@ def check_writable(path: Path | str) -> None:
             raise HistoryError(f"cannot write the history {path}: {error}") from None
 
 
+def check_destinations(results: Path | str, history_path: Path | str | None = None) -> Path:
+    """Check where a run will go before it starts: the results root is a folder or can be
+    made, and the history (default inside it) is not the results root itself and can take
+    the run (made if missing). Returns the history's path. Raises RunFolderError or
+    HistoryError before anything is created for a results root the history would take."""
+    check_results_root(results)
+    history_path = Path(history_path) if history_path is not None else Path(results) / DEFAULT_NAME
+    if history_path.resolve() == Path(results).resolve():
+        raise HistoryError(
+            f"--history {history_path} is the results root: the history is a file, the results root the folder "
+            f"runs go in; give --history another path (default {Path(results) / DEFAULT_NAME})"
+        )
+    check_writable(history_path)
+    return history_path
+
+
 def _device(run: Run) -> str:
     """What the run measured on: its records' device names, else the machine's GPUs or CPU."""
-    names = sorted({r.get("device_name") for r in run.records if r.get("device_name")})
+    names = sorted(run.counts.device_names)
     if not names:
-        names = [gpu["name"] for gpu in run.env.get("gpus", [])] or [run.env.get("cpu", {}).get("model", "")]
-    return ", ".join(n for n in names if n)
+        names = [gpu.get("name") for gpu in run.env.get("gpus") or []] or [(run.env.get("cpu") or {}).get("model")]
+    return ", ".join(str(n) for n in names if n)
 
 
 def _hostname(run: Run) -> str | None:
-    return run.env.get("hostname") or next((r["hostname"] for r in run.records if r.get("hostname")), None)
+    return run.env.get("hostname") or run.counts.hostname
 
 
 def machine_of(run: Run) -> str | None:
@@ -321,70 +396,116 @@ def machine_of(run: Run) -> str | None:
 
 
 def _commit(run: Run) -> str | None:
-    return run.env.get("git_commit") or next((r["git_commit"] for r in run.records if r.get("git_commit")), None)
+    return run.env.get("git_commit") or run.counts.git_commit
 
 
-def _insert(connection: sqlite3.Connection, run: Run) -> bool:
-    """Add ``run`` in one transaction; False (and nothing written) if it is already there.
-    A row that says ``running`` (added while its run went on) is replaced by the run as it is."""
-    manifest = run.manifest
-    with _transaction(connection):
-        row = connection.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-        if row is not None and row[0] != "running":
-            return False
-        connection.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
-        connection.execute(
-            "INSERT INTO runs (run_id, suite, status, started, finished, hostname, device, git_commit, cases_total, "
-            "cases_done, failures, manifest, env, suite_toml, recorded, machine) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run.run_id,
-                manifest.get("suite"),
-                manifest.get("status"),
-                manifest.get("started"),
-                manifest.get("finished"),
-                _hostname(run),
-                _device(run),
-                _commit(run),
-                manifest.get("cases_total"),
-                len(run.records),
-                sum(r.get("status") != "ok" for r in run.records),
-                json.dumps(manifest),
-                json.dumps(run.env),
-                run.suite_toml,
-                utc_now(),
-                machine_of(run),
-            ),
-        )
-        columns = [*CASE_QUERY_COLUMNS, "run_id", "record"]
+def _insert(connection: sqlite3.Connection, run: Run, lines: Iterable[tuple[dict, str]]) -> bool:
+    """Add ``run`` and its records, ``lines`` of (record, its JSON text) that add themselves up
+    in ``run.counts`` as they pass (``record_lines`` streams them from a run folder read
+    without its records, ``load_run(..., records=False)``, each checked as it goes and stored
+    as the line it was, never all in memory at once); the run's row is then settled with
+    their counts.
+    False (and nothing written) if the run is already there. A row that says ``running``
+    (added while its run went on) is replaced by the run as it is. The caller holds the
+    transaction, so a damaged record (RunFolderError) or a case id given twice (HistoryError)
+    leaves nothing behind."""
+    row = connection.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+    if row is not None and row[0] != "running":
+        return False
+    connection.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+    connection.execute(
+        "INSERT INTO runs (run_id, manifest, env, suite_toml, recorded) VALUES (?, '{}', '{}', '', ?)",
+        (run.run_id, utc_now()),
+    )
+    current: list[str] = []  # the case being inserted, for the message if its id is taken
+
+    def rows() -> Iterator[tuple]:
+        for record, text in lines:
+            current[:] = [record["case_id"]]
+            yield _case_row(run.run_id, record, text)
+
+    columns = [*CASE_QUERY_COLUMNS, "run_id", "record"]
+    try:
         connection.executemany(
             f"INSERT INTO cases ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            [_case_row(run.run_id, r) for r in run.records],
+            rows(),
         )
+    except sqlite3.IntegrityError:
+        raise HistoryError(
+            f"{run.path / RECORDS}: damaged (case {current[0]!r} appears twice); nothing was added"
+        ) from None
+    settle(run)
+    manifest = run.manifest
+    connection.execute(
+        "UPDATE runs SET suite = ?, status = ?, started = ?, finished = ?, hostname = ?, device = ?, git_commit = ?, "
+        "cases_total = ?, cases_done = ?, failures = ?, manifest = ?, env = ?, suite_toml = ?, machine = ? "
+        "WHERE run_id = ?",
+        (
+            manifest.get("suite"),
+            manifest.get("status"),
+            manifest.get("started"),
+            manifest.get("finished"),
+            _hostname(run),
+            _device(run),
+            _commit(run),
+            manifest.get("cases_total"),
+            run.counts.records,
+            run.counts.failures,
+            json.dumps(manifest),
+            json.dumps(run.env),
+            run.suite_toml,
+            machine_of(run),
+            run.run_id,
+        ),
+    )
     return True
 
 
 def ingest(run_dirs: Iterable[Path | str], history_path: Path | str = DEFAULT_PATH) -> list[tuple[str, bool]]:
     """Add run folders to the history; returns (run id, added) per folder, ``added`` False
-    for a run the history already holds. Every folder is read before anything is written,
-    so a damaged one, or one still running here, stops the command before it adds the others
-    halfway (HistoryError); a run whose process died is added as ``killed``."""
-    runs = [load_run(path) for path in run_dirs]
+    for a run the history already holds (or given twice, e.g. once through a symbolic link).
+    All of them go in one transaction, so a damaged folder, or one still running here,
+    stops the command with nothing added (HistoryError, RunFolderError); a run whose process
+    died is added as ``killed``. Records stream from each folder into the history in one
+    pass, so memory stays flat however many there are."""
+    runs = [load_run(path, records=False) for path in run_dirs]
     for run in runs:
         if run.manifest["status"] == "running" and writer_alive(run.manifest):
             raise HistoryError(
                 f"run {run.run_id} is still running (process {run.manifest.get('pid')} on "
                 f"{run.manifest.get('hostname')}); it adds itself to the history when it ends"
             )
-    return add_runs(runs, history_path)
+
+    def insert_all() -> list[tuple[str, bool]]:
+        for run in runs:
+            run.counts = RecordCounts()  # a retry after a locked database counts afresh
+        with _transaction(connection):
+            return [
+                (run.run_id, _insert(connection, run, record_lines(run.path, run.counts, unique=False))) for run in runs
+            ]
+
+    with connect(history_path, create=True) as connection:
+        return _retry_locked(insert_all)
 
 
 def add_runs(runs: Iterable[Run], history_path: Path | str = DEFAULT_PATH) -> list[tuple[str, bool]]:
-    """Add runs already read (``load_run``, or built in memory, as the dashboard's scale
-    benchmark builds years of nights) to the history, each in its own transaction; returns
-    (run id, added) per run, ``added`` False for a run the history already holds."""
+    """Add runs already read with their records (``load_run``, or built in memory, as the
+    dashboard's scale benchmark builds years of nights) to the history, each in its own
+    transaction; returns (run id, added) per run, ``added`` False for a run the history
+    already holds. Each record is stored as ``json.dumps`` writes it."""
+
+    def lines(run: Run) -> Iterator[tuple[dict, str]]:
+        for record in run.records:
+            run.counts.add(record)
+            yield record, json.dumps(record)
+
+    def insert(run: Run) -> bool:
+        run.counts = RecordCounts()  # a retry after a locked database counts afresh
+        with _transaction(connection):
+            return _insert(connection, run, lines(run))
+
     with connect(history_path, create=True) as connection:
-        return [(run.run_id, _retry_locked(lambda run=run: _insert(connection, run))) for run in runs]
+        return [(run.run_id, _retry_locked(lambda run=run: insert(run))) for run in runs]
 
 
 def record_run(run_dir: Path | str, history_path: Path | str = DEFAULT_PATH) -> None:
@@ -393,53 +514,161 @@ def record_run(run_dir: Path | str, history_path: Path | str = DEFAULT_PATH) -> 
     ingest([run_dir], history_path)
 
 
-def _status(status: str | None, manifest: str) -> str | None:
-    """A stored run's status as it is now: a row stored ``running`` may be a killed run."""
-    return effective_status(json.loads(manifest)) if status == "running" else status
+# Reading the history back. Rows are decoded in one place each (``_decode_run``,
+# ``_decode_record``): a row this version cannot understand (damaged, or written by hand) is
+# named with its run and field, as a damaged run folder is, never passed on to trip a reader.
+
+#: The runs table's columns, in the order ``_decode_run`` reads them, and the types each may
+#: hold (None: SQL NULL); manifest, env and suite_toml hold JSON and TOML text.
+_RUN_COLUMNS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "suite": (str, type(None)),
+    "status": (str, type(None)),
+    "started": (str, type(None)),
+    "machine": (str, type(None)),
+    "device": (str, type(None)),
+    "git_commit": (str, type(None)),
+    "cases_total": (int, type(None)),
+    "cases_done": (int, type(None)),
+    "failures": (int, type(None)),
+    "manifest": (str,),
+    "env": (str,),
+    "suite_toml": (str,),
+}
+_SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
 
-def runs(history_path: Path | str = DEFAULT_PATH) -> pd.DataFrame:
+@dataclass(frozen=True)
+class StoredRun:
+    """A runs row, decoded and checked; ``status`` as it is now (``killed`` for a run stored
+    ``running`` whose process is gone)."""
+
+    run_id: str
+    suite: str | None
+    status: str | None
+    started: str | None
+    machine: str | None
+    device: str | None
+    git_commit: str | None
+    cases_total: int | None
+    cases_done: int | None
+    failures: int | None
+    manifest: dict
+    env: dict
+    suite_toml: str
+
+
+def _where(history_path: Path | str, run_id: object) -> str:
+    """``HISTORY: run RUN-ID``, the run id shown safely whatever the row holds."""
+    name = run_id if isinstance(run_id, str) and run_id.isprintable() else quoted(run_id)
+    return f"{history_path}: run {name}"
+
+
+def _decode_run(row: Sequence[object], history_path: Path | str) -> StoredRun:
+    """A runs row (``_SELECT_RUN``'s columns) as a StoredRun, or HistoryError naming the
+    history, the run and the field that does not hold what convbench writes there."""
+    values = dict(zip(_RUN_COLUMNS, row, strict=True))
+    where = _where(history_path, values["run_id"])
+    for column, allowed in _RUN_COLUMNS.items():
+        if not isinstance(values[column], allowed) or isinstance(values[column], bool):
+            raise HistoryError(f"{where}: damaged ({column} is {quoted(values[column])})")
+    if not is_time(values["started"]):
+        raise HistoryError(f"{where}: damaged (started is {quoted(values['started'])}, not an ISO 8601 time)")
+    try:
+        manifest = check_manifest(decode_json_object(values["manifest"], f"{where}: manifest"), f"{where}: manifest")
+        env = check_env(decode_json_object(values["env"], f"{where}: env"), f"{where}: env")
+    except RunFolderError as error:
+        raise HistoryError(str(error)) from None
+    if manifest["run_id"] != values["run_id"]:
+        raise HistoryError(f"{where}: damaged (its manifest names run {quoted(manifest['run_id'])})")
+    status = effective_status(manifest) if values["status"] == "running" else values["status"]
+    return StoredRun(**{**values, "status": status, "manifest": manifest, "env": env})
+
+
+def _decode_record(text: object, history_path: Path | str, run_id: str, number: int) -> dict:
+    """Record ``number`` (1-based) of a run's cases rows as a dict, checked like a run
+    folder's (``check_record``), or HistoryError naming the run, the record and the field."""
+    where = f"{_where(history_path, run_id)}: record {number}"
+    if not isinstance(text, str):
+        raise HistoryError(f"{where}: damaged record ({quoted(text)}, not JSON text)")
+    try:
+        return check_record(decode_json(text, where, "damaged record"), where)
+    except RunFolderError as error:
+        raise HistoryError(str(error)) from None
+
+
+def _stored_runs(
+    connection: sqlite3.Connection, history_path: Path | str, notes: list[str] | None, where: str = "", *args: object
+) -> list[StoredRun]:
+    """The runs rows matching ``where`` (SQL after the table, parameters ``args``), decoded;
+    a damaged one raises HistoryError, or with ``notes`` is left out and named there."""
+    found = []
+    for row in connection.execute(f"{_SELECT_RUN} {where}", args).fetchall():
+        try:
+            found.append(_decode_run(row, history_path))
+        except HistoryError as error:
+            if notes is None:
+                raise
+            notes.append(f"{error}; left out")
+    return found
+
+
+def runs(history_path: Path | str = DEFAULT_PATH, notes: list[str] | None = None) -> pd.DataFrame:
     """One row per run, oldest first: id, start time, machine (``bench.measure.machine``), device,
     suite, commit, status (``killed`` for a run stored ``running`` whose process is gone),
-    case count and failures."""
+    case count and failures. A damaged row raises HistoryError, or with ``notes`` is left out
+    and named there."""
     with connect(history_path) as connection:
-        frame = pd.read_sql_query(
-            "SELECT run_id, started, machine, device, suite, git_commit AS 'commit', status, "
-            "cases_done AS cases, failures, manifest FROM runs ORDER BY started, run_id",
-            connection,
-        )
-    pairs = zip(frame["status"], frame["manifest"], strict=True)
-    frame["status"] = [_status(status, manifest) for status, manifest in pairs]
-    return frame.drop(columns="manifest")
-
-
-def records(history_path: Path | str, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
-    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``) and
-    ``run_status``."""
-    query = (
-        "SELECT cases.record, runs.started, runs.machine, runs.status, runs.manifest "
-        "FROM cases JOIN runs USING (run_id) {where} ORDER BY runs.started, runs.run_id, cases.rowid"
-    )
-    with connect(history_path) as connection:
-        if run_ids is None:
-            rows = connection.execute(query.format(where="")).fetchall()
-        else:
-            ids = list(run_ids)
-            where = f"WHERE run_id IN ({', '.join('?' * len(ids))})"
-            rows = connection.execute(query.format(where=where), ids).fetchall()
+        stored = _stored_runs(connection, history_path, notes, "ORDER BY started, run_id")
+    columns = ["run_id", "started", "machine", "device", "suite", "commit", "status", "cases", "failures"]
     return pd.DataFrame(
         [
-            {**json.loads(record), "started": started, "machine": machine, "run_status": _status(status, manifest)}
-            for record, started, machine, status, manifest in rows
-        ]
+            [r.run_id, r.started, r.machine, r.device, r.suite, r.git_commit, r.status, r.cases_done, r.failures]
+            for r in stored
+        ],
+        columns=columns,
     )
+
+
+def records(
+    history_path: Path | str, run_ids: Iterable[str] | None = None, notes: list[str] | None = None
+) -> pd.DataFrame:
+    """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
+    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``) and
+    ``run_status``. A run whose row or records are damaged raises HistoryError naming it, or
+    with ``notes`` is left out and named there."""
+    with connect(history_path) as connection:
+        if run_ids is None:
+            stored = _stored_runs(connection, history_path, notes, "ORDER BY started, run_id")
+        else:
+            ids = list(run_ids)
+            where = f"WHERE run_id IN ({', '.join('?' * len(ids))}) ORDER BY started, run_id"
+            stored = _stored_runs(connection, history_path, notes, where, *ids)
+        rows = []
+        for run in stored:
+            try:
+                rows += _run_records(connection, history_path, run)
+            except HistoryError as error:
+                if notes is None:
+                    raise
+                notes.append(f"{error}; left out")
+    return pd.DataFrame(rows)
+
+
+def _run_records(connection: sqlite3.Connection, history_path: Path | str, run: StoredRun) -> list[dict]:
+    texts = connection.execute("SELECT record FROM cases WHERE run_id = ? ORDER BY rowid", (run.run_id,)).fetchall()
+    extra = {"started": run.started, "machine": run.machine, "run_status": run.status}
+    return [
+        {**_decode_record(text, history_path, run.run_id, number), **extra}
+        for number, (text,) in enumerate(texts, start=1)
+    ]
 
 
 @dataclass(frozen=True)
 class ResolvedRun:
-    """A run named on the command line, with its Records as a DataFrame. ``note``: how it was
-    chosen where that needs saying (a fall-back to a run that is not complete)."""
+    """A run named on the command line, with its Records as a DataFrame, its manifest and its
+    env.json. ``note``: how it was chosen where that needs saying (a fall-back to a run that
+    is not complete)."""
 
     run_id: str
     suite: str | None
@@ -449,6 +678,8 @@ class ResolvedRun:
     status: str | None = None
     cases_total: int | None = None
     note: str | None = None
+    manifest: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -464,31 +695,33 @@ class ResolvedRun:
 def _from_history(
     connection: sqlite3.Connection, history_path: Path | str, run_id: str, note: str | None = None
 ) -> ResolvedRun:
-    row = connection.execute(
-        "SELECT suite, machine, started, status, manifest, cases_total FROM runs WHERE run_id = ?", (run_id,)
-    ).fetchone()
-    if row is None:
+    found = _stored_runs(connection, history_path, None, "WHERE run_id = ?", run_id)
+    if not found:
         raise HistoryError(f"{run_id!r} is neither a run folder nor a run in the history {history_path}")
-    suite, machine, started, status, manifest, total = row
+    run = found[0]
+    frame = pd.DataFrame(_run_records(connection, history_path, run))
     return ResolvedRun(
-        run_id, suite, machine, started, records(history_path, [run_id]), _status(status, manifest), total, note
+        run.run_id, run.suite, run.machine, run.started, frame, run.status, run.cases_total, note, run.manifest, run.env
     )
 
 
-def _before(connection: sqlite3.Connection, run: ResolvedRun) -> list[tuple[str, str, int]]:
-    """(run id, status now, records) of every run of ``run``'s suite and machine that started
-    before it, latest first."""
-    rows = connection.execute(
-        "SELECT run_id, status, manifest, cases_done FROM runs WHERE suite IS ? AND machine IS ? "
-        "AND (started, run_id) < (?, ?) ORDER BY started DESC, run_id DESC",
-        (run.suite, run.machine, run.started, run.run_id),
-    ).fetchall()
-    return [(run_id, _status(status, manifest), done) for run_id, status, manifest, done in rows]
+def _before(connection: sqlite3.Connection, history_path: Path | str, run: ResolvedRun) -> list[StoredRun]:
+    """Every run of ``run``'s suite and machine that started before it, latest first."""
+    return _stored_runs(
+        connection,
+        history_path,
+        None,
+        "WHERE suite IS ? AND machine IS ? AND (started, run_id) < (?, ?) ORDER BY started DESC, run_id DESC",
+        run.suite,
+        run.machine,
+        run.started,
+        run.run_id,
+    )
 
 
-def _usable(status: str | None, done: int, include_incomplete: bool) -> bool:
+def _usable(run: StoredRun, include_incomplete: bool) -> bool:
     """A run that can be a baseline: complete, or with ``include_incomplete`` any run with records."""
-    return bool(done) and (status == "complete" or (include_incomplete and status != "running"))
+    return bool(run.cases_done) and (run.status == "complete" or (include_incomplete and run.status != "running"))
 
 
 def resolve(
@@ -502,7 +735,7 @@ def resolve(
     suite on the same machine before ``after`` (or before the latest run). With
     ``include_incomplete`` an interrupted or killed run with records will do too; without it,
     if no complete run exists, the latest run with records is taken and ``note`` says so.
-    Raises HistoryError if there is no such run."""
+    Raises HistoryError if there is no such run, or a row it reads is damaged."""
     folder = Path(reference)
     if (folder / MANIFEST).is_file():
         run = load_run(folder)
@@ -515,6 +748,8 @@ def resolve(
             run.frame(),
             manifest.get("status"),
             manifest.get("cases_total"),
+            manifest=manifest,
+            env=run.env,
         )
     if reference not in ("latest", "previous") and not Path(history_path).exists():
         raise HistoryError(
@@ -529,22 +764,22 @@ def resolve(
         if reference == "latest":
             return _from_history(connection, history_path, latest[0])
         this = after or _from_history(connection, history_path, latest[0])
-        before = _before(connection, this)
-        chosen = next((r for r in before if _usable(r[1], r[2], include_incomplete)), None)
+        before = _before(connection, history_path, this)
+        chosen = next((r for r in before if _usable(r, include_incomplete)), None)
         note = None
         if chosen is None:
-            chosen = next((r for r in before if _usable(r[1], r[2], include_incomplete=True)), None)
+            chosen = next((r for r in before if _usable(r, include_incomplete=True)), None)
             if chosen is not None:
                 note = (
                     f"no complete run of suite {this.suite!r} on {this.machine!r} before {this.run_id}: "
-                    f"falling back to {chosen[0]}, which is {chosen[1]}"
+                    f"falling back to {chosen.run_id}, which is {chosen.status}"
                 )
         if chosen is None:
             raise HistoryError(
                 f"the history {history_path} holds no run of suite {this.suite!r} on {this.machine!r} "
                 f"before {this.run_id}" + (" with records" if before else "")
             )
-        return _from_history(connection, history_path, chosen[0], note)
+        return _from_history(connection, history_path, chosen.run_id, note)
 
 
 def earlier_runs(
@@ -562,11 +797,11 @@ def earlier_runs(
         return []
     chosen: list[ResolvedRun] = []
     with connect(history_path) as connection:
-        for run_id, status, done in _before(connection, run):
+        for stored in _before(connection, history_path, run):
             if len(chosen) == count:
                 break
-            if _usable(status, done, include_incomplete):
-                candidate = _from_history(connection, history_path, run_id)
+            if _usable(stored, include_incomplete):
+                candidate = _from_history(connection, history_path, stored.run_id)
                 if accept is None or accept(candidate):
                     chosen.append(candidate)
     return chosen[::-1]

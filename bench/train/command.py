@@ -11,14 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 CURVES = "curves.jsonl"
 
 
 def append_curve(run_dir: Path, rows: list[dict]) -> None:
-    """Add one training run's curve to ``curves.jsonl``; it is on disk when this returns."""
-    with open(run_dir / CURVES, "a", encoding="utf-8") as handle:
+    """Add one training run's curve to ``curves.jsonl``; it is on disk when this returns
+    (never written through a symbolic link: ``bench.storage.store.open_for_append``)."""
+    from bench.storage.store import open_for_append
+
+    with os.fdopen(open_for_append(run_dir / CURVES), "a", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
         handle.flush()
         os.fsync(handle.fileno())
@@ -47,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     suite = suite.override(**{key: value for key, value in overrides.items() if value is not None})
     device = runner.resolve_device(suite.device)
     suite = suite.override(device=str(device)).resolve(device.type)
-    cases = suite.cases()
+    cases = suite.cases(limits=not args.no_limits)
     runner.check_cases(cases, device)
     dataset = datasets.load(suite.dataset, args.data_root or "data", device, args.download)
 
@@ -55,6 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     env = collect_env()
     machine = machine_identity(device, env, None)
     history_path = cli.run_destinations(args)
+    cli.warn_if_last_run_died("train", args.results, suite.name, cases)
 
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases), machine=machine)
@@ -71,9 +76,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cli.close_run("train", writer, history_path, signals, outcome.stopped_by, outcome.code, summary_frame)
 
 
-def add_parser(commands: argparse._SubParsersAction, names: type, positive: type) -> None:
+def add_parser(
+    commands: argparse._SubParsersAction,
+    names: type,
+    positive: type,
+    add_switches: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Add ``train`` to the CLI's subcommands (``names`` and ``positive`` parse list and
-    count flags as ``convbench run`` does)."""
+    count flags as ``convbench run`` does; ``add_switches`` adds the flags it shares with it)."""
     sub = commands.add_parser(
         "train",
         help="train a grid of model x recipe x seed to a target accuracy",
@@ -104,4 +114,6 @@ def add_parser(commands: argparse._SubParsersAction, names: type, positive: type
         "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"
     )
     sub.add_argument("--run-id", metavar="ID", help="the run folder's name (default: time + random)")
+    if add_switches is not None:
+        add_switches(sub)
     sub.set_defaults(handler=cmd_train)

@@ -23,7 +23,7 @@ from torch import nn
 
 import models
 import optimizers
-from bench.measure import memory
+from bench.measure import faults, memory
 from bench.measure.runner import Diverged, RunContext, device_name, fault_outcome, provenance
 from bench.record import Record
 from bench.train.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
@@ -184,7 +184,9 @@ def run_training_case(
     try:
         with scope:
             train(case, dataset, device, progress)
-    except Exception as fault:  # noqa: BLE001  (any failure of one case is that case's result)
+    except faults.STOPS:
+        raise
+    except BaseException as fault:  # noqa: BLE001  (any failure of one case is that case's result, sys.exit too)
         status, error = fault_outcome(fault)
     finally:
         if device.type == "cuda":

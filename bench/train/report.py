@@ -25,10 +25,11 @@ from bench.reporting.report import (
     failures_frame,
     html_report,
     markdown_report,
+    read_damageable,
     run_status,
     write_figures,
 )
-from bench.reporting.tables import format_number, latex_table, markdown_table
+from bench.reporting.tables import format_number, latex_table, markdown_table, markdown_text
 from bench.storage.store import Run, write_atomic
 from bench.train import figures as train_figures
 from bench.train.command import CURVES
@@ -39,9 +40,11 @@ GROUP_FIELDS = ["model", "recipe", "optimizer", "batch_size", "dataset", "target
 
 def curves_frame(run: Run) -> pd.DataFrame:
     """curves.jsonl of the run (empty if it has none yet)."""
-    path = run.path / CURVES
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
-    return pd.DataFrame(rows)
+    frame = read_damageable(
+        run.path / CURVES,
+        lambda path: pd.DataFrame([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]),
+    )
+    return pd.DataFrame() if frame is None else frame
 
 
 def _spread(values: pd.Series) -> tuple[float | None, float | None, float | None]:
@@ -136,7 +139,7 @@ FIGURES = [
 
 def _context(run: Run) -> list[str]:
     manifest, env = run.manifest, run.env
-    return [
+    context = [
         f"# convbench training run {run.run_id}",
         "",
         f"- suite: {manifest.get('suite')}; status: {manifest.get('status')} "
@@ -144,6 +147,9 @@ def _context(run: Run) -> list[str]:
         f"- started {manifest.get('started')}, finished {manifest.get('finished')}; host: {env.get('hostname')}",
         f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, Python {env.get('python')}, "
         f"commit {env.get('git_commit')}",
+    ]
+    return [
+        *map(markdown_text, context),
         "",
         "Medians and ranges over seeds. Time to target: training time (evaluations excluded) at the first "
         "evaluation whose test accuracy reached the target; a seed that never did counts as infinitely slow.",
@@ -162,11 +168,11 @@ def write_training_report(run: Run) -> list[Path]:
         ("summary.tex", latex_table(summary, f"convbench training run {run.run_id}", f"tab:convbench-{run.run_id}")),
         ("curves.csv", curves.to_csv(index=False)),
     ):
-        write_atomic(run.path / name, text)
+        write_atomic(run.path / name, text, inside=run.path)
         written.append(run.path / name)
     specs = write_figures(run, FIGURES)
     written += [run.path / FIGURES_DIR / f"{spec.name}.{ext}" for spec in specs for ext in ("png", "pdf")]
     sections = Sections(run, run_status(run), summary, failures_frame(records), None, specs)
-    write_atomic(run.path / "report.html", html_report(sections))
-    write_atomic(run.path / "report.md", markdown_report(sections))
+    write_atomic(run.path / "report.html", html_report(sections), inside=run.path)
+    write_atomic(run.path / "report.md", markdown_report(sections), inside=run.path)
     return written + [run.path / "report.html", run.path / "report.md"]

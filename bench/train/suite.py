@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -48,7 +48,20 @@ from pathlib import Path
 import models
 import optimizers
 from bench.measure import data
-from bench.suite import SuiteError, _bool, _device, _list_of, _one_of, _positive_int, _table, _text, _type_name
+from bench.suite import (
+    MAX_CASES,
+    SuiteError,
+    _bool,
+    _device,
+    _list_of,
+    _one_of,
+    _positive_int,
+    _table,
+    _text,
+    _type_name,
+    check_limit,
+    read_toml,
+)
 from bench.toml_writer import dumps
 from bench.train.datasets import AUGMENTED_BY_DEFAULT
 from bench.train.schedule import SCHEDULES, Schedule
@@ -59,6 +72,11 @@ DEFAULT_SEEDS = {"cuda": 3, "cpu": 1}
 OPTIMIZER_KEYS = ("lr", "momentum", "betas", "eps", "weight_decay")
 SCHEDULE_KEYS = ("schedule", "milestones", "gamma", "warmup")
 PRECISION = "fp32"
+
+
+#: Bounds on a training suite's budget (see bench.suite's limits; --no-limits lifts them).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -127,7 +145,7 @@ class TrainSuite:
     eval_every: int = 0
     eval_batch_size: int = 1000
     augment: bool | None = None  # None: the dataset's default
-    seeds: tuple[int, ...] | None = None  # None: DEFAULT_SEEDS for the device
+    seeds: Sequence[int] | None = None  # None: DEFAULT_SEEDS for the device; N seeds as range(N)
 
     def resolve(self, device_kind: str) -> TrainSuite:
         """The suite with the device-dependent defaults (seeds, augmentation) filled in."""
@@ -161,8 +179,23 @@ class TrainSuite:
             suite_changes.setdefault("epochs", None)
         return dataclasses.replace(self, grids=grids, **suite_changes)
 
-    def cases(self) -> list[TrainCase]:
-        """Every (model, recipe, seed) of every grid block, each once, seeds innermost."""
+    def check_limits(self) -> None:
+        """SuiteError if the suite asks for more work than the limits allow: more than
+        ``MAX_CASES`` training runs, ``MAX_EPOCHS`` epochs or ``MAX_STEPS`` steps each."""
+        seeds = len(self.seeds or (0,))
+        check_limit(
+            "the number of training runs (models x recipes x seeds)",
+            seeds * sum(len(models_) * len(recipes) for models_, recipes in self.grids),
+            MAX_CASES,
+        )
+        check_limit("epochs", self.epochs or 0, MAX_EPOCHS)
+        check_limit("steps", self.steps or 0, MAX_STEPS)
+
+    def cases(self, limits: bool = True) -> list[TrainCase]:
+        """Every (model, recipe, seed) of every grid block, each once, seeds innermost;
+        ``limits``: refuse a suite past the limits first (``check_limits``)."""
+        if limits:
+            self.check_limits()
         spec = data.DATASETS[self.dataset]
         found: dict[str, TrainCase] = {}
         for models_, recipes in self.grids:
@@ -233,9 +266,11 @@ def _count(value: object, where: str) -> int:
     return value
 
 
-def _seeds(value: object, where: str) -> tuple[int, ...]:
+def _seeds(value: object, where: str) -> Sequence[int]:
+    """``N`` (seeds 0 … N-1, kept as a range until used, so a huge N costs nothing before
+    the limits refuse it) or a list of seeds."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return tuple(range(_positive_int(value, where)))
+        return range(_positive_int(value, where))
     return _list_of(_count)(value, where)
 
 
@@ -363,9 +398,7 @@ def load_train_suite(name_or_path: str | Path) -> TrainSuite:
     if not path.is_file():
         raise SuiteError(f"{path}: no such training-suite file")
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise SuiteError(f"{path}: not valid TOML: {error}") from None
+        text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as error:
         raise SuiteError(f"{path}: cannot be read as TOML text: {error}") from None
-    return parse_train_suite(document, str(path), path.stem)
+    return parse_train_suite(read_toml(text, str(path)), str(path), path.stem)

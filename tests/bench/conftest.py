@@ -50,10 +50,14 @@ class Faulty(nn.Module):
             raise KeyboardInterrupt
         if self.fault == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.fault == "sysexit":
+            raise SystemExit(7)  # a model that calls sys.exit
+        if self.fault == "print":
+            print("model code talking on stdout")
         return out
 
 
-FAULTS = ("oom", "error", "nan", "interrupt", "sigterm", "poison", "exit", "cublas-oom", "ok")
+FAULTS = ("oom", "error", "nan", "interrupt", "sigterm", "poison", "exit", "cublas-oom", "sysexit", "print", "ok")
 
 
 def fault_specs() -> dict[str, ModelSpec]:
@@ -77,7 +81,8 @@ def register_fault_models() -> None:
 def fault_models(monkeypatch):
     """Registers ``oom-net``, ``error-net``, ``nan-net``, ``interrupt-net``, ``sigterm-net``,
     ``poison-net`` (a sticky CUDA error: every later forward in the process fails too),
-    ``exit-net`` (the process exits), ``cublas-oom-net`` and ``ok-net`` (no fault) for the test."""
+    ``exit-net`` (the process exits), ``cublas-oom-net``, ``sysexit-net`` (raises SystemExit),
+    ``print-net`` (prints to stdout) and ``ok-net`` (no fault) for the test."""
     for name, spec in fault_specs().items():
         monkeypatch.setitem(_REGISTRY, name, spec)
     Faulty.instances.clear()

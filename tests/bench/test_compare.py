@@ -505,3 +505,14 @@ def test_flag_history_reads_each_run_once_however_many_comparisons_it_joins(tmp_
     flagged = flag_history(history_frame(tmp_path, runs), baseline_runs=3)
     assert len(digested) == len(runs)
     assert flagged["time"].notna().sum() == 4 * (len(runs) - 1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -4.0, 0.0])
+def test_a_step_time_that_is_no_measurement_is_refused_not_called_unchanged(bad):
+    base = record("a", step_samples=samples(40.0, n=6))
+    cand = record("b", step_samples=[*samples(40.0, n=5), bad])
+    frames = [pd.DataFrame([base.to_dict()]), pd.DataFrame([cand.to_dict()])]
+    with pytest.raises(DifferentRunsError, match=f"the candidate's case {base.case_id} has a step time of"):
+        compare_runs(*frames)
+    with pytest.raises(DifferentRunsError, match="the baseline's case"):
+        compare_runs(*frames[::-1])

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import models
 import optimizers
 from bench.cli import build_parser, main
 from bench.distributed.cases import RANK_FIELDS, DistributedRunner
-from bench.distributed.launch import plan, torchrun_arguments
+from bench.distributed.launch import plan, relaunch, torchrun_arguments
 from bench.distributed.world import LAUNCH_VARIABLES, World
 from bench.measure import data
 from bench.record import Record
@@ -284,6 +286,52 @@ def test_two_nodes_rendezvous_on_loopback_and_finish(tmp_path):
     assert "scaling efficiency" in (folder / "summary.md").read_text()
 
 
+@pytest.mark.slow
+def test_ctrl_c_to_a_data_parallel_run_ends_in_one_line_and_130(tmp_path):
+    """Ctrl-C to ``convbench run --nproc-per-node 2``, once the first record is on disk: the
+    run folder is kept incomplete with its records, and the command ends with one line of its
+    own and 130, not torchrun's SignalException traceback (SIGTERM: the test below)."""
+    signum = signal.SIGINT
+    results = tmp_path / "results"
+    batches = ", ".join(str(n) for n in range(1, 61))  # many short cases: the run is still going
+    (tmp_path / "s.toml").write_text(
+        f'[suite]\nsteps = 2\nwarmup = 1\nrepeats = 2\n[[grid]]\nmodels = ["mlp"]\noptimizers = ["sgdm"]\n'
+        f"batch_sizes = [{batches}]\n"
+    )
+    command = [sys.executable, "-m", "bench", "run", "--suite", str(tmp_path / "s.toml"), "--device", "cpu"]
+    command += ["--results", str(results), "--nproc-per-node", "2", "--no-memory-pass", "--run-id", "dp"]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment(), stderr=subprocess.PIPE, text=True)
+    records = results / "dp" / "records.jsonl"
+    deadline = time.monotonic() + 240
+    while not (records.exists() and records.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    assert "Traceback" not in err and "SignalException" not in err, err
+    assert f"convbench run: stopped by {signal.Signals(signum).name}" in err.splitlines()[-1]
+    run = load_run(results / "dp")
+    assert run.manifest["status"] == "incomplete" and run.manifest["stopped_by"] == signal.Signals(signum).name
+    assert len(run.records) >= 1
+
+
+def test_sigterm_passed_on_by_torchrun_is_one_line_and_143(monkeypatch, capsys):
+    """torchrun raises SignalException in the launching process when a stop signal reaches it
+    (after passing it to the workers); the launcher turns it into one line and 128 + signal."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def stopped(config):
+        raise SignalException("Process 1 got signal: SIGTERM", sigval=signal.SIGTERM)
+
+    monkeypatch.setattr(torchrun, "run", stopped)
+    args = parse("--nproc-per-node", "2")
+    assert relaunch(args, ["run", "--nproc-per-node", "2"]) == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "convbench run: stopped by SIGTERM; rank 0 keeps the finished cases, the run marked incomplete"
+    ]
+
+
 # The merge of the ranks' reports, and the plan of a run, without processes.
 
 
@@ -350,7 +398,7 @@ def test_plan_fills_in_strategies_and_world_sizes(monkeypatch):
     for name in LAUNCH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     suite = load_suite("smoke")
-    planned, ranks = plan(parse("--nproc-per-node", "2", "--nnodes", "2", "--rdzv-endpoint", "h:1"), suite)
+    planned, ranks = plan(parse("--nproc-per-node", "2", "--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:1"), suite)
     assert ranks == 4
     assert {(c.strategy, c.world_size) for c in planned.cases()} == {("ddp", 1), ("ddp", 4)}
     planned, _ = plan(parse("--nproc-per-node", "4", "--strategies", "zero1,fsdp", "--world-sizes", "2,1"), suite)

@@ -56,18 +56,18 @@ def test_adding_a_run_twice_keeps_one_copy(tmp_path):
 def test_a_failure_halfway_through_a_run_writes_none_of_it(tmp_path, monkeypatch):
     run_dir = smoke_run(tmp_path, "r1")
     database = tmp_path / "history.sqlite"
-    real_dumps, calls = json.dumps, []
+    real_lines = history.record_lines
 
-    def failing_dumps(value, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:  # manifest, env, then the third case
-            raise OSError("disk full")
-        return real_dumps(value, *args, **kwargs)
+    def failing_lines(*args, **kwargs):
+        for index, line in enumerate(real_lines(*args, **kwargs)):
+            if index == 2:  # the third case
+                raise OSError("disk full")
+            yield line
 
-    monkeypatch.setattr(history.json, "dumps", failing_dumps)
+    monkeypatch.setattr(history, "record_lines", failing_lines)
     with pytest.raises(OSError, match="disk full"):
         record_run(run_dir, database)
-    monkeypatch.setattr(history.json, "dumps", real_dumps)
+    monkeypatch.setattr(history, "record_lines", real_lines)
     assert (count(database, "runs"), count(database, "cases")) == (0, 0)
     record_run(run_dir, database)
     assert (count(database, "runs"), count(database, "cases")) == (1, 4)
@@ -243,3 +243,32 @@ def test_a_file_that_is_not_a_history_is_named_not_used(tmp_path, content, messa
         with pytest.raises(HistoryError, match=message):
             use(database)
     assert database.read_bytes() == before
+
+
+def test_ingest_is_all_or_nothing_and_a_case_given_twice_is_one_line(tmp_path):
+    good = smoke_run(tmp_path, "good")
+    twice = smoke_run(tmp_path, "twice")
+    lines = (twice / "records.jsonl").read_text().splitlines()
+    (twice / "records.jsonl").write_text("\n".join([*lines, lines[0]]) + "\n")
+    database = tmp_path / "history.sqlite"
+    with pytest.raises(HistoryError, match=r"records.jsonl: damaged \(case 'cnn/adam/.*' appears twice\)"):
+        ingest([good, twice], database)
+    assert (count(database, "runs"), count(database, "cases")) == (0, 0)
+
+
+def test_ingest_streams_the_records_it_adds(tmp_path):
+    """ingest reads a folder without its records and streams them into the history, each
+    stored as the line it was; the run's row gets their counts."""
+    run_dir = smoke_run(tmp_path, "r1")
+    header = load_run(run_dir, records=False)
+    assert header.records == [] and header.counts.records == 0
+    ingest([run_dir], tmp_path / "history.sqlite")
+    pd.testing.assert_frame_equal(
+        history.records(tmp_path / "history.sqlite", ["r1"]).drop(columns=["started", "machine", "run_status"]),
+        load_run(run_dir).frame(),
+    )
+    with sqlite3.connect(tmp_path / "history.sqlite") as connection:
+        stored = [text for (text,) in connection.execute("SELECT record FROM cases ORDER BY rowid")]
+        row = connection.execute("SELECT cases_done, failures, device, status FROM runs").fetchone()
+    assert stored == (run_dir / "records.jsonl").read_text().splitlines()
+    assert row == (4, 0, "AMD EPYC", "complete")

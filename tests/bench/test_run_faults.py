@@ -237,3 +237,17 @@ def test_what_convbench_wrote_or_might_write_stays_readable(tmp_path, capsys):
     assert code == 0, err
     code, _, err = run_cli(capsys, "ingest", run_dir, "--history", tmp_path / "h.sqlite")
     assert code == 0 and history.runs(tmp_path / "h.sqlite")["run_id"].tolist() == ["pr#12 2026-11-30T01:00:00+00:00"]
+
+
+def test_a_memory_limit_past_any_address_space_caps_nothing():
+    """--memory-limit 1e300 GiB made the run stop at its first case with an OverflowError:
+    headroom beyond 2**64 bytes is no cap at all."""
+    import resource
+
+    from bench.measure.memguard import address_space_limit, headroom_for
+
+    assert headroom_for(1e300) == 2**64 and headroom_for(2.0) == 2 * 2**30
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with address_space_limit(headroom_for(1e300)) as cap:
+        assert cap == resource.RLIM_INFINITY
+    assert resource.getrlimit(resource.RLIMIT_AS) == before

@@ -208,3 +208,67 @@ def test_another_section_plugs_in_with_one_entry(tmp_path, monkeypatch):
         load_suite(path)
     # A section alone is something to run.
     assert load_suite(write(tmp_path, '[extra]\nlayers = ["x"]\n', "only.toml")).cases() == []
+
+
+# --- bounds on the work a suite asks for --------------------------------------------------------
+
+
+def grid_of(batch_sizes: int, lrs: int = 1) -> dict:
+    grid = {"models": ["cnn"], "optimizers": ["sgdm"], "batch_sizes": list(range(1, batch_sizes + 1))}
+    if lrs > 1:
+        grid["lr"] = [round(0.001 * n, 6) for n in range(1, lrs + 1)]
+    return {"suite": {"name": "big", "device": "cpu"}, "grid": [grid]}
+
+
+def test_a_grid_past_the_case_limit_is_refused_before_any_case_is_made(monkeypatch):
+    made = []
+    monkeypatch.setattr(suite_module, "Case", lambda *args, **kwargs: made.append(args))
+    with pytest.raises(SuiteError, match="multiplies out to is 1,000,000, more than the limit of 10,000"):
+        load_suite(grid_of(1000, lrs=1000)).cases()
+    assert made == []
+
+
+def test_no_limits_lifts_them_and_a_long_expansion_reports_its_progress(monkeypatch):
+    monkeypatch.setattr(suite_module, "PROGRESS_EVERY_S", 0.0)
+    suite = load_suite(grid_of(10_001))
+    assert suite.size() == 10_001
+    reports = []
+    cases = suite.cases(limits=False, progress=lambda made, total: reports.append((made, total)))
+    assert len(cases) == 10_001 and [c.batch_size for c in cases[:3]] == [1, 2, 3]
+    assert reports[0] == (1, 10_001) and reports[-1] == (10_001, 10_001)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"steps": 1_000_001, "repeats": 1},
+            "steps x repeats (1,000,001 x 1), the timed steps of a case, is 1,000,001",
+        ),
+        ({"steps": 500_000, "repeats": 3}, "is 1,500,000, more than the limit of 1,000,000"),
+        ({"warmup": 10_001}, "warmup is 10,001, more than the limit of 10,000"),
+    ],
+)
+def test_a_protocol_past_the_limits_is_refused_and_lifted_on_request(change, message):
+    suite = load_suite(grid_of(1)).override(**change)
+    with pytest.raises(SuiteError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        suite.cases()
+    assert len(suite.cases(limits=False)) == 1
+
+
+def test_the_grid_size_counts_every_list_of_every_block():
+    document = {
+        "suite": {"name": "s"},
+        "grid": [
+            {"models": ["cnn", "mlp"], "optimizers": ["adam", "sgdm"], "batch_sizes": [2, 4, 8], "lr": [0.1, 0.2]},
+            {"models": ["cnn"], "optimizers": ["sgdm"], "batch_sizes": [2], "precision": ["fp32", "bf16"]},
+        ],
+    }
+    suite = load_suite(document)
+    assert suite.size() == 2 * 2 * 3 * 2 + 2 == len(suite.cases())
+
+
+def test_deeply_nested_toml_is_one_line(tmp_path):
+    path = write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n" + TINY)
+    with pytest.raises(SuiteError, match="not valid TOML: values nested too deeply to read"):
+        load_suite(path)
