@@ -80,7 +80,7 @@ def install_slowdown(delays_ms: dict[str, float]) -> None:
         }
         return build_optimizer(name, params, **hyperparameters)
 
-    models.build = models.registry.build = slow_model
+    models.build = models.catalog.build = slow_model
     optimizers.build = optimizers.registry.build = slow_optimizer
 
 

@@ -6,8 +6,9 @@ reference: ``package.module:function``, ``torchvision:NAME``, ``timm:NAME`` (mod
 """
 
 from models import cifar, lab, zoo  # noqa: F401  (registration happens on import)
+from models.catalog import available, build, check_kwargs, spec
 from models.references import ModelReferenceError
-from models.registry import ModelSpec, UnknownNameError, available, build, check_kwargs, register, spec
+from models.registry import ModelSpec, UnknownNameError, register
 
 __all__ = [
     "ModelReferenceError",

@@ -1,9 +1,8 @@
-"""The model registry: one decorator line per model, one lookup for everything else.
+"""The model registry: one decorator line per model (``register``).
 
-``spec`` and ``build`` also take model references (``package.module:function``,
-``torchvision:NAME``, ``timm:NAME``) and the names installed packages add through the
-``convbench.models`` entry-point group; see models.references. A reference is resolved
-once, when first named, and then behaves like a registry name.
+Looking a model up by any name, registered or a reference, is ``models.catalog``'s; this
+module only holds what was registered, so the modules that register models and the one that
+resolves references both build on it without importing each other.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_RESOLVED: dict[str, ModelSpec] = {}  # references and entry points, resolved when first named
 
 
 def register(
@@ -71,54 +69,11 @@ def register(
     return add
 
 
-def available() -> list[str]:
-    """Names of all registered models, in registration order, then those installed packages
-    add through the ``convbench.models`` entry-point group."""
-    from models.references import entry_point_names
-
-    return list(_REGISTRY) + [name for name in entry_point_names() if name not in _REGISTRY]
+def registered(name: str) -> ModelSpec | None:
+    """The entry registered under ``name``, or None."""
+    return _REGISTRY.get(name)
 
 
-def spec(name: str) -> ModelSpec:
-    """The entry for a registry name, an entry-point name or a model reference.
-
-    Raises UnknownNameError listing the valid names for an unknown plain name, and its
-    subclass ModelReferenceError saying what went wrong for a reference that cannot be
-    resolved (no such module, function, torchvision or timm model; timm not installed).
-    """
-    from models import references
-
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    references.check_allowed(name)  # before the cache: a reference resolved earlier is refused too
-    if name not in _RESOLVED:
-        if not references.is_reference(name) and name not in references.entry_point_names():
-            raise UnknownNameError("model", name, available())
-        _RESOLVED[name] = references.resolve(name)
-    return _RESOLVED[name]
-
-
-def build(name: str, **kwargs: object) -> nn.Module:
-    """Build a randomly initialised model by name.
-
-    Keyword arguments go to the builder: ``in_channels`` and ``num_classes`` for every
-    model, ``width`` for the CIFAR family, anything a referenced function takes.
-    """
-    entry = spec(name)
-    if entry.input_shape is not None:
-        kwargs.setdefault("in_channels", entry.input_shape[0])
-    if entry.num_classes is not None:
-        kwargs.setdefault("num_classes", entry.num_classes)
-    return entry.builder(**kwargs)
-
-
-def check_kwargs(name: str, kwargs: dict[str, object]) -> None:
-    """Raise ValueError naming the model and the argument if its builder cannot take
-    ``kwargs`` (checked against the builder's signature; builders taking ``**kwargs`` pass
-    them on and are checked when the model is first built on the meta device)."""
-    import inspect
-
-    try:
-        inspect.signature(spec(name).builder).bind_partial(**kwargs)
-    except TypeError as error:
-        raise ValueError(f"model {name!r} cannot take the keyword arguments {kwargs}: {error}") from None
+def registered_names() -> list[str]:
+    """Names registered in this process, in registration order."""
+    return list(_REGISTRY)
