@@ -20,13 +20,13 @@ if TYPE_CHECKING:  # imported where used, so that --help answers without loading
     import pandas as pd
     import torch
 
-    from bench.measure.runner import RunContext
+    from bench.kinds.step.runner import RunContext
+    from bench.kinds.step.suite import Case
     from bench.measure.stopping import StopSignals
     from bench.receptive.section import RfSection
     from bench.record import Record
     from bench.reporting.progress import ProgressBar
     from bench.storage.store import RunWriter
-    from bench.suite import Case
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -218,7 +218,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _bytes(text: str) -> int:
-    from bench.measure.max_batch import parse_bytes
+    from bench.kinds.step.max_batch import parse_bytes
 
     try:
         return parse_bytes(text)
@@ -227,7 +227,7 @@ def _bytes(text: str) -> int:
 
 
 def max_batch_gpus() -> list[str]:
-    from bench.measure.max_batch import GPU_MEMORY_BYTES
+    from bench.kinds.step.max_batch import GPU_MEMORY_BYTES
 
     return list(GPU_MEMORY_BYTES)
 
@@ -261,14 +261,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.analyse.fairness import sharing_warnings
-    from bench.distributed import launch
-    from bench.measure import data, isolation, runner
+    from bench.kinds.parallel import launch
+    from bench.kinds.step import isolation, runner
+    from bench.kinds.step.suite import load_suite
+    from bench.measure import data, setup
     from bench.measure.env import collect_env
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
     from bench.storage.store import RunWriter, check_run_id, new_run_id
-    from bench.suite import load_suite
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_suite(args.suite or ("nightly" if torch.cuda.is_available() else "smoke"))
@@ -278,11 +279,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.isolate:
         suite = suite.override(isolate=True)
     suite, ranks = launch.plan(args, suite)
-    device = runner.resolve_device(suite.device)
+    device = setup.resolve_device(suite.device)
     suite = apply_switches(suite.override(device=str(device)), args, device)
     launch.check_device(suite, device)
     cases = suite.cases(limits=not args.no_limits, progress=grid_progress("run"))
-    runner.check_cases(cases, device)
+    setup.check_cases(cases, device)
     data_root = args.data_root or data.DEFAULT_ROOT
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, args.download)
@@ -301,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device = launch.rank_device(device)
         joined = launch.world.join(device, args.collective_timeout)
         run_id = joined.share("convbench/run_id", run_id)
-        from bench.distributed.cases import DistributedRunner
+        from bench.kinds.parallel.cases import DistributedRunner
 
         run_case = DistributedRunner(joined)
     context = runner.RunContext(
@@ -563,7 +564,8 @@ def cmd_optim(args: argparse.Namespace) -> int:
     bandwidth.json by case, report with the roofline figure) and a history entry."""
     import models
     import optimizers
-    from bench.measure import optimizer_step, runner
+    from bench.kinds.optimizer_step import runner as optimizer_step
+    from bench.measure import setup
     from bench.measure.bandwidth import check_array_bytes, measure_bandwidth
     from bench.measure.env import collect_env
     from bench.measure.machine import machine_identity
@@ -573,7 +575,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
     from bench.toml_writer import dumps
 
     # Everything that can be wrong with the input is found before the run folder exists.
-    device = runner.resolve_device(args.device)
+    device = setup.resolve_device(args.device)
     for name in args.models:
         models.spec(name)
     optimizer_names = optimizers.available() if args.optimizers == "all" else args.optimizers
@@ -581,12 +583,12 @@ def cmd_optim(args: argparse.Namespace) -> int:
     try:
         cases = optimizer_step.cases(args.models, optimizer_names, args.precision, **protocol)
     except ValueError as error:
-        raise runner.SetupError(str(error)) from None
+        raise setup.SetupError(str(error)) from None
     if args.bandwidth_mib:
         try:
             check_array_bytes(device, args.bandwidth_mib * 2**20)
         except ValueError as error:
-            raise runner.SetupError(f"--bandwidth-mib {args.bandwidth_mib}: {error}") from None
+            raise setup.SetupError(f"--bandwidth-mib {args.bandwidth_mib}: {error}") from None
     chosen = {key: list(dict.fromkeys(getattr(case, field) for case in cases)) for key, field in OPTIM_LISTS.items()}
     configuration = {
         "suite": {"name": "optim", "kind": optimizer_step.KIND, "device": str(device), **protocol},
@@ -620,7 +622,7 @@ def cmd_optim(args: argparse.Namespace) -> int:
                     run_id=run_id,
                     suite="optim",
                     env=env,
-                    device_name=runner.device_name(device, env),
+                    device_name=setup.device_name(device, env),
                 )
                 writer.append(record)
                 progress.finish(case.case_id, record.status)
@@ -646,7 +648,7 @@ def amp_precision(device: object) -> str:
 def apply_switches(suite: object, args: argparse.Namespace, device: object) -> object:
     """``suite`` with the run switches given on the command line applied, each checked as
     in a suite file and named by its flag."""
-    from bench.suite import SuiteError
+    from bench.checks import SuiteError
 
     if args.amp and args.precision:
         raise SuiteError("--amp picks the precision itself; give --amp or --precision, not both")
@@ -716,7 +718,7 @@ def _positive_real(text: str) -> float:
 def add_run_switches(run_parser: argparse.ArgumentParser) -> None:
     """The flags for models by reference, memory layout, compilation, precision, the
     optimizers' hyperparameters and the peak that MFU is judged against."""
-    from bench.suite import COMPILE_MODES
+    from bench.kinds.step.suite import COMPILE_MODES
 
     run_parser.add_argument(
         "--model-kwargs",
@@ -784,10 +786,11 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
     import models
     import optimizers
-    from bench.measure import max_batch, memory_pass, runner
+    from bench.kinds.step import max_batch, memory_pass
+    from bench.kinds.step.suite import single_case
+    from bench.measure import setup
     from bench.measure.memory_breakdown import CATEGORIES
-    from bench.measure.runner import SetupError
-    from bench.suite import single_case
+    from bench.measure.setup import SetupError
 
     models.spec(args.model)
     optimizers.spec(args.optimizer)
@@ -807,7 +810,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
     reason = memory_pass.eager_only(case)
     if reason is not None:
         raise SetupError(f"--optimizer {args.optimizer}: {reason}; predict its eager form instead")
-    runner.check_cases([case], device)  # the precision on this device, and the model on its input
+    setup.check_cases([case], device)  # the precision on this device, and the model on its input
     try:
         prediction = memory_pass.predict(case, device)
     except (RuntimeError, ValueError, TypeError) as error:  # e.g. a batch whose tensors overflow
@@ -972,9 +975,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A run (or, with --all, the whole history) as github-action-benchmark or pytest-benchmark JSON."""
+    from bench.checks import SuiteError
     from bench.reporting.output import emit
     from bench.storage import export
-    from bench.suite import SuiteError
 
     if args.all:
         if args.format != "pytest-benchmark" or args.output is None:
@@ -1124,7 +1127,7 @@ def build_parser() -> _Parser:
     )
     run_parser.add_argument("--data-root", metavar="DIR", help="where datasets are (default: data)")
     run_parser.add_argument("--download", action="store_true", help="download a missing dataset")
-    from bench.distributed.launch import add_flags
+    from bench.kinds.parallel.launch import add_flags
 
     add_flags(run_parser, _items, _integers, _positive)
     add_run_switches(run_parser)
@@ -1321,7 +1324,7 @@ def build_parser() -> _Parser:
     report_parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder, e.g. results/<run-id>")
     report_parser.set_defaults(handler=cmd_report)
 
-    from bench.train.command import add_parser as add_train_parser
+    from bench.kinds.training.command import add_parser as add_train_parser
 
     add_train_parser(commands, _names, _positive, lambda sub: add_switches(sub, "--no-model-code", "--no-limits"))
     return parser
@@ -1334,13 +1337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a data-parallel run hands it to torchrun
     # Imported after parsing so that --help answers without loading torch.
+    from bench.checks import SuiteError
     from bench.measure.data import DatasetNotFoundError
     from bench.measure.env import CommitVariableError
     from bench.measure.machine import MachineNameError
-    from bench.measure.runner import SetupError
+    from bench.measure.setup import SetupError
     from bench.storage.history import HistoryError
     from bench.storage.store import RunFolderError
-    from bench.suite import SuiteError
     from models.registry import UnknownNameError
 
     # Bad input, named in the message: an unknown name, run, device, run id or machine name,

@@ -185,7 +185,7 @@ class Record:
         None  # where peak_tflops comes from (bench.measure.peaks table entry or --peak-tflops)
     )
     mfu: float | None = None  # model FLOP utilisation, achieved_tflops / peak_tflops (a fraction)
-    # memory pass (bench.measure.memory_pass): one untimed steady-state step after the timed ones,
+    # memory pass (bench.kinds.step.memory_pass): one untimed steady-state step after the timed ones,
     # every live tensor storage sorted by what it is at the step's peak (bench.measure.memory_breakdown),
     # bytes; the categories add up to the peak. tracked_*: real tensors; predicted_*: the same
     # step on fake tensors, before anything is allocated.
@@ -212,7 +212,7 @@ class Record:
     predicted_device: str | None = None  # what the fake step ran as: cpu | cuda | "cpu for cuda"
     prediction_s: float | None = None  # wall time of the prediction, s
     memory_pass_error: str | None = None  # why tracked_* or predicted_* are missing
-    # --find-max-batch (bench.measure.max_batch): the largest batch whose step fits, by doubling then bisection
+    # --find-max-batch (bench.kinds.step.max_batch): the largest batch whose step fits, by doubling then bisection
     max_batch_size: int | None = None  # measured: the largest batch that trained without running out
     max_batch_predicted: int | None = None  # the same search on predicted peaks
     max_batch_memory_bytes: int | None = None  # the memory it had to fit in
@@ -242,7 +242,7 @@ class Record:
     input_epoch_s: float | None = None  # one epoch of batches alone (gather, augment, normalise), synchronised
     # what was timed: a whole training step, or the optimizer step alone (``convbench optim``)
     kind: str = "training-step"  # training-step | optimizer-step
-    # optimizer-step cases: the step against the memory-bandwidth limit (bench.measure.optimizer_step).
+    # optimizer-step cases: the step against the memory-bandwidth limit (bench.kinds.optimizer_step.runner).
     # Wall time is step_time_ms, host time host_time_ms; on the CPU device time = wall time.
     device_time_ms: float | None = None  # median of device_time_samples_ms: the device's own time for a step
     device_time_iqr_ms: float | None = None  # their 75th minus 25th percentile

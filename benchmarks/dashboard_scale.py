@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.kinds.step.suite import Case, load_suite
 from bench.record import Record
 from bench.storage import history
 from bench.storage.store import Run
-from bench.suite import Case, load_suite
 
 #: (machine name, GPU, memory GiB, speed relative to the first) of the synthetic fleet.
 FLEET = [

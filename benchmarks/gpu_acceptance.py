@@ -82,12 +82,12 @@ import torch
 import torch.utils.benchmark
 
 import models
+from bench.kinds.step.runner import RunContext, build, run_case
+from bench.kinds.step.suite import Case
 from bench.measure import host, memory, timing
 from bench.measure.env import COMMIT_VARIABLE, collect_env
 from bench.measure.precision import cuda_backend_settings
-from bench.measure.runner import RunContext, build, run_case
 from bench.storage import history
-from bench.suite import Case
 from bench.telemetry import gpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -828,10 +828,10 @@ def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     device time must be within 1.2 x fused Adam's."""
     import pandas as pd
 
-    from bench.measure import optimizer_step
+    from bench.kinds.optimizer_step import runner as optimizer_step
+    from bench.kinds.optimizer_step.roofline import limit_notes
+    from bench.kinds.step.runner import device_name
     from bench.measure.bandwidth import measure_bandwidth
-    from bench.measure.runner import device_name
-    from bench.reporting.roofline import limit_notes
 
     adams, compiled_over_fused = ("torch-adam-fused", "torch-adam-foreach", "adam-compiled", "adam"), 1.2
     steps, repeats = (2, 2) if sizes.dry_run else (20, 5)

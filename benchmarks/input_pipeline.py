@@ -4,7 +4,7 @@
                                         [--batch-size 128] [--steps 30] [--repeats 3] [--device auto]
 
 Builds a CIFAR-10-sized training split of random uint8 images (``--images`` x 3 x 32 x 32,
-random labels) on the device, as ``bench.train.datasets.load`` keeps a real one, then:
+random labels) on the device, as ``bench.kinds.training.datasets.load`` keeps a real one, then:
 
 - input epoch: one epoch of ``epoch_batches`` (permutation, gather, crop-and-flip,
   normalise) without training, between two synchronisations, median of ``--repeats``;
@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 import models
 import optimizers
-from bench.measure.runner import resolve_device
-from bench.train.datasets import DeviceDataset, Split, epoch_batches
-from bench.train.loop import _synchronise
+from bench.kinds.training.datasets import DeviceDataset, Split, epoch_batches
+from bench.kinds.training.loop import _synchronise
+from bench.measure.setup import resolve_device
 
 
 def synthetic_cifar(images: int, device: torch.device) -> DeviceDataset:

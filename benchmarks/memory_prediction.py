@@ -4,8 +4,8 @@
                                            [--batch-sizes 1,2] [--out results/memory-prediction]
 
 For every model, optimizer and batch size, on the CPU: the exact breakdown of one tracked
-steady-state step on real tensors (``bench.measure.memory_pass.tracked_step``) and the same step
-predicted on fake tensors (``bench.measure.memory_pass.predict``), at each model's natural input.
+steady-state step on real tensors (``bench.kinds.step.memory_pass.tracked_step``) and the same step
+predicted on fake tensors (``bench.kinds.step.memory_pass.predict``), at each model's natural input.
 Per case it prints and writes to ``OUT/cases.csv``: both peaks, the prediction's error
 relative to the tracked peak, the optimizer state of both and how long the prediction
 took; ``OUT/summary.md`` has the worst error per model and the Adam / SGDM state ratio.
@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 import models
-from bench.measure import memory_pass
-from bench.measure.runner import RunContext, build
+from bench.kinds.step import memory_pass
+from bench.kinds.step.runner import RunContext, build
+from bench.kinds.step.suite import Case
 from bench.reporting.tables import markdown_table, text_table
-from bench.suite import Case
 
 
 def case_for(model: str, optimizer: str, batch_size: int) -> Case:

@@ -5,7 +5,7 @@
 
 In one process, for each model, each round runs the same case twice, in alternating order:
 
-- the harness: ``bench.measure.runner.run_case`` with ``warmup`` untimed steps and ``steps`` timed
+- the harness: ``bench.kinds.step.runner.run_case`` with ``warmup`` untimed steps and ``steps`` timed
   ones, reporting ``throughput`` = batch / median step time;
 - a hand-written loop: the same model (same seed), optimizer and batch, ``warmup`` steps,
   then ``steps`` steps between two synchronisations of the device, read by the host clock:
@@ -42,11 +42,12 @@ from torch import nn
 
 import models
 import optimizers
+from bench.kinds.step.runner import RunContext, build, run_case
+from bench.kinds.step.suite import Case
 from bench.measure import timing
 from bench.measure.env import collect_env
 from bench.measure.precision import cuda_backend_settings
-from bench.measure.runner import RunContext, build, resolve_device, run_case
-from bench.suite import Case
+from bench.measure.setup import resolve_device
 
 
 @models.register("probe", input_shape=(1, 1, 1), num_classes=2, family="benchmark")

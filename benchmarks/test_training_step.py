@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 import models
 import optimizers
+from bench.kinds.step.suite import load_suite
 from bench.measure.precision import cuda_backend_settings
-from bench.suite import load_suite
 
 # The smoke suite's cases (fp32, eager, synthetic data), read from the shipped suite so the
 # two never drift apart.

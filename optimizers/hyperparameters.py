@@ -1,8 +1,21 @@
-"""Validation shared by every optimizer the registry builds: bad values fail by name."""
+"""The hyperparameters the registry's optimizers take: their names, the values an optimizer
+was built with, and the validation every optimizer shares (bad values fail by name)."""
 
 from __future__ import annotations
 
 import math
+
+from torch.optim import Optimizer
+
+#: The hyperparameters a suite can set and a record keeps, each given to the optimizers that take it.
+HYPERPARAMETERS = ("lr", "momentum", "betas", "eps", "weight_decay")
+
+
+def used(optimizer: Optimizer) -> dict:
+    """The optimizer's ``HYPERPARAMETERS`` as JSON-ready values (tuples as lists);
+    weight_decay only when set, so that records of undecayed cases keep their old identity."""
+    values = {k: optimizer.defaults[k] for k in HYPERPARAMETERS if optimizer.defaults.get(k) not in (None, 0)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def _real(name: str, value: object) -> float:

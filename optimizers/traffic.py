@@ -57,7 +57,7 @@ the compiled textbook ones (``adam-compiled``, ``sgdm-compiled``, whose kernels 
 generates with every elementwise operation of a parameter fused into one loop) read and
 write each tensor once: their traffic is the compulsory 7 or 5 elements.
 
-The measured counterpart is ``bench.measure.optimizer_step.count_traffic``, which counts the bytes
+The measured counterpart is ``bench.kinds.optimizer_step.runner.count_traffic``, which counts the bytes
 of every operator an eager optimizer step dispatches; a test checks it against this table.
 """
 

@@ -60,9 +60,9 @@ import numpy as np
 import pandas as pd
 
 from bench.analyse.stats import holm, student_t_two_sided, welch
+from bench.kinds.training import compare as training
 from bench.measure.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
-from bench.train import compare as training
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
 DEFAULT_THRESHOLD = 0.05
@@ -333,7 +333,7 @@ def compare_runs(
     """One row per case of either run, baseline order first, then the new cases: its
     verdicts and the figures behind them. ``earlier``: runs before the baseline (same suite,
     same machine) that join it as a several-run baseline for step time. Training runs go to
-    ``bench.train.compare`` (seeds are their replicates; ``earlier`` does not apply).
+    ``bench.kinds.training.compare`` (seeds are their replicates; ``earlier`` does not apply).
 
     Raises:
         IncomparableError: matched cases were measured differently.

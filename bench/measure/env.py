@@ -16,6 +16,7 @@ import psutil
 import torch
 import torchvision
 
+from bench.record import utc_now
 from bench.telemetry.gpu import environment_variables, gpu_state
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]  # the checkout: bench/measure/env.py
@@ -157,4 +158,19 @@ def collect_env() -> dict:
             "torch_threads": torch.get_num_threads(),
             "ram_bytes": memory.total,
         },
+    }
+
+
+def provenance(run_id: str, suite: str, device: torch.device, name: str, env: dict) -> dict:
+    """The Record fields every kind of case shares: its run and suite, when it ended, the
+    device (``name`` as ``device_name`` gives it) and host it ran on, the torch and commit."""
+    return {
+        "run_id": run_id,
+        "timestamp": utc_now(),
+        "suite": suite,
+        "device": str(device),
+        "device_name": name,
+        "hostname": env.get("hostname", ""),
+        "torch_version": torch.__version__,
+        "git_commit": env.get("git_commit"),
     }

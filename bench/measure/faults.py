@@ -11,7 +11,7 @@ Some CUDA errors are sticky: after an illegal memory access, a device-side asser
 misaligned address, an illegal instruction or an unspecified launch failure, the CUDA
 context is corrupt and every later CUDA call in the process fails with the same error
 (CUDA C++ Programming Guide, "Error Checking"; CUDA Runtime API, ``cudaError``). Only a new
-process gets a working device, which is what ``bench.measure.isolation`` provides.
+process gets a working device, which is what ``bench.kinds.step.isolation`` provides.
 """
 
 from __future__ import annotations
@@ -58,3 +58,23 @@ def poisons_process(message: str | None) -> bool:
     """Whether an error message is a sticky CUDA error, after which no CUDA work in this
     process can succeed."""
     return message is not None and any(marker in message for marker in FATAL_MARKERS)
+
+
+class Diverged(Exception):
+    """The loss became non-finite."""
+
+
+def fault_outcome(fault: BaseException) -> tuple[str, str]:
+    """(status, error) of a case that raised ``fault``: ``diverged`` for a non-finite loss,
+    ``oom`` for running out of device memory whoever allocated (this module: cuBLAS and
+    cuDNN allocation failures too), else ``error`` with the exception's type and message."""
+    if isinstance(fault, Diverged):
+        return "diverged", str(fault)
+    if is_out_of_memory(fault):
+        return "oom", message(fault)
+    return "error", f"{type(fault).__name__}: {message(fault)}"
+
+
+def message(fault: BaseException) -> str:
+    """An exception's message for a record: its text, else its type's name."""
+    return str(fault).strip() or type(fault).__name__

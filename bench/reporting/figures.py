@@ -704,7 +704,7 @@ def roofline_figure(frame: pd.DataFrame, notes: list[str] | None = None) -> Figu
     in-place update's bandwidth measured right before the case at the working set's size
     (black dash: the limit the percentages are of) and on DRAM-sized arrays (grey dots);
     Adam's implementations beside SGDM's. A percentage above 100 has a "*", and ``notes``
-    (``bench.reporting.roofline.limit_notes``) go under the figure. Failed cases keep their
+    (``bench.kinds.optimizer_step.roofline.limit_notes``) go under the figure. Failed cases keep their
     place, with their status."""
     frame = frame.assign(algorithm=frame["optimizer"].map(algorithm))
     frame = frame.sort_values(["algorithm"], kind="stable")

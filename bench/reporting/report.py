@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.distributed import figures as parallel_figures
-from bench.reporting import figures, memory_figures, roofline
+from bench.kinds.optimizer_step import roofline
+from bench.kinds.parallel import figures as parallel_figures
+from bench.kinds.step import memory_figures
+from bench.reporting import figures
 from bench.reporting.tables import code_fence, format_number, html_table, latex_table, markdown_table, markdown_text
 from bench.storage.store import Run, RunFolderError, load_run, write_atomic
 
@@ -230,7 +232,7 @@ def _parallel(run: Run) -> pd.DataFrame | None:
     return None if frame is None else parallel_figures.parallel_cases(frame)
 
 
-# Data-parallel runs (bench.distributed): drawn when the run has cases with a strategy.
+# Data-parallel runs (bench.kinds.parallel): drawn when the run has cases with a strategy.
 FIGURES += [
     FigureSpec(
         "scaling_efficiency",
@@ -293,7 +295,7 @@ def environment_frame(env: dict) -> pd.DataFrame:
 def missing_cases(run: Run) -> list[str] | None:
     """The case ids of the run's suite (its ``suite.toml``) that have no record, in suite
     order; None where the suite cannot be expanded here (a model this install lacks)."""
-    from bench.suite import parse_suite
+    from bench.kinds.step.suite import parse_suite
     from models.references import without_model_code
 
     try:
@@ -700,7 +702,7 @@ def write_report(run_dir: Path | str) -> list[Path]:
     """Write the run folder's figures, tables and both pages; returns the files written."""
     run = load_run(run_dir)
     if "[train]" in run.suite_toml.splitlines() or any(r.get("recipe") is not None for r in run.records):
-        from bench.train.report import write_training_report
+        from bench.kinds.training.report import write_training_report
 
         return write_training_report(run)
     rf = _rf(run)  # read (and a damaged one refused) before anything is written

@@ -25,8 +25,8 @@ from torch.distributed.tensor import DTensor
 
 import models
 from bench.cli import main
-from bench.distributed import cases
-from bench.measure import runner
+from bench.kinds.parallel import cases
+from bench.kinds.step import runner
 from bench.reporting import report
 
 STALL_S = 4.0

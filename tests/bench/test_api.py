@@ -8,7 +8,7 @@ import torch
 
 import bench
 import models
-from bench.suite import SuiteError
+from bench.checks import SuiteError
 from models.registry import _REGISTRY
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")

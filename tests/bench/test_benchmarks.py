@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.measure.runner import RunContext
-from bench.suite import Case
+from bench.kinds.step.runner import RunContext
+from bench.kinds.step.suite import Case
 from models import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -109,12 +109,12 @@ def test_console_script_is_declared():
 
 
 def test_ctrl_c_while_a_run_starts_up_is_one_line_and_status_130(tmp_path, capsys, monkeypatch):
-    from bench.measure import runner
+    from bench.measure import setup
 
     def interrupted(name):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "resolve_device", interrupted)
+    monkeypatch.setattr(setup, "resolve_device", interrupted)
     assert main(["run", "--device", "cpu", "--models", "cnn", "--results", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "convbench run: interrupted\n"
     assert not any(tmp_path.iterdir())

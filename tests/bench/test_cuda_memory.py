@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 import optimizers
-from bench.measure import runner
+from bench.kinds.step import runner
+from bench.kinds.step.runner import RunContext, run_case
+from bench.kinds.step.suite import Case
 from bench.measure.memory import CudaMeter
-from bench.measure.runner import RunContext, run_case
 from bench.measure.timing import HostClock
-from bench.suite import Case
 from models.registry import _REGISTRY, ModelSpec
 from tests.bench.fake_cuda import SMALL_SIZE, CachingAllocatorFake, round_size
 

@@ -27,14 +27,14 @@ import torch.nn.functional as F
 import models
 import optimizers
 from bench.cli import build_parser, main
-from bench.distributed.cases import RANK_FIELDS, DistributedRunner
-from bench.distributed.launch import plan, relaunch, torchrun_arguments
-from bench.distributed.world import LAUNCH_VARIABLES, World
+from bench.kinds.parallel.cases import RANK_FIELDS, DistributedRunner
+from bench.kinds.parallel.launch import plan, relaunch, torchrun_arguments
+from bench.kinds.parallel.world import LAUNCH_VARIABLES, World
+from bench.kinds.step.suite import Case, load_suite
 from bench.measure import data
 from bench.record import Record
 from bench.storage import history
 from bench.storage.store import load_run
-from bench.suite import Case, load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")

@@ -10,9 +10,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import models
 import optimizers
+from bench.kinds.step.runner import RunContext, run_case
+from bench.kinds.step.suite import Case
 from bench.measure import host
-from bench.measure.runner import RunContext, run_case
-from bench.suite import Case
 
 CPU = torch.device("cpu")
 CONTEXT = RunContext(run_id="r", suite="test", device=CPU, env={"hostname": "h"})

@@ -4,10 +4,11 @@ import tomllib
 
 import pytest
 
+from bench.checks import SuiteError
 from bench.cli import main
-from bench.measure.isolation import CaseRunner
+from bench.kinds.step.isolation import CaseRunner
+from bench.kinds.step.suite import load_suite
 from bench.storage.store import load_run
-from bench.suite import SuiteError, load_suite
 from tests.bench.conftest import register_fault_models
 from tests.bench.test_runner import CONTEXT, case
 

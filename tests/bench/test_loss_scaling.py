@@ -7,9 +7,9 @@ from torch import nn
 
 import models
 import optimizers
-from bench.measure import runner
-from bench.measure.runner import run_case
-from bench.suite import Case
+from bench.kinds.step import runner
+from bench.kinds.step.runner import run_case
+from bench.kinds.step.suite import Case
 from models.registry import _REGISTRY, ModelSpec
 from tests.bench.test_runner import CONTEXT
 from tests.bench.test_runner import case as runner_case

@@ -7,10 +7,11 @@ from torch import nn
 
 import models
 import optimizers
-from bench.measure import max_batch, memory_breakdown, memory_pass
+from bench.kinds.step import max_batch, memory_pass
+from bench.kinds.step.runner import RunContext, build, run_case
+from bench.kinds.step.suite import Case
+from bench.measure import memory_breakdown
 from bench.measure.memory_breakdown import CATEGORIES, track_step
-from bench.measure.runner import RunContext, build, run_case
-from bench.suite import Case
 from tests.bench.test_runner import case
 
 CPU = torch.device("cpu")

@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.measure.max_batch import parse_bytes
+from bench.kinds.step import memory_figures
+from bench.kinds.step.max_batch import parse_bytes
 from bench.measure.memory_breakdown import CATEGORIES
-from bench.reporting import figures, memory_figures, report
+from bench.reporting import figures, report
 from tests.bench import synthetic
 from tests.bench.test_figures import close_figures  # noqa: F401  (autouse: the theme, and no figure left open)
 
@@ -132,8 +133,8 @@ def test_the_memory_pass_leaves_compiled_optimizers_alone_and_says_why():
     # On fake tensors a compiled optimizer step crashed the whole run (a segfault).
     import torch
 
-    from bench.measure import memory_pass
-    from bench.suite import Case
+    from bench.kinds.step import memory_pass
+    from bench.kinds.step.suite import Case
 
     def must_not_build(case, out):
         raise AssertionError("the memory pass built a compiled optimizer's case")
@@ -153,8 +154,8 @@ def test_find_max_batch_skips_what_it_cannot_search_and_a_failed_search_keeps_th
     # the dispatch mode, and that error had stopped the whole run.
     import torch
 
-    from bench.measure import max_batch, runner
-    from bench.suite import Case
+    from bench.kinds.step import max_batch, runner
+    from bench.kinds.step.suite import Case
 
     def must_not_build(case, out):
         raise AssertionError("the search built a compiled optimizer's case under the tracker")

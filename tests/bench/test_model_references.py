@@ -11,12 +11,13 @@ import torchvision
 from torch import nn
 
 import models
+from bench.checks import SuiteError
 from bench.cli import main
+from bench.kinds.step.suite import load_suite
 from bench.measure import flops, peaks
 from bench.record import case_id
 from bench.storage import history
 from bench.storage.store import load_run
-from bench.suite import SuiteError, load_suite
 from models import references
 
 FUNCTION = "tests.bench.test_model_references:small_net"
@@ -195,7 +196,7 @@ def test_hyperparameters_per_grid_make_distinct_cases_and_reach_the_optimizer(tm
         "torch-adam[lr=0.01,weight_decay=0.1]",
         "torch-adam[lr=0.5,weight_decay=0.1]",
     ]
-    from bench.measure import runner
+    from bench.kinds.step import runner
 
     case = suite.override(steps=1, warmup=1, repeats=1).cases()[3]
     record = runner.run_case(case, runner.RunContext("t", "smoke", torch.device("cpu")))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.measure import bandwidth, host, optimizer_step, timing
+from bench.kinds.optimizer_step import runner as optimizer_step
+from bench.measure import bandwidth, host, timing
 from bench.reporting import figures, report
 from bench.storage import history
 from bench.storage.store import load_run

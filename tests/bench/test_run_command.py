@@ -116,7 +116,7 @@ def test_flags_override_the_suite(tmp_path, capsys, fault_models):
 
 
 def test_no_memory_pass_skips_it_and_says_so_in_every_record(tmp_path, capsys, fault_models, monkeypatch):
-    from bench.measure import memory_pass
+    from bench.kinds.step import memory_pass
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the memory pass ran")

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 import models
-from bench.measure import runner
+from bench.kinds.step import runner
+from bench.kinds.step.runner import RunContext, run_case
+from bench.kinds.step.suite import Case
+from bench.measure import setup
 from bench.measure.memory import CudaMeter
-from bench.measure.runner import RunContext, SetupError, check_cases, run_case
+from bench.measure.setup import SetupError, check_cases
 from bench.measure.timing import CudaClock
-from bench.suite import Case
 
 CPU = torch.device("cpu")
 CONTEXT = RunContext(run_id="r", suite="test", device=CPU, env={"hostname": "h", "cpu": {"model": "a cpu"}})
@@ -216,6 +218,6 @@ def test_cases_that_cannot_run_fail_before_any_work():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
 def test_devices_resolve_to_what_this_machine_has():
-    assert runner.resolve_device("auto") == CPU
+    assert setup.resolve_device("auto") == CPU
     with pytest.raises(SetupError, match="CUDA is not available"):
-        runner.resolve_device("cuda:0")
+        setup.resolve_device("cuda:0")

@@ -6,8 +6,9 @@ import pytest
 
 import models
 import optimizers
-from bench import suite as suite_module
-from bench.suite import SuiteError, load_suite, shipped
+from bench.checks import SuiteError
+from bench.kinds.step import suite as suite_module
+from bench.kinds.step.suite import load_suite, shipped
 
 TINY = """
 [suite]

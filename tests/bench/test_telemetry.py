@@ -11,7 +11,7 @@ import torch
 
 from bench import cli
 from bench.analyse import fairness
-from bench.measure.runner import RunContext, run_case
+from bench.kinds.step.runner import RunContext, run_case
 from bench.record import RECORD_FIELDS
 from bench.storage.store import write_json
 from bench.telemetry import gpu, nvml

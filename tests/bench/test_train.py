@@ -12,13 +12,12 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 import optimizers
-from bench.measure.runner import RunContext
-from bench.suite import SuiteError
-from bench.train import compare as training_compare
-from bench.train import datasets, loop
-from bench.train.report import summary_frame
-from bench.train.schedule import Schedule
-from bench.train.suite import parse_train_suite
+from bench.checks import SuiteError
+from bench.kinds.training import compare as training_compare
+from bench.kinds.training import datasets, loop
+from bench.kinds.training.report import summary_frame
+from bench.kinds.training.schedule import Schedule
+from bench.kinds.training.suite import parse_train_suite
 from tests.bench.ondisk import write_cifar10, write_mnist
 
 CPU = torch.device("cpu")
@@ -159,7 +158,7 @@ def tiny(tmp_path, one_thread):
 
 
 def _train(case, dataset):
-    record, curve = loop.run_training_case(case, dataset, RunContext("r", "test", CPU))
+    record, curve = loop.run_training_case(case, dataset, run_id="r", suite="test", device=CPU, env={})
     assert record.status == "ok", record.error
     return record, curve
 
@@ -298,7 +297,7 @@ def _curve_rows(model, recipe, seed, accuracies):
 
 
 def test_seed_bands_are_the_median_and_the_full_range_over_seeds():
-    from bench.train.figures import seed_bands
+    from bench.kinds.training.figures import seed_bands
 
     curves = pd.DataFrame(
         _curve_rows("cnn", "adam", 0, [0.5, 0.8])
@@ -312,8 +311,8 @@ def test_seed_bands_are_the_median_and_the_full_range_over_seeds():
 
 
 def test_the_degradation_figure_needs_plain_and_residual_nets():
-    from bench.train import figures as train_figures
-    from bench.train.report import _families
+    from bench.kinds.training import figures as train_figures
+    from bench.kinds.training.report import _families
 
     rows = []
     for model in ("plain20", "plain56", "resnet20", "resnet56"):

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.measure.runner import RunContext
+from bench.kinds.training import datasets, loop
 from bench.storage import history
 from bench.storage.store import load_run
-from bench.train import datasets, loop
 from tests.bench.ondisk import write_cifar10, write_digits
 from tests.bench.test_train import _suite, _write_tiny_mnist
 
@@ -156,7 +155,7 @@ def test_the_device_is_synchronised_before_every_clock_reading_around_an_evaluat
     real = loop.evaluate
     monkeypatch.setattr(loop, "evaluate", lambda *a: events.append("evaluate") or real(*a))
     case = _suite(steps=4, eval_every=2, seeds=[0]).resolve("cpu").cases()[0]
-    record, _ = loop.run_training_case(case, dataset, RunContext("r", "t", torch.device("cpu")))
+    record, _ = loop.run_training_case(case, dataset, run_id="r", suite="t", device=torch.device("cpu"), env={})
     assert record.status == "ok"
     # input-epoch timing (2), clock start, then per evaluation: sync, evaluate, and a sync
     # to restart the clock except after the last.

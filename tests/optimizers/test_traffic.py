@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import optimizers
-from bench.measure.optimizer_step import count_traffic
+from bench.kinds.optimizer_step.runner import count_traffic
 from optimizers.traffic import TRAFFIC_ELEMENTS, compulsory_bytes_per_param, traffic_bytes_per_param
 
 SHAPES = [(16, 8, 3, 3), (16,), (10, 16), (10,)]

@@ -23,11 +23,13 @@ from torch import nn
 
 import models
 import optimizers
+from bench.kinds.training.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
+from bench.kinds.training.suite import TrainCase
 from bench.measure import faults, memory
-from bench.measure.runner import Diverged, RunContext, device_name, fault_outcome, provenance
+from bench.measure.env import provenance
+from bench.measure.faults import Diverged, fault_outcome
+from bench.measure.setup import device_name
 from bench.record import Record
-from bench.train.datasets import DeviceDataset, Split, epoch_batches, steps_per_epoch
-from bench.train.suite import TrainCase
 
 
 @dataclass
@@ -171,15 +173,13 @@ def train(case: TrainCase, dataset: DeviceDataset, device: torch.device, progres
 
 
 def run_training_case(
-    case: TrainCase,
-    dataset: DeviceDataset,
-    context: RunContext,
+    case: TrainCase, dataset: DeviceDataset, *, run_id: str, suite: str, device: torch.device, env: dict
 ) -> tuple[Record, list[dict]]:
-    """Train one case and return its Record and learning curve, whatever happened (bar
-    KeyboardInterrupt): a failure is the record's status, with the curve up to it."""
+    """Train one case on ``device`` and return its Record (filed under ``run_id`` and
+    ``suite``, ``env`` as ``collect_env`` gives it) and learning curve, whatever happened
+    (bar a stop signal): a failure is the record's status, with the curve up to it."""
     progress = Progress()
     status, error = "ok", None
-    device = context.device
     scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     try:
         with scope:
@@ -192,7 +192,7 @@ def run_training_case(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     record = Record(
-        **provenance(context.run_id, context.suite, device, device_name(device, context.env), context.env),
+        **provenance(run_id, suite, device, device_name(device, env), env),
         case_id=case.case_id,
         model=case.model,
         optimizer=case.recipe.optimizer,

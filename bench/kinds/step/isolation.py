@@ -25,9 +25,10 @@ import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from bench.measure import faults, runner
+from bench.kinds.step import runner
+from bench.kinds.step.suite import Case
+from bench.measure import faults
 from bench.record import Record
-from bench.suite import Case
 
 
 def _child(case: Case, context: runner.RunContext, initializer: Callable[[], None] | None, pipe: Connection) -> None:
@@ -52,7 +53,7 @@ def _how_it_ended(exitcode: int | None) -> str:
 def _start_method() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bench.measure.runner"])  # torch, models, optimizers: imported once
+        context.set_forkserver_preload(["bench.kinds.step.runner"])  # torch, models, optimizers: imported once
         return context
     return multiprocessing.get_context("spawn")
 

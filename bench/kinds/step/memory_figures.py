@@ -1,4 +1,4 @@
-"""Figures of the memory pass (``bench.measure.memory_pass``): predicted against measured peak over
+"""Figures of the memory pass (``bench.kinds.step.memory_pass``): predicted against measured peak over
 the batch sweep, and the largest batch that fits for Adam against SGDM. Each takes the
 run's records as a DataFrame and returns a Figure, like those of ``bench.reporting.figures``."""
 

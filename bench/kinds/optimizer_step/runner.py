@@ -54,7 +54,8 @@ import models
 import optimizers
 from bench.measure import faults, host, memory, timing
 from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth, last_level_cache_bytes, measure_bandwidth
-from bench.measure.runner import fault_outcome, hyperparameters, provenance
+from bench.measure.env import provenance
+from bench.measure.faults import fault_outcome
 from bench.record import Record
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
 
@@ -227,7 +228,7 @@ def measure(
     out["grad_bytes"] = memory.tensor_bytes(p.grad for p in params)
     _measure_working_set_limit(device, clock, out)
     optimizer = optimizers.build(case.optimizer, params)
-    out["hyperparameters"] = hyperparameters(optimizer)
+    out["hyperparameters"] = optimizers.hyperparameters(optimizer)
     for _ in range(case.warmup):
         optimizer.step()
     out["optimizer_state_bytes"] = memory.optimizer_state_bytes(optimizer)

@@ -16,7 +16,7 @@ steps each (the first creates the gradients and optimizer state):
   of the machine is never the limit; the default cap is ``DEFAULT_CPU_CAP_BYTES``.
 
 *Predicted*: the same search on the peaks predicted on fake tensors
-(``bench.measure.memory_pass.predict``): a batch fits when its predicted peak is within the memory.
+(``bench.kinds.step.memory_pass.predict``): a batch fits when its predicted peak is within the memory.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from collections.abc import Callable
 
 import torch
 
-from bench.measure import memory_breakdown, memory_pass
-from bench.suite import Case
+from bench.kinds.step import memory_pass
+from bench.kinds.step.suite import Case
+from bench.measure import memory_breakdown
 
 #: Memory of common NVIDIA GPUs, bytes: ``memory.total`` as ``nvidia-smi`` reports it, in MiB.
 #: What tensors can use is less: the CUDA context and the driver's reserve take some 0.3 to

@@ -21,10 +21,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bench.distributed import STRATEGIES, world
+from bench.kinds.parallel import world
+from bench.kinds.step.suite import STRATEGIES
 
 if TYPE_CHECKING:
-    from bench.suite import Suite
+    from bench.kinds.step.suite import Suite
 
 #: torchrun's exit status when a worker died without one of its own (a signal).
 EXIT_WORKER_LOST = 1
@@ -38,7 +39,7 @@ def check_endpoint(endpoint: str) -> tuple[str, int]:
     1 … 65535, before any process starts. Raises SuiteError naming the flag and the problem."""
     import socket
 
-    from bench.suite import SuiteError
+    from bench.checks import SuiteError
 
     host, colon, port = endpoint.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
@@ -109,8 +110,8 @@ def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
             single-process run, multi-node flags without an endpoint, isolated cases in a
             data-parallel run.
     """
-    from bench.measure.runner import SetupError
-    from bench.suite import SuiteError
+    from bench.checks import SuiteError
+    from bench.measure.setup import SetupError
 
     ranks = ranks_requested(args)
     if ranks is None:
@@ -164,7 +165,7 @@ def check_device(suite: Suite, device: object) -> None:
     Raises:
         SetupError: a SyncBatchNorm case on a non-CUDA device.
     """
-    from bench.measure.runner import SetupError
+    from bench.measure.setup import SetupError
 
     if getattr(device, "type", "cpu") != "cuda" and any(True in grid.sync_batchnorm for grid in suite.grids):
         raise SetupError(

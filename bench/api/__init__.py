@@ -32,8 +32,8 @@ def run_suite(
     ``flags`` are ``convbench run``'s, by their Python names and with Python values, e.g.
     ``models=["cnn", "torchvision:squeezenet1_1"]``, ``batch_sizes=[32]``, ``steps=10``,
     ``lr=[0.1]``, ``model_kwargs={"width": 32}``, ``input_size=[3, 64, 64]``, ``amp=True``.
-    Bad input raises before any work (models.UnknownNameError, bench.suite.SuiteError,
-    bench.measure.runner.SetupError, ...); an unknown flag raises TypeError naming the valid ones.
+    Bad input raises before any work (models.UnknownNameError, bench.kinds.step.suite.SuiteError,
+    bench.measure.setup.SetupError, ...); an unknown flag raises TypeError naming the valid ones.
     Progress goes to standard error and the summary table to standard output, as from the
     command. Ctrl-C ends the run between cases, keeps its folder and re-raises
     KeyboardInterrupt.

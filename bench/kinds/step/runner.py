@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
-import json
 import os
 import time
 import traceback
@@ -26,32 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 import models
 import optimizers
-from bench.measure import data, faults, flops, host, max_batch, memory, memory_pass, peaks, precision, timing
-from bench.record import Record, utc_now
-from bench.suite import Case
+from bench.kinds.step import max_batch, memory_pass
+from bench.kinds.step.suite import Case
+from bench.kinds.step.trainer import Trainer
+from bench.measure import data, faults, flops, host, memory, peaks, precision, timing
+from bench.measure.env import provenance
+from bench.measure.faults import Diverged, fault_outcome, message
+from bench.measure.setup import device_name
+from bench.record import Record
 from bench.telemetry.gpu import CaseTelemetry
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-#: The hyperparameters the registry's optimizers take (their values go in the record).
-HYPERPARAMETERS = ("lr", "betas", "eps", "momentum", "weight_decay")
 #: Untimed steps allowed beyond ``warmup`` while fp16 loss scaling skips the optimizer's
 #: update. Each skip halves GradScaler's scale; from its default 2**16, 64 halvings reach
 #: 2**-48, where no finite float32 gradient can overflow float16 any more.
 EXTRA_WARMUP_LIMIT = 64
-
-
-class SetupError(ValueError):
-    """A case that cannot run here at all (no such device, a precision the device lacks, a
-    model that cannot take the input); raised before anything runs."""
-
-
-class Diverged(Exception):
-    """The loss became non-finite."""
 
 
 @dataclass(frozen=True)
@@ -68,131 +58,13 @@ class RunContext:
     #: data-parallel runs wrap the model for their strategy here.
     builder: Callable[[Case, RunContext, dict], tuple[nn.Module, torch.optim.Optimizer, Trainer]] | None = None
     peak_tflops: float | None = None  # --peak-tflops: the device's peak, over bench.measure.peaks' table
-    find_max_batch: bool = False  # search each case's largest batch (bench.measure.max_batch)
-    memory_pass: bool = True  # run each case's untimed memory pass (bench.measure.memory_pass)
+    find_max_batch: bool = False  # search each case's largest batch (bench.kinds.step.max_batch)
+    memory_pass: bool = True  # run each case's untimed memory pass (bench.kinds.step.memory_pass)
     memory_cap_bytes: int | None = None  # the memory that search fits in (None: the device's)
 
 
 #: ``memory_pass_error`` of a case run with ``--no-memory-pass``.
 SKIPPED_MEMORY_PASS = "not run (--no-memory-pass)"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SetupError(f"device {name!r}: CUDA is not available on this machine; use --device cpu")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise SetupError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        device = torch.device("cuda", index)
-    return device
-
-
-def check_cases(cases: Sequence[Case], device: torch.device) -> None:
-    """Fail before any work on a case that cannot run: a float32 precision that cannot be
-    set as asked (``bench.measure.precision.check``: TF32 off CUDA or turned off by the environment,
-    settings PyTorch refuses), or a model that cannot take its input (checked by a forward
-    pass on the meta device, which costs no memory)."""
-    problem = precision.check({case.precision for case in cases}, device)
-    if problem is not None:
-        raise SetupError(problem)
-    shapes = {(c.model, c.input_shape, c.num_classes, c.batch_size, json.dumps(c.model_kwargs)) for c in cases}
-    for model_name, input_shape, num_classes, batch_size, kwargs_json in sorted(shapes):
-        kwargs = json.loads(kwargs_json)
-        try:
-            with torch.device("meta"):
-                model = models.build(model_name, in_channels=input_shape[0], num_classes=num_classes, **kwargs)
-                output = model(torch.empty(batch_size, *input_shape))
-        except NotImplementedError:
-            continue  # an operator without a meta kernel: nothing learnt, the real run will tell
-        except (RuntimeError, ValueError, TypeError) as error:
-            raise SetupError(
-                f"model {model_name!r} cannot train on batches of {batch_size} x {tuple(input_shape)}: {error}"
-            ) from None
-        if tuple(output.shape) != (batch_size, num_classes):
-            raise SetupError(
-                f"model {model_name!r} gives outputs of shape {tuple(output.shape)} for input "
-                f"{tuple(input_shape)}; expected ({batch_size}, {num_classes})"
-            )
-
-
-class Trainer:
-    """One training step, split into the phases that detailed mode times separately."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        batches: Sequence[tuple[Tensor, Tensor]],
-        precision: str,
-        device: torch.device,
-    ) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.batches = itertools.cycle(batches)
-        dtype = AUTOCAST_DTYPES.get(precision)
-        # No autocast context at all in float32: even a disabled one costs microseconds a step.
-        self.autocast = functools.partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
-        # fp16 needs loss scaling; for other precisions the disabled scaler passes through.
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        self.loss: Tensor | None = None
-        self.losses: list[Tensor] = []  # checked for non-finite values between repeats
-        self.checked = 0  # steps whose loss has been checked
-        # GradScaler's verdict on each step since the last check (non-zero: it found inf/NaN
-        # gradients and skipped the update), kept on the device until the check reads it.
-        self.found_inf: list[Tensor] = []
-        self.skipped = 0  # checked steps whose optimizer update GradScaler skipped
-
-    def forward(self) -> None:
-        images, labels = next(self.batches)
-        with self.autocast():
-            self.loss = F.cross_entropy(self.model(images), labels)
-        self.losses.append(self.loss.detach())
-
-    def backward(self) -> None:
-        self.scaler.scale(self.loss).backward()
-
-    def update(self) -> None:
-        self.scaler.step(self.optimizer)
-        if self.scaler.is_enabled():
-            found = self.scaler._found_inf_per_device(self.optimizer).values()
-            self.found_inf.append(functools.reduce(torch.add, found))  # one device: no kernel
-        self.scaler.update()
-        # In place rather than set to None: gradients then stay allocated between steps,
-        # so params + grads + optimizer state are the static memory and the rest is activations.
-        self.optimizer.zero_grad(set_to_none=False)
-
-    def step(self) -> None:
-        self.forward()
-        self.backward()
-        self.update()
-
-    def check_finite(self) -> float:
-        """The last loss; raises Diverged if a loss since the last check was not finite.
-        Adds the steps since the last check whose update GradScaler skipped to ``skipped``;
-        losses and skip flags come to the host in one transfer."""
-        count = len(self.losses)
-        both = torch.cat([torch.stack(self.losses).float(), *(f.float().reshape(1) for f in self.found_inf)]).cpu()
-        self.losses.clear()
-        self.found_inf.clear()
-        losses, found_inf = both[:count], both[count:]
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            raise Diverged(f"the loss became {losses[first].item()} at step {self.checked + first + 1}")
-        self.checked += count
-        self.skipped += int((found_inf != 0).sum())
-        return float(losses[-1])
-
-
-def hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
-    """The optimizer's ``HYPERPARAMETERS`` as JSON-ready values (tuples as lists);
-    weight_decay only when set, so that records of undecayed cases keep their old identity."""
-    values = {k: optimizer.defaults[k] for k in HYPERPARAMETERS if optimizer.defaults.get(k) not in (None, 0)}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def instruments_for(device: torch.device) -> tuple[timing.Clock, memory.Meter]:
@@ -223,7 +95,7 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
     out["params"] = sum(p.numel() for p in model.parameters())
     out["param_bytes"] = memory.param_bytes(model)
     optimizer = optimizers.build(case.optimizer, model.parameters(), **case.hyperparameters)
-    out["hyperparameters"] = hyperparameters(optimizer)
+    out["hyperparameters"] = optimizers.hyperparameters(optimizer)
     if case.compile:
         torch.compiler.reset()  # a fresh cache: Dynamo's recompile limit would fall back to eager
     compiled = torch.compile(model, mode=case.compile_mode) if case.compile else model
@@ -400,7 +272,7 @@ def run_case(case: Case, context: RunContext) -> Record:
             except faults.STOPS:
                 raise
             except BaseException as search_fault:  # noqa: BLE001  (the timed figures stand; say why the search is missing)
-                out["max_batch_error"] = f"{type(search_fault).__name__}: {_message(search_fault)}"
+                out["max_batch_error"] = f"{type(search_fault).__name__}: {message(search_fault)}"
         if context.memory_pass or context.find_max_batch:
             _release(meter)  # their steps made workspaces again: the next case starts without
     out["case_wall_s"] = time.perf_counter() - started
@@ -422,23 +294,8 @@ def _release(meter: memory.Meter) -> str | None:
     try:
         meter.release()
     except RuntimeError as fault:
-        return f"{type(fault).__name__}: {_message(fault)}"
+        return f"{type(fault).__name__}: {message(fault)}"
     return None
-
-
-def provenance(run_id: str, suite: str, device: torch.device, name: str, env: dict) -> dict:
-    """The Record fields every kind of case shares: its run and suite, when it ended, the
-    device (``name`` as ``device_name`` gives it) and host it ran on, the torch and commit."""
-    return {
-        "run_id": run_id,
-        "timestamp": utc_now(),
-        "suite": suite,
-        "device": str(device),
-        "device_name": name,
-        "hostname": env.get("hostname", ""),
-        "torch_version": torch.__version__,
-        "git_commit": env.get("git_commit"),
-    }
 
 
 def case_record(case: Case, context: RunContext, status: str, error: str | None, out: dict) -> Record:
@@ -457,27 +314,6 @@ def case_record(case: Case, context: RunContext, status: str, error: str | None,
         error=error,
         **out,
     )
-
-
-def fault_outcome(fault: BaseException) -> tuple[str, str]:
-    """(status, error) of a case that raised ``fault``: ``diverged`` for a non-finite loss,
-    ``oom`` for running out of device memory whoever allocated (``bench.measure.faults``: cuBLAS and
-    cuDNN allocation failures too), else ``error`` with the exception's type and message."""
-    if isinstance(fault, Diverged):
-        return "diverged", str(fault)
-    if faults.is_out_of_memory(fault):
-        return "oom", _message(fault)
-    return "error", f"{type(fault).__name__}: {_message(fault)}"
-
-
-def _message(fault: BaseException) -> str:
-    return str(fault).strip() or type(fault).__name__
-
-
-def device_name(device: torch.device, env: dict) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return env.get("cpu", {}).get("model", "")
 
 
 def run_cases(cases: Sequence[Case], context: RunContext, on_record: Callable[[Case, Record], None]) -> None:

@@ -2,7 +2,7 @@
 tensors and predicted on fake ones, and the largest batch that fits.
 
 It runs after a case is timed, on a fresh model and optimizer built exactly as the timed
-pass builds them (``bench.measure.runner.build``, handed in as ``build``), so timing is untouched.
+pass builds them (``bench.kinds.step.runner.build``, handed in as ``build``), so timing is untouched.
 The same code measures and predicts: ``tracked_step`` builds the case, trains one step to
 create the gradients and the optimizer state, then breaks down a second, steady-state step
 (``bench.measure.memory_breakdown``). Under ``FakeTensorMode``
@@ -27,11 +27,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import models
 import optimizers
+from bench.kinds.step.suite import Case
+from bench.kinds.step.trainer import Trainer
 from bench.measure import faults, memory_breakdown
 from bench.measure.memory_breakdown import Breakdown
-from bench.suite import Case
 
-#: ``build(case, out)`` -> (model, optimizer, trainer): ``bench.measure.runner.build`` for one run
+#: ``build(case, out)`` -> (model, optimizer, trainer): ``bench.kinds.step.runner.build`` for one run
 #: context; ``out`` collects what it records about the case.
 Build = Callable[[Case, dict], tuple[nn.Module, torch.optim.Optimizer, object]]
 
@@ -83,7 +84,7 @@ def predict(case: Case, device: torch.device) -> Prediction:
     """The breakdown of ``case`` on ``device``, from one step on fake tensors.
 
     The case is predicted eager, on synthetic data (a real dataset's batches have the same
-    shapes and dtypes), with the model, optimizer and ``bench.measure.runner.Trainer`` the timed
+    shapes and dtypes), with the model, optimizer and ``bench.kinds.step.trainer.Trainer`` the timed
     pass uses. Raises ``memory_breakdown.TrackerUnavailable`` where torch lacks the
     tracker, ``KeyError`` for an unknown model or optimizer, ValueError for a compiled case or
     optimizer (``eager_only``)."""
@@ -102,12 +103,10 @@ def predict(case: Case, device: torch.device) -> Prediction:
 
 
 def _fake_build(case: Case, device: torch.device, mode: FakeTensorMode) -> tuple:
-    """``bench.measure.runner.build`` on fake tensors, made on ``device`` directly: ``Module.to``
+    """``bench.kinds.step.runner.build`` on fake tensors, made on ``device`` directly: ``Module.to``
     cannot convert a fake module (it swaps tensors, and fake ones are weakly referenced),
     so channels-last conversion replaces the parameters and buffers instead, as ``to``
     would convert them (the 4-D and 5-D ones), before the optimizer sees them."""
-    from bench.measure.runner import Trainer  # the runner imports this module
-
     with mode, torch.device(device):
         model = models.build(
             case.model, in_channels=case.input_shape[0], num_classes=case.num_classes, **case.model_kwargs

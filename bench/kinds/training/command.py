@@ -31,15 +31,15 @@ def append_curve(run_dir: Path, rows: list[dict]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train every (model, recipe, seed) of a training suite; write records, curves, report."""
     from bench import cli
-    from bench.measure import runner
+    from bench.kinds.training import datasets, loop
+    from bench.kinds.training.report import summary_frame
+    from bench.kinds.training.suite import load_train_suite
+    from bench.measure import setup
     from bench.measure.env import collect_env
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
     from bench.storage.store import RunWriter, check_run_id, new_run_id
-    from bench.train import datasets, loop
-    from bench.train.report import summary_frame
-    from bench.train.suite import load_train_suite
 
     # Everything that can be wrong with the input is found before the run folder exists.
     suite = load_train_suite(args.suite)
@@ -49,10 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides["target_accuracy"] = args.target
     overrides["stop_at_target"] = True if args.stop_at_target else None
     suite = suite.override(**{key: value for key, value in overrides.items() if value is not None})
-    device = runner.resolve_device(suite.device)
+    device = setup.resolve_device(suite.device)
     suite = suite.override(device=str(device)).resolve(device.type)
     cases = suite.cases(limits=not args.no_limits)
-    runner.check_cases(cases, device)
+    setup.check_cases(cases, device)
     dataset = datasets.load(suite.dataset, args.data_root or "data", device, args.download)
 
     run_id = check_run_id(new_run_id() if args.run_id is None else args.run_id)
@@ -64,12 +64,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     with stop_signals() as signals:
         writer = RunWriter(Path(args.results), run_id, suite.name, suite.to_toml(), env, len(cases), machine=machine)
         cli.warn_if_busy("train", writer)
-        context = runner.RunContext(run_id, suite.name, device, env)
         progress = ProgressBar(len(cases))
         with cli.measuring("train", writer, signals, progress) as outcome:
             for case in cases:
                 progress.start(case.case_id)
-                record, curve = loop.run_training_case(case, dataset, context)
+                record, curve = loop.run_training_case(
+                    case, dataset, run_id=run_id, suite=suite.name, device=device, env=env
+                )
                 append_curve(writer.path, curve)
                 writer.append(record)
                 progress.finish(case.case_id, record.status)

@@ -7,8 +7,6 @@
 - ``launch``: the ``convbench run`` flags, the relaunch through torchrun, the worker's set-up;
 - ``figures``: scaling efficiency, optimizer state per rank, Adam against SGDM per rank.
 
-Importing this package does not import torch.
+Importing this package does not import torch. Its strategies are a dimension of a training-step
+suite's grid (``bench.kinds.step.suite.STRATEGIES``).
 """
-
-#: Data-parallel strategies, a case dimension (``strategy`` in a suite's ``[[grid]]``).
-STRATEGIES = ("ddp", "zero1", "fsdp")

@@ -46,11 +46,14 @@ import torch.distributed as dist
 from torch import nn
 
 import models
-from bench.distributed.strategies import parallelize
-from bench.distributed.world import World
-from bench.measure import data, memory, runner, timing
+import optimizers
+from bench.kinds.parallel.strategies import parallelize
+from bench.kinds.parallel.world import World
+from bench.kinds.step import runner
+from bench.kinds.step.suite import Case
+from bench.kinds.step.trainer import Trainer
+from bench.measure import data, memory, timing
 from bench.record import Record
-from bench.suite import Case
 
 #: The fields each rank sends rank 0, besides its status and error.
 RANK_FIELDS = (
@@ -75,7 +78,7 @@ def rank_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 
 def build_for(
     case: Case, context: runner.RunContext, out: dict, *, world: World, group: dist.ProcessGroup
-) -> tuple[nn.Module, torch.optim.Optimizer, runner.Trainer]:
+) -> tuple[nn.Module, torch.optim.Optimizer, Trainer]:
     """``runner.build`` for a data-parallel case: this rank's slice of the global batch, the
     model wrapped for ``case.strategy`` over ``group``; returns what the runner measures (the
     wrapped module and the optimizer holding this rank's state) and the Trainer."""
@@ -105,9 +108,9 @@ def build_for(
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
     parallel = parallelize(case.strategy, model, case.optimizer, group, device)
     out["param_bytes"] = memory.param_bytes(parallel.module)  # this rank's shard under fsdp
-    out["hyperparameters"] = runner.hyperparameters(parallel.local_optimizer)
+    out["hyperparameters"] = optimizers.hyperparameters(parallel.local_optimizer)
     module = torch.compile(parallel.module) if case.compile else parallel.module
-    trainer = runner.Trainer(module, parallel.optimizer, batches, case.precision, device)
+    trainer = Trainer(module, parallel.optimizer, batches, case.precision, device)
     return parallel.module, parallel.local_optimizer, trainer
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 import models
+from bench.kinds.training import figures as train_figures
+from bench.kinds.training.command import CURVES
+from bench.kinds.training.compare import time_spread
 from bench.reporting.report import (
     FIGURES_DIR,
     FigureSpec,
@@ -31,9 +34,6 @@ from bench.reporting.report import (
 )
 from bench.reporting.tables import format_number, latex_table, markdown_table, markdown_text
 from bench.storage.store import Run, write_atomic
-from bench.train import figures as train_figures
-from bench.train.command import CURVES
-from bench.train.compare import time_spread
 
 GROUP_FIELDS = ["model", "recipe", "optimizer", "batch_size", "dataset", "target_accuracy"]
 

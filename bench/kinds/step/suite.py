@@ -13,7 +13,7 @@ twice runs once). Several blocks let different models have different batch sizes
     warmup = 5                # untimed steps before timing; >= 1, the first creates the optimizer state   (default 5)
     repeats = 3               # (default 5)
     detailed = false          # also time forward, backward and optimizer step apart   (default false)
-    isolate = false           # each case in a process of its own (bench.measure.isolation)   (default false)
+    isolate = false           # each case in a process of its own (bench.kinds.step.isolation)   (default false)
 
     input_size = [3, 64, 64]  # (C, H, W) of synthetic samples, for every model   (default: each model's own)
     num_classes = 100         # classes of synthetic labels   (default: each model's own)
@@ -55,9 +55,7 @@ import dataclasses
 import functools
 import itertools
 import math
-import re
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -65,12 +63,15 @@ from pathlib import Path
 
 import models
 import optimizers
-from bench.distributed import STRATEGIES
+from bench import checks
+from bench.checks import SuiteError
 from bench.measure import data
 from bench.record import case_id
 from bench.toml_writer import dumps
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: Data-parallel strategies (bench.kinds.parallel), a case dimension: ``strategy`` in a ``[[grid]]``.
+STRATEGIES = ("ddp", "zero1", "fsdp")
 #: torch.compile's modes; "default" is what torch.compile does without one.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: Optimizer hyperparameters a grid can set, each given to the optimizers that take it.
@@ -88,28 +89,12 @@ def _rf_section(table: dict) -> object:
 
 SECTIONS: dict[str, Callable[[dict], object]] = {"rf": _rf_section}
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-class SuiteError(ValueError):
-    """A suite that cannot be run as written; the message names the file and the key."""
-
-
-#: Bounds on the work a suite may ask for (a typo's extra digits, a grid multiplied out by
-#: mistake); past one, the suite is refused before anything runs. ``--no-limits`` lifts them.
-MAX_CASES = 10_000  # the full suite has 1,656
+#: Bounds on the work one case may ask for (a typo's extra digits); past one, the suite is
+#: refused before anything runs. ``--no-limits`` lifts them.
 MAX_TIMED_STEPS = 1_000_000  # steps x repeats of one case: every one is a sample in its record
 MAX_WARMUP = 10_000
 #: How often ``Suite.cases`` reports on a grid it is expanding, in seconds.
 PROGRESS_EVERY_S = 1.0
-
-
-def check_limit(what: str, value: int, limit: int) -> None:
-    """SuiteError when ``value`` of ``what`` is past ``limit``, saying how to lift it."""
-    if value > limit:
-        raise SuiteError(
-            f"{what} is {value:,}, more than the limit of {limit:,}; lower it, or lift the limits with --no-limits"
-        )
 
 
 @dataclass(frozen=True)
@@ -230,15 +215,15 @@ class Suite:
         return sum(grid.size() for grid in self.grids)
 
     def check_limits(self) -> None:
-        """SuiteError if the suite asks for more work than the limits allow (``MAX_CASES``,
+        """SuiteError if the suite asks for more work than the limits allow (``checks.MAX_CASES``,
         ``MAX_TIMED_STEPS``, ``MAX_WARMUP``), before any case is made."""
-        check_limit("warmup", self.warmup, MAX_WARMUP)
-        check_limit(
+        checks.check_limit("warmup", self.warmup, MAX_WARMUP)
+        checks.check_limit(
             f"steps x repeats ({self.steps:,} x {self.repeats:,}), the timed steps of a case,",
             self.steps * self.repeats,
             MAX_TIMED_STEPS,
         )
-        check_limit("the number of cases the grid multiplies out to", self.size(), MAX_CASES)
+        checks.check_limit("the number of cases the grid multiplies out to", self.size(), checks.MAX_CASES)
 
     def cases(self, limits: bool = True, progress: Callable[[int, int], None] | None = None) -> list[Case]:
         """Every case of every grid block, in order, each once. ``limits``: refuse a suite
@@ -448,60 +433,11 @@ def _takes(optimizer: str) -> tuple[str, ...]:
     return tuple(key for key in HYPERPARAMETERS if key in _defaults(optimizer))
 
 
-# Checks: each takes the raw value and where it came from, and returns the clean value.
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _positive_int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SuiteError(f"{where}: expected a positive integer, got {value!r} ({_type_name(value)})")
-    return value
-
-
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise SuiteError(f"{where}: expected true or false, got {value!r} ({_type_name(value)})")
-    return value
-
-
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise SuiteError(f"{where}: expected a string, got {value!r} ({_type_name(value)})")
-    return value
-
-
-def _one_of(choices: tuple[str, ...] | list[str]) -> Callable[[object, str], str]:
-    def check(value: object, where: str) -> str:
-        if _text(value, where) not in choices:
-            raise SuiteError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return check
-
-
-def _device(value: object, where: str) -> str:
-    if not _DEVICE.match(_text(value, where)):
-        raise SuiteError(f"{where}: {value!r} is not a device; expected auto, cpu, cuda or cuda:N")
-    return value
-
-
-def _list_of(check: Callable[[object, str], object]) -> Callable[[object, str], tuple]:
-    def check_list(value: object, where: str) -> tuple:
-        if not isinstance(value, list) or not value:
-            raise SuiteError(f"{where}: expected a non-empty list, got {value!r} ({_type_name(value)})")
-        return tuple(dict.fromkeys(check(item, f"{where}[{i}]") for i, item in enumerate(value)))
-
-    return check_list
-
-
 def _model_names(value: object, where: str) -> tuple[str, ...]:
     """Registry names or model references (resolved here, so a bad one fails now), or "all"."""
     if value == "all":
         return tuple(models.available())
-    names = _list_of(_text)(value, where)
+    names = checks.list_of(checks.text)(value, where)
     for index, name in enumerate(names):
         try:
             models.spec(name)
@@ -510,22 +446,10 @@ def _model_names(value: object, where: str) -> tuple[str, ...]:
     return names
 
 
-def _real(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise SuiteError(f"{where}: expected a number, got {value!r} ({_type_name(value)})")
-    return float(value)
-
-
-def _pair(value: object, where: str) -> tuple[float, float]:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise SuiteError(f"{where}: expected a pair of numbers [beta1, beta2], got {value!r}")
-    return (_real(value[0], f"{where}[0]"), _real(value[1], f"{where}[1]"))
-
-
 def _input_size(value: object, where: str) -> tuple[int, int, int]:
     if not isinstance(value, list | tuple) or len(value) != 3:
         raise SuiteError(f"{where}: expected [C, H, W], three positive integers, got {value!r}")
-    return tuple(_positive_int(item, f"{where}[{i}]") for i, item in enumerate(value))
+    return tuple(checks.positive_int(item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
 def _models_table(value: object, where: str) -> dict[str, dict]:
@@ -546,7 +470,7 @@ def _registry_names(kind: str, available: Callable[[], list[str]]) -> Callable[[
     def check(value: object, where: str) -> tuple[str, ...]:
         if value == "all":
             return tuple(available())
-        names = _list_of(_text)(value, where)
+        names = checks.list_of(checks.text)(value, where)
         valid = available()
         for index, name in enumerate(names):
             if name not in valid:
@@ -557,45 +481,36 @@ def _registry_names(kind: str, available: Callable[[], list[str]]) -> Callable[[
 
 
 _SUITE_KEYS: dict[str, Callable[[object, str], object]] = {
-    "name": _text,
-    "description": _text,
-    "device": _device,
-    "dataset": _one_of(data.names()),
-    "steps": _positive_int,
-    "warmup": _positive_int,
-    "repeats": _positive_int,
-    "detailed": _bool,
-    "isolate": _bool,
+    "name": checks.text,
+    "description": checks.text,
+    "device": checks.device,
+    "dataset": checks.one_of(data.names()),
+    "steps": checks.positive_int,
+    "warmup": checks.positive_int,
+    "repeats": checks.positive_int,
+    "detailed": checks.boolean,
+    "isolate": checks.boolean,
     "input_size": _input_size,
-    "num_classes": _positive_int,
+    "num_classes": checks.positive_int,
 }
 _GRID_KEYS: dict[str, Callable[[object, str], tuple]] = {
     "models": _model_names,
     "optimizers": _registry_names("optimizer", optimizers.available),
-    "batch_sizes": _list_of(_positive_int),
-    "precision": _list_of(_one_of(PRECISIONS)),
-    "channels_last": _list_of(_bool),
-    "compile": _list_of(_bool),
-    "strategy": _list_of(_one_of(STRATEGIES)),
-    "world_sizes": _list_of(_positive_int),
-    "sync_batchnorm": _list_of(_bool),
-    "compile_mode": _list_of(_one_of(COMPILE_MODES)),
-    "lr": _list_of(_real),
-    "momentum": _list_of(_real),
-    "betas": _list_of(_pair),
-    "eps": _list_of(_real),
-    "weight_decay": _list_of(_real),
+    "batch_sizes": checks.list_of(checks.positive_int),
+    "precision": checks.list_of(checks.one_of(PRECISIONS)),
+    "channels_last": checks.list_of(checks.boolean),
+    "compile": checks.list_of(checks.boolean),
+    "strategy": checks.list_of(checks.one_of(STRATEGIES)),
+    "world_sizes": checks.list_of(checks.positive_int),
+    "sync_batchnorm": checks.list_of(checks.boolean),
+    "compile_mode": checks.list_of(checks.one_of(COMPILE_MODES)),
+    "lr": checks.list_of(checks.real),
+    "momentum": checks.list_of(checks.real),
+    "betas": checks.list_of(checks.pair),
+    "eps": checks.list_of(checks.real),
+    "weight_decay": checks.list_of(checks.real),
 }
 _GRID_REQUIRED = ("models", "optimizers", "batch_sizes")
-
-
-def _table(value: object, where: str, known: dict) -> dict:
-    if not isinstance(value, dict):
-        raise SuiteError(f"{where}: expected a table, got {value!r} ({_type_name(value)})")
-    for key in value:
-        if key not in known:
-            raise SuiteError(f"{where}.{key}: unknown key; valid keys: {', '.join(known)}")
-    return {key: known[key](item, f"{where}.{key}") for key, item in value.items()}
 
 
 def parse_suite(document: dict, source: str, default_name: str) -> Suite:
@@ -604,16 +519,16 @@ def parse_suite(document: dict, source: str, default_name: str) -> Suite:
     for key in document:
         if key not in top_level:
             raise SuiteError(f"{source}: {key}: unknown top-level key; valid: {', '.join(top_level)}")
-    settings = _table(document.get("suite", {}), f"{source}: [suite]", _SUITE_KEYS)
+    settings = checks.table(document.get("suite", {}), f"{source}: [suite]", _SUITE_KEYS)
     settings.setdefault("name", default_name)
 
     blocks = document.get("grid", [])
     if not isinstance(blocks, list):
-        raise SuiteError(f"{source}: grid: expected [[grid]] blocks, got {_type_name(blocks)}")
+        raise SuiteError(f"{source}: grid: expected [[grid]] blocks, got {checks.type_name(blocks)}")
     grids = []
     for index, block in enumerate(blocks, start=1):
         where = f"{source}: [[grid]] #{index}"
-        checked = _table(block, where, _GRID_KEYS)
+        checked = checks.table(block, where, _GRID_KEYS)
         missing = [key for key in _GRID_REQUIRED if key not in checked]
         if missing:
             raise SuiteError(f"{where}: missing {', '.join(missing)}")
@@ -639,7 +554,7 @@ def parse_suite(document: dict, source: str, default_name: str) -> Suite:
 
 def shipped() -> list[str]:
     """Names of the suites shipped with convbench."""
-    folder = resources.files("bench") / "suites"
+    folder = resources.files("bench.kinds.step") / "suites"
     return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
@@ -657,21 +572,10 @@ def load_suite(name_or_path: str | Path | dict) -> Suite:
         except (UnicodeDecodeError, OSError) as error:
             raise SuiteError(f"{path}: cannot be read as TOML text: {error}") from None
     else:
-        shipped_file = resources.files("bench") / "suites" / f"{name_or_path}.toml"
+        shipped_file = resources.files("bench.kinds.step") / "suites" / f"{name_or_path}.toml"
         if not shipped_file.is_file():
             raise SuiteError(
                 f"{name_or_path}: no such suite; shipped suites: {', '.join(shipped())}, or give a .toml file"
             )
         text, source = shipped_file.read_text(encoding="utf-8"), str(shipped_file)
-    return parse_suite(read_toml(text, source), source, Path(source).stem)
-
-
-def read_toml(text: str, source: str) -> dict:
-    """``text`` parsed as TOML, or SuiteError naming ``source``: not valid TOML, or nested
-    more deeply than Python's parser can follow (tomllib recurses per level)."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise SuiteError(f"{source}: not valid TOML: {error}") from None
-    except RecursionError:
-        raise SuiteError(f"{source}: not valid TOML: values nested too deeply to read") from None
+    return parse_suite(checks.read_toml(text, source), source, Path(source).stem)

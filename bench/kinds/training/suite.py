@@ -47,24 +47,12 @@ from pathlib import Path
 
 import models
 import optimizers
+from bench import checks
+from bench.checks import MAX_CASES, SuiteError, check_limit, read_toml
+from bench.kinds.training.datasets import AUGMENTED_BY_DEFAULT
+from bench.kinds.training.schedule import SCHEDULES, Schedule
 from bench.measure import data
-from bench.suite import (
-    MAX_CASES,
-    SuiteError,
-    _bool,
-    _device,
-    _list_of,
-    _one_of,
-    _positive_int,
-    _table,
-    _text,
-    _type_name,
-    check_limit,
-    read_toml,
-)
 from bench.toml_writer import dumps
-from bench.train.datasets import AUGMENTED_BY_DEFAULT
-from bench.train.schedule import SCHEDULES, Schedule
 
 #: Seeds per case when a suite does not say, by device kind.
 DEFAULT_SEEDS = {"cuda": 3, "cpu": 1}
@@ -74,7 +62,7 @@ SCHEDULE_KEYS = ("schedule", "milestones", "gamma", "warmup")
 PRECISION = "fp32"
 
 
-#: Bounds on a training suite's budget (see bench.suite's limits; --no-limits lifts them).
+#: Bounds on a training suite's budget (see bench.kinds.step.suite's limits; --no-limits lifts them).
 MAX_EPOCHS = 10_000
 MAX_STEPS = 100_000_000
 
@@ -256,13 +244,13 @@ def _schedule_table(schedule: Schedule) -> dict:
 
 def _fraction(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise SuiteError(f"{where}: expected a fraction in (0, 1], got {value!r} ({_type_name(value)})")
+        raise SuiteError(f"{where}: expected a fraction in (0, 1], got {value!r} ({checks.type_name(value)})")
     return float(value)
 
 
 def _count(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SuiteError(f"{where}: expected an integer >= 0, got {value!r} ({_type_name(value)})")
+        raise SuiteError(f"{where}: expected an integer >= 0, got {value!r} ({checks.type_name(value)})")
     return value
 
 
@@ -270,14 +258,14 @@ def _seeds(value: object, where: str) -> Sequence[int]:
     """``N`` (seeds 0 … N-1, kept as a range until used, so a huge N costs nothing before
     the limits refuse it) or a list of seeds."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return range(_positive_int(value, where))
-    return _list_of(_count)(value, where)
+        return range(checks.positive_int(value, where))
+    return checks.list_of(_count)(value, where)
 
 
 def _models(value: object, where: str) -> tuple[str, ...]:
     if value == "all":
         return tuple(models.available())
-    names = _list_of(_text)(value, where)
+    names = checks.list_of(checks.text)(value, where)
     valid = models.available()
     for index, name in enumerate(names):
         if name not in valid:
@@ -288,7 +276,7 @@ def _models(value: object, where: str) -> tuple[str, ...]:
 def _recipe_names(value: object, where: str, recipes: dict[str, Recipe]) -> tuple[str, ...]:
     if value == "all":
         return tuple(recipes)
-    names = _list_of(_text)(value, where)
+    names = checks.list_of(checks.text)(value, where)
     for index, name in enumerate(names):
         if name not in recipes:
             raise SuiteError(f"{where}[{index}]: unknown recipe {name!r}; this suite's recipes: {', '.join(recipes)}")
@@ -296,18 +284,18 @@ def _recipe_names(value: object, where: str, recipes: dict[str, Recipe]) -> tupl
 
 
 _KEYS = {
-    "name": _text,
-    "description": _text,
-    "device": _device,
-    "dataset": _one_of(list(data.DATASETS)),
-    "batch_size": _positive_int,
-    "epochs": _positive_int,
-    "steps": _positive_int,
+    "name": checks.text,
+    "description": checks.text,
+    "device": checks.device,
+    "dataset": checks.one_of(list(data.DATASETS)),
+    "batch_size": checks.positive_int,
+    "epochs": checks.positive_int,
+    "steps": checks.positive_int,
     "target_accuracy": _fraction,
-    "stop_at_target": _bool,
+    "stop_at_target": checks.boolean,
     "eval_every": _count,
-    "eval_batch_size": _positive_int,
-    "augment": _bool,
+    "eval_batch_size": checks.positive_int,
+    "augment": checks.boolean,
     "seeds": _seeds,
 }
 _RECIPE_KEYS = dict.fromkeys(("name", "optimizer", *OPTIMIZER_KEYS, *SCHEDULE_KEYS), lambda value, where: value)
@@ -318,11 +306,14 @@ def _recipe(table: object, where: str) -> Recipe:
     dummy parameter (so a bad value fails now, named), the schedule by constructing it."""
     import torch
 
-    values = _table(table, where, _RECIPE_KEYS)
+    values = checks.table(table, where, _RECIPE_KEYS)
     for key in ("name", "optimizer"):
         if key not in values:
             raise SuiteError(f"{where}: missing {key}")
-    name, optimizer = _text(values["name"], f"{where}.name"), _text(values["optimizer"], f"{where}.optimizer")
+    name, optimizer = (
+        checks.text(values["name"], f"{where}.name"),
+        checks.text(values["optimizer"], f"{where}.optimizer"),
+    )
     if optimizer not in optimizers.available():
         raise SuiteError(
             f"{where}.optimizer: unknown optimizer {optimizer!r}; valid optimizers: {', '.join(optimizers.available())}"
@@ -350,7 +341,7 @@ def parse_train_suite(document: dict, source: str, default_name: str) -> TrainSu
     for key in document:
         if key not in ("train", "recipe", "grid"):
             raise SuiteError(f"{source}: {key}: unknown top-level key; valid: train, recipe, grid")
-    settings = _table(document.get("train", {}), f"{source}: [train]", _KEYS)
+    settings = checks.table(document.get("train", {}), f"{source}: [train]", _KEYS)
     settings.setdefault("name", default_name)
     for key in ("dataset", "target_accuracy"):
         if key not in settings:
@@ -366,7 +357,7 @@ def parse_train_suite(document: dict, source: str, default_name: str) -> TrainSu
     grids = []
     for index, block in enumerate(_blocks(document, "grid", source), start=1):
         where = f"{source}: [[grid]] #{index}"
-        checked = _table(block, where, {"models": _models, "recipes": lambda value, where: value})
+        checked = checks.table(block, where, {"models": _models, "recipes": lambda value, where: value})
         if set(checked) != {"models", "recipes"}:
             raise SuiteError(f"{where}: needs models and recipes")
         grids.append((checked["models"], _recipe_names(checked["recipes"], f"{where}.recipes", recipes)))
@@ -382,7 +373,7 @@ def _blocks(document: dict, key: str, source: str) -> list:
 
 def shipped() -> list[str]:
     """Names of the training suites shipped with convbench."""
-    folder = resources.files("bench.train") / "suites"
+    folder = resources.files("bench.kinds.training") / "suites"
     return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
@@ -390,7 +381,7 @@ def load_train_suite(name_or_path: str | Path) -> TrainSuite:
     """A shipped training suite by name, or a training-suite file by path."""
     path = Path(name_or_path)
     if path.suffix != ".toml" and not path.exists():
-        path = Path(str(resources.files("bench.train") / "suites" / f"{name_or_path}.toml"))
+        path = Path(str(resources.files("bench.kinds.training") / "suites" / f"{name_or_path}.toml"))
         if not path.is_file():
             raise SuiteError(
                 f"{name_or_path}: no such training suite; shipped: {', '.join(shipped())}, or give a .toml file"
