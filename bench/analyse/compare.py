@@ -59,15 +59,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench import defaults
 from bench.analyse.stats import holm, student_t_two_sided, welch
 from bench.kinds.training import compare as training
 from bench.measure.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
-DEFAULT_THRESHOLD = 0.05
-DEFAULT_MEMORY_THRESHOLD = 0.10
-DEFAULT_ALPHA = 0.05
+DEFAULT_THRESHOLD = defaults.THRESHOLD
+DEFAULT_MEMORY_THRESHOLD = defaults.MEMORY_THRESHOLD
+DEFAULT_ALPHA = defaults.ALPHA
 #: Fewest baseline runs for the between-run test (two leave one degree of freedom and a
 #: prediction interval too wide to call anything); with fewer, Welch on repeats.
 MIN_BASELINE_RUNS = 3

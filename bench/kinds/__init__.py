@@ -1,0 +1,74 @@
+"""The kinds of run, and what each gives the rest of convbench.
+
+- ``step`` (bench.kinds.step): one training step, timed, with its memory; ``convbench run``.
+- ``optimizer_step`` (bench.kinds.optimizer_step): ``optimizer.step()`` alone against the
+  device's memory bandwidth; ``convbench optim``.
+- ``training`` (bench.kinds.training): training to a target accuracy; ``convbench train``.
+- ``parallel`` (bench.kinds.parallel): the step kind on several processes (a wrapper of
+  ``step``); ``convbench run --nproc-per-node N``.
+
+The core (records, storage, statistics, the report shell, measuring primitives) never
+imports a kind; the application layer (bench.api) reaches the kinds through the functions
+here, which pick the kind of a run folder or of its records. A new kind adds its package
+and its branch in ``_kind_of_run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench.storage.store import Run
+
+#: The kinds a record can be, as its ``kind`` field names them (bench.record).
+TRAINING_STEP = "training-step"
+OPTIMIZER_STEP = "optimizer-step"
+TRAINING_TO_ACCURACY = "training-to-accuracy"
+
+
+def _kind_of_run(run: Run) -> str:
+    """The kind of a run folder: training to accuracy where its suite has a ``[train]``
+    table or a record has a recipe; otherwise steps (training steps, optimizer steps, or
+    both, which the step report shows side by side)."""
+    if "[train]" in run.suite_toml.splitlines() or any(record.get("recipe") is not None for record in run.records):
+        return TRAINING_TO_ACCURACY
+    return TRAINING_STEP
+
+
+def write_report(run_dir: Path | str) -> list[Path]:
+    """Write a run folder's figures, tables, report.html and report.md, as its kind draws
+    them; returns the files written. Raises RunFolderError for a folder that is not a run's."""
+    from bench.storage.store import load_run
+
+    run = load_run(run_dir)
+    if _kind_of_run(run) == TRAINING_TO_ACCURACY:
+        from bench.kinds.training.report import write_training_report
+
+        return write_training_report(run)
+    from bench.reporting.report import write_report as write_step_report
+
+    return write_step_report(run_dir)
+
+
+def summary(records: pd.DataFrame) -> pd.DataFrame:
+    """The summary table printed at the end of a step or optimizer-step run (the report's)."""
+    from bench.reporting import report
+
+    return report.readable(report.summary_frame(records))
+
+
+def notes(records: pd.DataFrame) -> list[str]:
+    """Lines printed under the summary: which limit each optimizer-step percentage is of."""
+    from bench.kinds.optimizer_step import roofline
+
+    return roofline.limit_notes(records)
+
+
+def failures(records: pd.DataFrame) -> list[str]:
+    """``case_id: status: message`` for every case that did not end ``ok``."""
+    from bench.reporting import report
+
+    return report.failures(records)

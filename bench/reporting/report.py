@@ -699,12 +699,9 @@ def markdown_report(sections: Sections) -> str:
 
 
 def write_report(run_dir: Path | str) -> list[Path]:
-    """Write the run folder's figures, tables and both pages; returns the files written."""
+    """Write a step or optimizer-step run folder's figures, tables and both pages; returns
+    the files written (``bench.kinds.write_report`` picks the report of a run's kind)."""
     run = load_run(run_dir)
-    if "[train]" in run.suite_toml.splitlines() or any(r.get("recipe") is not None for r in run.records):
-        from bench.kinds.training.report import write_training_report
-
-        return write_training_report(run)
     rf = _rf(run)  # read (and a damaged one refused) before anything is written
     _rf_maps(run)
     frame = run.frame()

@@ -64,16 +64,11 @@ from pathlib import Path
 import models
 import optimizers
 from bench import checks
-from bench.checks import SuiteError
+from bench.checks import COMPILE_MODES, PRECISIONS, STRATEGIES, SuiteError
 from bench.measure import data
 from bench.record import case_id
 from bench.toml_writer import dumps
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-#: Data-parallel strategies (bench.kinds.parallel), a case dimension: ``strategy`` in a ``[[grid]]``.
-STRATEGIES = ("ddp", "zero1", "fsdp")
-#: torch.compile's modes; "default" is what torch.compile does without one.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: Optimizer hyperparameters a grid can set, each given to the optimizers that take it.
 HYPERPARAMETERS = ("lr", "momentum", "betas", "eps", "weight_decay")
 
