@@ -151,7 +151,7 @@ def main() -> None:
 
 def print_table(per_case: list[dict[str, float]], wall_per_round: float, rounds: int) -> None:
     names = sorted({name for pieces in per_case for name in pieces}, key=lambda n: -sum(p.get(n, 0) for p in per_case))
-    print(f"| piece | median per case (s) | per suite (s) | share of case wall |\n| --- | ---: | ---: | ---: |")
+    print("| piece | median per case (s) | per suite (s) | share of case wall |\n| --- | ---: | ---: | ---: |")
     for name in names:
         values = [pieces.get(name, 0.0) for pieces in per_case]
         total = sum(values) / rounds
