@@ -27,6 +27,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import models
 import optimizers
+from bench.kinds.step import setup_cache
 from bench.kinds.step.suite import Case
 from bench.kinds.step.trainer import Trainer
 from bench.measure import faults, memory_breakdown
@@ -145,7 +146,9 @@ def stand_in_device(device: torch.device) -> torch.device:
     return device
 
 
-def record_fields(case: Case, device: torch.device, build: Build, measured: dict, cuda: object = torch.cuda) -> dict:
+def record_fields(
+    case: Case, device: torch.device, build: Build, measured: dict, cuda: object = torch.cuda, share: bool = False
+) -> dict:
     """The Record fields of the memory pass: the tracked breakdown (``tracked_*``), the
     prediction (``predicted_*``) and, on CUDA, the allocator's peak over the tracked step
     (``tracked_allocator_peak_bytes``). Where the timed pass's peak was the process's
@@ -153,7 +156,9 @@ def record_fields(case: Case, device: torch.device, build: Build, measured: dict
     becomes ``activation_bytes`` (activations plus temporaries) and the resident-set one
     moves to ``rss_activation_bytes``. A part that cannot run
     leaves its fields out and says why in ``memory_pass_error``; ``cuda`` is the module
-    whose allocator statistics are read (a fake in tests)."""
+    whose allocator statistics are read (a fake in tests). With ``share``, the prediction is
+    the one an earlier case of the run made where it cannot differ
+    (``bench.kinds.step.setup_cache.prediction``; its ``prediction_s`` is the seconds that one took)."""
     out: dict = {}
     errors = []
     reason = eager_only(case)
@@ -174,7 +179,7 @@ def record_fields(case: Case, device: torch.device, build: Build, measured: dict
     except BaseException as error:  # noqa: BLE001  (the timed figures stand; say why these are missing)
         errors.append(f"tracked step: {type(error).__name__}: {error}")
     try:
-        prediction = predict(case, device)
+        prediction = setup_cache.prediction(case, device, predict) if share else predict(case, device)
         out.update(prediction.breakdown.fields("predicted"))
         out["predicted_device"] = prediction.device
         out["prediction_s"] = prediction.seconds

@@ -28,7 +28,7 @@ from torch import nn
 
 import models
 import optimizers
-from bench.kinds.step import max_batch, memory_pass
+from bench.kinds.step import max_batch, memory_pass, setup_cache
 from bench.kinds.step.suite import Case
 from bench.kinds.step.trainer import Trainer
 from bench.measure import data, faults, flops, host, memory, peaks, precision, timing
@@ -61,6 +61,10 @@ class RunContext:
     find_max_batch: bool = False  # search each case's largest batch (bench.kinds.step.max_batch)
     memory_pass: bool = True  # run each case's untimed memory pass (bench.kinds.step.memory_pass)
     memory_cap_bytes: int | None = None  # the memory that search fits in (None: the device's)
+    #: Cut the set-up between cases where that cannot change a figure (bench.kinds.step.setup_cache):
+    #: share built models and the memory predictions of fp32/tf32 twins, and keep what outlives
+    #: every case out of the garbage collections that free each case's memory.
+    reuse: bool = True
 
 
 #: ``memory_pass_error`` of a case run with ``--no-memory-pass``.
@@ -86,9 +90,7 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
         context.data_root,
         context.download,
     )
-    model = models.build(
-        case.model, in_channels=case.input_shape[0], num_classes=case.num_classes, **case.model_kwargs
-    ).to(device)
+    model = build_model(case, context.reuse).to(device)
     if case.channels_last:
         model = model.to(memory_format=torch.channels_last)
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
@@ -101,6 +103,19 @@ def build(case: Case, context: RunContext, out: dict) -> tuple[nn.Module, torch.
     compiled = torch.compile(model, mode=case.compile_mode) if case.compile else model
     trainer = Trainer(compiled, optimizer, batches, case.precision, device)
     return model, optimizer, trainer
+
+
+def build_model(case: Case, reuse: bool) -> nn.Module:
+    """The case's model, initialised on the host from the CPU random generator's state now;
+    with ``reuse``, a copy of the same model built earlier in the run where there is one
+    (``setup_cache.build_model``: the same weights, bit for bit, and the same generator state after)."""
+
+    def fresh() -> nn.Module:
+        return models.build(
+            case.model, in_channels=case.input_shape[0], num_classes=case.num_classes, **case.model_kwargs
+        )
+
+    return setup_cache.build_model(case, fresh) if reuse else fresh()
 
 
 def warm_up(case: Case, trainer: Trainer, meter: memory.Meter, out: dict) -> None:
@@ -239,6 +254,8 @@ def run_case(case: Case, context: RunContext) -> Record:
     """Run one case and return its Record, whatever happened: any exception the case raises,
     ``SystemExit`` included, is its ``error``; only a stop signal (``faults.STOPS``) ends the run."""
     started = time.perf_counter()
+    if context.reuse:
+        setup_cache.freeze_survivors()
     out: dict = {"state_buffers_theory": optimizers.state_buffers(case.optimizer)}
     status, error = "ok", None
     device = context.device
@@ -263,7 +280,7 @@ def run_case(case: Case, context: RunContext) -> Record:
     if status == "ok":
         build_case = functools.partial(_build_for, context)
         if context.memory_pass:
-            out.update(memory_pass.record_fields(case, device, build_case, out))
+            out.update(memory_pass.record_fields(case, device, build_case, out, share=context.reuse))
         else:
             out["memory_pass_error"] = SKIPPED_MEMORY_PASS
         if context.find_max_batch:
