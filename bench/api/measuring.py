@@ -120,6 +120,7 @@ def run(
     data_root = options.data_root or data.DEFAULT_ROOT
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, options.download)
+    suite = receptive_fields_for(suite, options, console)
     rf = suite.sections.get("rf")
     if ranks is not None and not parallel.world.launched():
         return RunResult(None, parallel.relaunch(launch))  # the workers come back here, launched
@@ -181,6 +182,34 @@ def run(
     finally:
         parallel.world.leave()
     return RunResult(session.path, session.exit_status)
+
+
+def receptive_fields_for(suite: object, options: RunOptions, console: Console) -> object:
+    """``suite`` with its ``[rf]`` section following the run: dropped with ``no_rf``;
+    analysing the models given in ``options.models`` (not the suite's own) where they are
+    named; said on the console either way. Raises SuiteError where a model given cannot be
+    analysed (the section is checked as in a suite file)."""
+    from bench.checks import SuiteError
+    from bench.receptive.section import rf_section_from_toml
+
+    table = suite.section_tables.get("rf")
+    if table is None:
+        return suite
+    sections = {name: section for name, section in suite.sections.items() if name != "rf"}
+    tables = {name: value for name, value in suite.section_tables.items() if name != "rf"}
+    if options.no_rf:
+        console.say("the suite's [rf] section is skipped (--no-rf)")
+        return dataclasses.replace(suite, sections=sections, section_tables=tables)
+    if not options.models or options.models == "all" or list(table.get("models", ())) == list(options.models):
+        return suite
+    table = {key: value for key, value in table.items() if key != "heatmap_layers"}
+    table["models"] = list(dict.fromkeys(options.models))
+    try:
+        section = rf_section_from_toml(table)
+    except ValueError as error:
+        raise SuiteError(f"[rf] with --models {','.join(options.models)}: {error} (--no-rf skips it)") from None
+    console.say(f"the suite's [rf] section analyses the models given: {', '.join(section.models)} (--no-rf skips it)")
+    return dataclasses.replace(suite, sections={**sections, "rf": section}, section_tables={**tables, "rf": table})
 
 
 @contextlib.contextmanager

@@ -67,6 +67,7 @@ class RunOptions:
     # what else each case measures
     find_max_batch: bool = False
     no_memory_pass: bool = False
+    no_rf: bool = False
     memory_cap: int | None = None
     memory_limit: float | None = None
     # data and limits

@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "but no tracked_* or predicted_* figures",
     )
     parser.add_argument(
+        "--no-rf",
+        action="store_true",
+        help="skip the suite's [rf] section (receptive fields); with --models it analyses those models",
+    )
+    parser.add_argument(
         "--memory-cap",
         type=arguments.size,
         metavar="SIZE",

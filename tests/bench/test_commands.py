@@ -141,3 +141,28 @@ def test_the_measuring_commands_share_their_destination_flags(command):
     parser = build_parser().commands[command]
     flags = {option for action in parser._actions for option in action.option_strings}
     assert {"--results", "--history", "--run-id", "--machine"} <= flags
+
+
+def test_the_suites_rf_section_follows_models_and_is_skipped_with_no_rf(tmp_path, capsys):
+    """With --models the smoke suite's [rf] (cnn and resnet20) analyses the models given,
+    and says so; --no-rf skips it."""
+    import pandas as pd
+
+    flags = ["--models", "cnn", "--optimizers", "sgdm", "--batch-sizes", "2", "--steps", "1", "--warmup", "1"]
+    flags += ["--repeats", "1", "--no-memory-pass", "--device", "cpu", "--results", tmp_path]
+    code, _, err = cli(capsys, "run", *flags, "--run-id", "with-rf")
+    assert code == 0, err
+    assert "[rf] section analyses the models given: cnn" in err
+    assert set(pd.read_csv(tmp_path / "with-rf" / "rf.csv")["model"]) == {"cnn"}
+    assert load_run(tmp_path / "with-rf").manifest["sections"] == {"rf": "ok"}
+    code, _, err = cli(capsys, "run", *flags, "--run-id", "no-rf", "--no-rf")
+    assert code == 0, err
+    assert "[rf] section is skipped (--no-rf)" in err
+    assert not (tmp_path / "no-rf" / "rf.csv").exists()
+    assert "[rf]" not in (tmp_path / "no-rf" / "suite.toml").read_text()
+
+
+def test_a_model_module_that_cannot_be_imported_points_at_pythonpath(capsys):
+    code, _, err = cli(capsys, "memory", "my_own_models:net", "--optimizer", "adam", "--batch-size", "1")
+    assert code == 2
+    assert "cannot import module 'my_own_models'" in err and "PYTHONPATH" in err
