@@ -83,10 +83,10 @@ def judge(
     threshold: float = defaults.THRESHOLD,
     memory_threshold: float = defaults.MEMORY_THRESHOLD,
 ) -> pd.DataFrame:
-    """bench.analyse.compare.compare_runs on resolved runs; thresholds are fractions."""
-    from bench.analyse import compare
+    """bench.kinds.compare_runs on resolved runs; thresholds are fractions."""
+    from bench import kinds
 
-    return compare.compare_runs(
+    return kinds.compare_runs(
         baseline.frame,
         candidate.frame,
         threshold=threshold,
@@ -208,12 +208,12 @@ def gpus(
 ) -> tuple[pd.DataFrame, list[str], list[Path]]:
     """Runs of one suite on different devices side by side (long table: one row per case and
     device, speed-up against ``reference``), notes, and the speed-up figure's files."""
-    from bench.analyse import compare as analyse
+    from bench import kinds
     from bench.reporting import figures
     from bench.storage import history as store
 
     frames = [store.resolve(run, history).frame for run in runs]
-    table, notes = analyse.side_by_side(frames, reference=reference)
+    table, notes = kinds.side_by_side(frames, reference=reference)
     figures.use_theme()
     paths = figures.save(figures.speedup_figure(table), Path(figure))
     return table, notes, paths

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
-    from bench.analyse import compare as analyse
+    from bench import kinds
     from bench.api.reading import compare
 
     result = compare(
@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     earlier = result.earlier
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
-    summary = analyse.summary(result.verdicts)
+    summary = kinds.verdict_summary(result.verdicts)
     arguments.print_output(
-        result.verdicts if args.format == "json" else analyse.readable(result.verdicts),
+        result.verdicts if args.format == "json" else kinds.readable_verdicts(result.verdicts),
         args,
         before=[f"baseline {result.baseline.describe()}{runs}, candidate {result.candidate.describe()}"]
         + [f"note: {note}" for note in result.notes],

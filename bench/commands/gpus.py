@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs of one suite on different devices, side by side, with a speed-up figure."""
-    from bench.analyse import compare
+    from bench import kinds
     from bench.api.reading import gpus
 
     table, notes, paths = gpus(args.runs, history=args.history, reference=args.reference, figure=args.figure)
     arguments.print_output(
-        table if args.format == "json" else compare.side_by_side_wide(table),
+        table if args.format == "json" else kinds.side_by_side_wide(table),
         args,
         after=[*notes, f"figure: {', '.join(map(str, paths))}"],
         fields={"notes": notes, "figure": [str(path) for path in paths]},

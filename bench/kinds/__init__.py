@@ -72,3 +72,52 @@ def failures(records: pd.DataFrame) -> list[str]:
     from bench.reporting import report
 
     return report.failures(records)
+
+
+# --- comparison: each kind judges its own runs (training to accuracy on its seeds) ---------
+
+
+def compare_runs(baseline: pd.DataFrame, candidate: pd.DataFrame, **options: object) -> pd.DataFrame:
+    """``bench.analyse.compare.compare_runs`` with the runs' kind's own judge: training runs
+    are judged on final accuracy and time to target over their seeds
+    (``bench.kinds.training.compare``); step runs on step time and memory. ``options``:
+    threshold, memory_threshold, alpha, earlier. Raises IncomparableError, DifferentRunsError."""
+    from bench.analyse import compare
+    from bench.kinds.training import compare as training
+
+    judge = training.compare_training if training.is_training(baseline) else None
+    return compare.compare_runs(baseline, candidate, judge=judge, **options)
+
+
+def readable_verdicts(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts rounded and labelled for a table, as their kind shows them."""
+    from bench.analyse import compare
+    from bench.kinds.training import compare as training
+
+    return training.readable(verdicts) if "accuracy" in verdicts else compare.readable(verdicts)
+
+
+def verdict_summary(verdicts: pd.DataFrame) -> str:
+    """One line: how many cases got each verdict, as their kind counts them."""
+    from bench.analyse import compare
+    from bench.kinds.training import compare as training
+
+    return training.summary(verdicts) if "accuracy" in verdicts else compare.summary(verdicts)
+
+
+def side_by_side(frames: list[pd.DataFrame], reference: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """``bench.analyse.compare.side_by_side`` with the runs' kind's own table (training runs:
+    time to target and accuracy per device)."""
+    from bench.analyse import compare
+    from bench.kinds.training import compare as training
+
+    own = training.side_by_side if frames and training.is_training(frames[0]) else None
+    return compare.side_by_side(frames, reference=reference, side_by_side_kind=own)
+
+
+def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """``side_by_side``'s table with one row per case and the devices next to each other."""
+    from bench.analyse import compare
+    from bench.kinds.training import compare as training
+
+    return training.side_by_side_wide(table) if "time_to_target_s" in table else compare.side_by_side_wide(table)
