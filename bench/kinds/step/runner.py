@@ -28,7 +28,7 @@ from torch import nn
 
 import models
 import optimizers
-from bench.kinds.step import max_batch, memory_pass, setup_cache
+from bench.kinds.step import max_batch, memory_pass, prediction_worker, setup_cache
 from bench.kinds.step.suite import Case
 from bench.kinds.step.trainer import Trainer
 from bench.measure import data, faults, flops, host, memory, peaks, precision, timing
@@ -256,6 +256,7 @@ def run_case(case: Case, context: RunContext) -> Record:
     started = time.perf_counter()
     if context.reuse:
         setup_cache.freeze_survivors()
+    prediction_worker.starting(case)  # its prediction and the next case's, where a worker makes them
     out: dict = {"state_buffers_theory": optimizers.state_buffers(case.optimizer)}
     status, error = "ok", None
     device = context.device
@@ -280,7 +281,10 @@ def run_case(case: Case, context: RunContext) -> Record:
     if status == "ok":
         build_case = functools.partial(_build_for, context)
         if context.memory_pass:
-            out.update(memory_pass.record_fields(case, device, build_case, out, share=context.reuse))
+            fields = memory_pass.record_fields(
+                case, device, build_case, out, share=context.reuse, predictor=prediction_worker.predict
+            )
+            out.update(fields)
         else:
             out["memory_pass_error"] = SKIPPED_MEMORY_PASS
         if context.find_max_batch:
