@@ -28,7 +28,7 @@ from torch import nn
 
 import models
 import optimizers
-from bench.kinds.step import max_batch, memory_pass, prediction_worker, setup_cache
+from bench.kinds.step import autotune, max_batch, memory_pass, prediction_worker, setup_cache
 from bench.kinds.step.suite import Case
 from bench.kinds.step.trainer import Trainer
 from bench.measure import data, faults, flops, host, memory, peaks, precision, timing
@@ -188,6 +188,8 @@ def measure(
     model, optimizer, trainer = (context.builder or build)(case, context, out)
     if context.device.type == "cuda":
         out.update(precision.effective())
+    # cuDNN's autotuning is set-up: done before the warm-up, it stays out of steps_s.
+    out["autotune_s"] = autotune.autotune_pass(case, trainer, context.device, data_parallel=context.builder is not None)
 
     warm_start = time.perf_counter()
     warm_up(case, trainer, meter, out)  # reads every step's loss, so the device is done when it returns
