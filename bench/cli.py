@@ -342,8 +342,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         warn_if_busy("run", writer)
         progress = ProgressBar(len(cases) + (rf is not None))
         try:
-            # Memory predictions ahead in a worker (on CUDA) for cases run in this process, in turn.
-            ahead = None if ranks is None and not suite.isolate else False
+            # Memory predictions ahead in a worker (on CUDA) for cases run in this process, in turn;
+            # not beside --find-max-batch, where the worker's CUDA context would take memory it fits in.
+            ahead = None if ranks is None and not suite.isolate and not args.find_max_batch else False
             predictions = prediction_worker.predicting_ahead(cases, device, context.memory_pass, context.reuse, ahead)
             with (
                 measuring("run", writer, signals, progress) as outcome,

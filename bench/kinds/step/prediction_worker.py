@@ -21,6 +21,11 @@ process, which then records what it records without the worker (its error includ
 - a worker that died, or that has not answered within ``WAIT_LIMIT_S`` (it is stopped; every
   later case predicts in its own process).
 
+A prediction for CUDA runs on CUDA's fake tensors, whose backward pass touches the real
+device, so the worker may hold a CUDA context of its own on the measured GPU (some hundreds of
+MiB, none of the case's allocator figures): ``convbench run`` predicts in-process beside
+``--find-max-batch``, whose search fits the device's memory.
+
 The worker is a plain ``multiprocessing.Process`` on a pipe rather than a
 ``concurrent.futures.ProcessPoolExecutor``: a worker that hangs must be stopped, which the
 executor cannot do before Python 3.14.
