@@ -262,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench.analyse.fairness import sharing_warnings
     from bench.kinds.parallel import launch
-    from bench.kinds.step import isolation, runner
+    from bench.kinds.step import isolation, prediction_worker, runner
     from bench.kinds.step.suite import load_suite
     from bench.measure import data, setup
     from bench.measure.env import collect_env
@@ -342,7 +342,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         warn_if_busy("run", writer)
         progress = ProgressBar(len(cases) + (rf is not None))
         try:
-            with measuring("run", writer, signals, progress) as outcome, _memory_guard(device, args.memory_limit):
+            # Memory predictions ahead in a worker (on CUDA) for cases run in this process, in turn;
+            # not beside --find-max-batch, where the worker's CUDA context would take memory it fits in.
+            ahead = None if ranks is None and not suite.isolate and not args.find_max_batch else False
+            predictions = prediction_worker.predicting_ahead(cases, device, context.memory_pass, context.reuse, ahead)
+            with (
+                measuring("run", writer, signals, progress) as outcome,
+                _memory_guard(device, args.memory_limit),
+                predictions,
+            ):
                 for case in cases:
                     progress.start(case.case_id)
                     record = _run_case_watched(run_case, case, context)
