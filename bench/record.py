@@ -98,6 +98,10 @@ class Record:
     # (building, the memory pass, probes, bookkeeping included), seconds
     steps_s: float | None = None
     case_wall_s: float | None = None
+    # cuDNN's autotuning of the case's convolutions, run before its warm-up (bench.kinds.step.autotune), s:
+    # 0.0 where an earlier case of the process tuned the same shapes; None off CUDA, without
+    # cudnn.benchmark, for compiled and data-parallel cases (they autotune inside their warm-up)
+    autotune_s: float | None = None
     # memory
     param_bytes: int | None = None
     grad_bytes: int | None = None

@@ -4,6 +4,7 @@
                                                  [--batch-sizes B,...] [--precision P,...]
                                                  [--steps S] [--warmup W] [--repeats R]
                                                  [--rounds 3] [--device cpu] [--no-reuse]
+                                                 [--ahead | --no-ahead]
 
 Runs every case of the suite ``--rounds`` times through ``bench.kinds.step.runner.run_case``,
 the code ``convbench run`` runs, with a stopwatch around each piece of it (the functions the
@@ -16,13 +17,17 @@ writing fields). Prints, per piece, the median over cases of its seconds per cas
 over the suite (mean of rounds) and its share of the cases' wall time; then the time in
 steps against wall time, as ``convbench run`` prints it. ``--no-reuse`` runs the cases
 without sharing set-up between them (``RunContext.reuse``): every case builds its own
-model and predicts its own memory, as before the sharing existed.
+model and predicts its own memory, as before the sharing existed. ``--ahead`` predicts each
+case's memory in a worker process while the case before it runs
+(``bench.kinds.step.prediction_worker``; ``convbench run`` does so on CUDA only): the case then
+waits only for what the worker has not finished, the row "prediction (waiting for the worker)".
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import statistics
 import time
@@ -31,7 +36,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from bench.kinds.step import memory_pass, runner, setup_cache
+from bench.kinds.step import autotune, memory_pass, prediction_worker, runner, setup_cache
 from bench.kinds.step.suite import load_suite
 from bench.measure import flops, host
 from bench.measure.env import collect_env
@@ -41,11 +46,13 @@ from bench.measure.setup import resolve_device
 PIECES = (
     (flops, "flops_per_sample", "FLOP count"),
     (runner, "build", "build"),
+    (autotune, "autotune_pass", "cuDNN autotuning pass"),
     (runner, "warm_up", "warm-up"),
     (host, "probe_step", "probes (host syncs, profiled step)"),
     (memory_pass, "tracked_step", "tracked step"),
     (memory_pass, "predict", "prediction"),
     (memory_pass, "record_fields", "memory pass"),
+    (prediction_worker, "collect", "prediction (waiting for the worker)"),
     (runner, "_release", "release memory"),
 )
 
@@ -115,6 +122,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-reuse", action="store_true", help="every case builds and predicts on its own")
+    parser.add_argument(
+        "--ahead",
+        action=argparse.BooleanOptionalAction,
+        help="predict memory ahead in a worker process (default: on CUDA only, as convbench run does)",
+    )
     args = parser.parse_args()
 
     suite = load_suite(args.suite)
@@ -123,29 +135,35 @@ def main() -> None:
     device = resolve_device(suite.device)
     cases = suite.cases()
     env = collect_env()
+    started_load = os.getloadavg()[0]
+    ahead = prediction_worker.wanted(device) if args.ahead is None else args.ahead
     per_case: list[dict[str, float]] = []
     walls, steps, loops = [], [], []
     with stopwatch_on_pieces() as watch:
         for _ in range(args.rounds):
             setup_cache.clear()
+            autotune.clear()
             flops._case_flops.cache_clear()  # each round pays for what a fresh run would
             context = runner.RunContext("case-costs", suite.name, device, env, reuse=not args.no_reuse)
             started = time.perf_counter()
-            for case in cases:
-                record = runner.run_case(case, context)
-                per_case.append(case_pieces(watch, record))
-                walls.append(record.case_wall_s)
-                steps.append(record.steps_s or 0.0)
+            with prediction_worker.predicting_ahead(cases, device, share=not args.no_reuse, ahead=ahead):
+                for case in cases:
+                    record = runner.run_case(case, context)
+                    per_case.append(case_pieces(watch, record))
+                    walls.append(record.case_wall_s)
+                    steps.append(record.steps_s or 0.0)
             loops.append(time.perf_counter() - started)
     print_table(per_case, sum(walls) / args.rounds, args.rounds)
     print(
         f"\ntime in steps: {sum(steps) / args.rounds:.1f} s of {statistics.median(loops):.1f} s "
         f"({sum(steps) / sum(loops):.0%}); {len(cases)} cases x {args.rounds} rounds, "
-        f"reuse {'off' if args.no_reuse else 'on'}"
+        f"reuse {'off' if args.no_reuse else 'on'}, "
+        f"predictions ahead {'on' if ahead else 'off'}"
     )
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}, device {device}"
+        f"torch {torch.__version__}, Python {platform.python_version()}, device {device}; "
+        f"load average {started_load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
 
 

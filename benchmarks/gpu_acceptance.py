@@ -329,6 +329,8 @@ def check_nightly(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     shared = [line for line in done.stderr.splitlines() if "is shared:" in line]
     steps, wall = manifest.get("steps_s"), manifest.get("wall_s")
     share = f"{steps:.1f} s of {wall:.1f} s in steps ({steps / wall:.0%})" if steps and wall else "no step time"
+    autotuning = sum(r.get("autotune_s") or 0.0 for r in records)  # before the warm-ups, outside steps_s
+    share += f", cuDNN autotuning {autotuning:.1f} s outside them"
     line = (
         f"exit {done.returncode}, {len(records)} cases, {len(failed)} failed, report {'yes' if report else 'no'}, "
         f"history {'yes' if in_history else 'no'}; {share}; {syncing} host-syncing, {bound} host-bound; "

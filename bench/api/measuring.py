@@ -97,7 +97,7 @@ def run(
 
     from bench.analyse.fairness import sharing_warnings
     from bench.kinds.parallel import launch as parallel
-    from bench.kinds.step import isolation, runner
+    from bench.kinds.step import isolation, prediction_worker, runner
     from bench.kinds.step.suite import load_suite
     from bench.measure import data, setup
     from bench.measure.env import collect_env
@@ -170,7 +170,12 @@ def run(
             console=console,
         )
         context = dataclasses.replace(context, run_id=session.run_id)
-        with session, _memory_guard(device, options.memory_limit):
+        # Memory predictions ahead in a worker (CUDA, --predict-ahead) for cases run in this process,
+        # in turn; not beside --find-max-batch, where the worker's CUDA context would take memory it fits in.
+        ahead = options.predict_ahead and device.type == "cuda"
+        ahead = ahead and ranks is None and not suite.isolate and not options.find_max_batch
+        predictions = prediction_worker.predicting_ahead(cases, device, context.memory_pass, context.reuse, ahead)
+        with session, _memory_guard(device, options.memory_limit), predictions:
             for case in cases:
                 session.record(case.case_id, lambda case=case: run_case(case, context))
             if rf is not None:

@@ -68,6 +68,7 @@ class RunOptions:
     find_max_batch: bool = False
     no_memory_pass: bool = False
     no_rf: bool = False
+    predict_ahead: bool = False
     memory_cap: int | None = None
     memory_limit: float | None = None
     # data and limits

@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "but no tracked_* or predicted_* figures",
     )
     parser.add_argument(
+        "--predict-ahead",
+        action="store_true",
+        help="CUDA: predict the next cases' memory in a worker process while each case runs (its CUDA context "
+        "takes some 0.3-0.5 GiB of the measured GPU and shows as a second process; not with --find-max-batch, "
+        "--isolate or data parallel)",
+    )
+    parser.add_argument(
         "--no-rf",
         action="store_true",
         help="skip the suite's [rf] section (receptive fields); with --models it analyses those models",

@@ -147,7 +147,13 @@ def stand_in_device(device: torch.device) -> torch.device:
 
 
 def record_fields(
-    case: Case, device: torch.device, build: Build, measured: dict, cuda: object = torch.cuda, share: bool = False
+    case: Case,
+    device: torch.device,
+    build: Build,
+    measured: dict,
+    cuda: object = torch.cuda,
+    share: bool = False,
+    predictor: Callable[[Case, torch.device], Prediction] | None = None,
 ) -> dict:
     """The Record fields of the memory pass: the tracked breakdown (``tracked_*``), the
     prediction (``predicted_*``) and, on CUDA, the allocator's peak over the tracked step
@@ -158,7 +164,9 @@ def record_fields(
     leaves its fields out and says why in ``memory_pass_error``; ``cuda`` is the module
     whose allocator statistics are read (a fake in tests). With ``share``, the prediction is
     the one an earlier case of the run made where it cannot differ
-    (``bench.kinds.step.setup_cache.prediction``; its ``prediction_s`` is the seconds that one took)."""
+    (``bench.kinds.step.setup_cache.prediction``; its ``prediction_s`` is the seconds that one took).
+    ``predictor`` makes the prediction (default ``predict``; the runner's makes it ahead in a
+    worker, ``bench.kinds.step.prediction_worker``)."""
     out: dict = {}
     errors = []
     reason = eager_only(case)
@@ -179,7 +187,8 @@ def record_fields(
     except BaseException as error:  # noqa: BLE001  (the timed figures stand; say why these are missing)
         errors.append(f"tracked step: {type(error).__name__}: {error}")
     try:
-        prediction = setup_cache.prediction(case, device, predict) if share else predict(case, device)
+        predictor = predictor or predict
+        prediction = setup_cache.prediction(case, device, predictor) if share else predictor(case, device)
         out.update(prediction.breakdown.fields("predicted"))
         out["predicted_device"] = prediction.device
         out["prediction_s"] = prediction.seconds

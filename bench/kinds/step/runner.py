@@ -28,7 +28,7 @@ from torch import nn
 
 import models
 import optimizers
-from bench.kinds.step import max_batch, memory_pass, setup_cache
+from bench.kinds.step import autotune, max_batch, memory_pass, prediction_worker, setup_cache
 from bench.kinds.step.suite import Case
 from bench.kinds.step.trainer import Trainer
 from bench.measure import data, faults, flops, host, memory, peaks, precision, timing
@@ -188,6 +188,8 @@ def measure(
     model, optimizer, trainer = (context.builder or build)(case, context, out)
     if context.device.type == "cuda":
         out.update(precision.effective())
+    # cuDNN's autotuning is set-up: done before the warm-up, it stays out of steps_s.
+    out["autotune_s"] = autotune.autotune_pass(case, trainer, context.device, data_parallel=context.builder is not None)
 
     warm_start = time.perf_counter()
     warm_up(case, trainer, meter, out)  # reads every step's loss, so the device is done when it returns
@@ -256,6 +258,7 @@ def run_case(case: Case, context: RunContext) -> Record:
     started = time.perf_counter()
     if context.reuse:
         setup_cache.freeze_survivors()
+    prediction_worker.starting(case)  # its prediction and the next case's, where a worker makes them
     out: dict = {"state_buffers_theory": optimizers.state_buffers(case.optimizer)}
     status, error = "ok", None
     device = context.device
@@ -280,7 +283,10 @@ def run_case(case: Case, context: RunContext) -> Record:
     if status == "ok":
         build_case = functools.partial(_build_for, context)
         if context.memory_pass:
-            out.update(memory_pass.record_fields(case, device, build_case, out, share=context.reuse))
+            fields = memory_pass.record_fields(
+                case, device, build_case, out, share=context.reuse, predictor=prediction_worker.predict
+            )
+            out.update(fields)
         else:
             out["memory_pass_error"] = SKIPPED_MEMORY_PASS
         if context.find_max_batch:

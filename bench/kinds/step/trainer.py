@@ -34,6 +34,7 @@ class Trainer:
     ) -> None:
         self.model, self.optimizer = model, optimizer
         self.batches = itertools.cycle(batches)
+        self.first_batch = batches[0]  # what the first step trains on (bench.kinds.step.autotune reads it)
         dtype = AUTOCAST_DTYPES.get(precision)
         # No autocast context at all in float32: even a disabled one costs microseconds a step.
         self.autocast = functools.partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
