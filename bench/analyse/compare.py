@@ -76,6 +76,9 @@ ALL_CASES = "all cases (geometric mean)"
 EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
 #: What must agree besides the case itself for two measurements to be comparable.
 COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
+#: Protocol fields that records from before them lack: a missing value (None) is not held
+#: against a value, so the first run after an upgrade still compares with the night before.
+LATER_FIELDS = ("threads",)
 #: Every Record field a step-time or memory verdict reads: a record holding these (the
 #: samples, or their per-repeat medians under REPEAT_MEDIANS in their place, as the history
 #: keeps them) is judged as the whole record would be.
@@ -213,7 +216,8 @@ def _mismatches(base: Cases, cand: Cases) -> list[tuple[str, str, object, object
             continue
         for field in COMPARABLE_FIELDS:
             b, c = base[key].get(field), cand[key].get(field)
-            if _hashable(b) != _hashable(c):
+            differ = _hashable(b) != _hashable(c)
+            if differ and not (field in LATER_FIELDS and None in (_hashable(b), _hashable(c))):
                 found.append((base[key]["case_id"], field, b, c))
     return sorted(found, key=lambda m: (m[0], m[1]))
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench.cli import main
 from bench.storage.store import load_run
-from tests.bench.runs import record, smoke_run, write_run
+from tests.bench.runs import SMOKE, record, samples, smoke_run, write_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -212,3 +212,111 @@ def test_compare_against_several_baseline_runs_from_the_history(tmp_path, capsys
     code, out, _ = run_cli(capsys, "compare", "monday", "tuesday", "--baseline-runs", "5", "--history", database)
     assert out.splitlines()[0] == "baseline monday and 1 run before it (sunday), candidate tuesday"
     assert "too few for the between-run test" in out
+
+
+NIGHTLY_TOML = """[suite]
+name = "smoke"
+steps = 10
+warmup = 3
+repeats = 3
+tags = ["nightly"]
+
+[[grid]]
+models = ["cnn", "resnet20"]
+optimizers = ["adam", "sgdm"]
+batch_sizes = [32]
+"""
+
+
+def test_ad_hoc_runs_between_two_nights_are_skipped_as_baselines_and_named(tmp_path, capsys):
+    """The nightly job's week: a night, two ad-hoc runs of the same suite name with other
+    settings (other steps; other models), the next night. ``compare previous latest`` on
+    unchanged code must pass, and say which runs it passed over and why."""
+    database = tmp_path / "history.sqlite"
+    night = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
+    monday = smoke_run(tmp_path, "mon", seed=0, started="2026-11-23T01:00:00+00:00", **night)
+    fewer_steps = write_run(
+        tmp_path,
+        "adhoc-steps",
+        [record("adhoc-steps", model, optimizer, samples(40.0, n=15), steps=5) for model, optimizer in SMOKE],
+        started="2026-11-23T10:00:00+00:00",
+        suite_toml=NIGHTLY_TOML.replace("steps = 10", "steps = 5").replace('tags = ["nightly"]\n', ""),
+    )
+    other_models = write_run(
+        tmp_path,
+        "adhoc-mlp",
+        [record("adhoc-mlp", "mlp", "adam")],
+        started="2026-11-23T11:00:00+00:00",
+        suite_toml=NIGHTLY_TOML.replace('["cnn", "resnet20"]', '["mlp"]').replace('["adam", "sgdm"]', '["adam"]'),
+    )
+    tuesday = smoke_run(tmp_path, "tue", seed=1, started="2026-11-24T01:00:00+00:00", **night)
+    main(["ingest", str(monday), str(fewer_steps), str(other_models), str(tuesday), "--history", str(database)])
+    capsys.readouterr()
+
+    code, out, err = run_cli(capsys, "compare", "previous", "latest", "--history", database)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0] == "baseline mon, candidate tue"
+    assert lines[1] == (
+        "note: skipped 2 earlier runs as baselines: adhoc-mlp (measured something else: the grid (cases)), "
+        "adhoc-steps (measured something else: steps 5, not 10)"
+    )
+    assert "time: 4 unchanged; memory: 4 unchanged" in out
+
+    # Five baseline runs asked for, one to be had: said, not hidden.
+    code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--baseline-runs", "5", "--history", database)
+    assert code == 0
+    assert "note: baseline runs: 1 of the 5 asked for (the history holds no more complete runs" in out
+
+    code, out, _ = run_cli(
+        capsys, "compare", "previous", "latest", "--history", database, "--format", "json", "--baseline-tag", "nightly"
+    )
+    document = json.loads(out)
+    assert document["baseline"] == "mon"
+    assert [(s["run_id"], s["reason"]) for s in document["skipped"]] == [
+        ("adhoc-mlp", "not tagged nightly"),
+        ("adhoc-steps", "not tagged nightly"),
+    ]
+
+
+def test_a_run_with_the_nightly_settings_but_no_tag_is_kept_out_by_baseline_tag(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    night = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
+    monday = smoke_run(tmp_path, "mon", seed=0, started="2026-11-23T01:00:00+00:00", **night)
+    # the same settings, untagged, measured while the machine was busy: 30% slower everywhere
+    busy = smoke_run(
+        tmp_path,
+        "by-hand",
+        medians={case: 52.0 for case in SMOKE},
+        seed=2,
+        started="2026-11-23T12:00:00+00:00",
+        suite_toml=NIGHTLY_TOML.replace('tags = ["nightly"]\n', ""),
+    )
+    tuesday = smoke_run(tmp_path, "tue", seed=1, started="2026-11-24T01:00:00+00:00", **night)
+    main(["ingest", str(monday), str(busy), str(tuesday), "--history", str(database)])
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--history", database)
+    assert out.splitlines()[0] == "baseline by-hand, candidate tue"  # same content, so a baseline without the tag
+    code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--history", database, "--baseline-tag", "nightly")
+    assert code == 0
+    assert out.splitlines()[:2] == [
+        "baseline mon, candidate tue",
+        "note: skipped 1 earlier run as baselines: by-hand (not tagged nightly)",
+    ]
+
+
+def test_no_earlier_run_that_measured_the_same_thing_is_bad_input_naming_the_skipped(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    adhoc = write_run(
+        tmp_path,
+        "adhoc",
+        [record("adhoc", model, optimizer, steps=5) for model, optimizer in SMOKE],
+        started="2026-11-23T10:00:00+00:00",
+        suite_toml=NIGHTLY_TOML.replace("steps = 10", "steps = 5"),
+    )
+    night = smoke_run(tmp_path, "night", started="2026-11-24T01:00:00+00:00", suite_toml=NIGHTLY_TOML)
+    main(["ingest", str(adhoc), str(night), "--history", str(database)])
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "compare", "previous", "latest", "--history", database)
+    assert code == 2
+    assert "that measured the same thing; skipped: adhoc (measured something else: steps 5, not 10)" in err
