@@ -898,7 +898,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
     """Throughput and memory over the recorded runs, flagged where compare would flag them."""
     import pandas as pd
 
-    from bench.analyse import compare
+    from bench.analyse import compare, trend
     from bench.reporting import figures
     from bench.storage import history
 
@@ -906,22 +906,15 @@ def cmd_trend(args: argparse.Namespace) -> int:
     records = history.records(args.history, notes=notes)
     if records.empty:
         raise history.HistoryError(notes[0] if notes else f"the history {args.history} holds no runs yet")
-    flagged = compare.flag_history(records, baseline_runs=args.baseline_runs, threshold=args.threshold / 100)
+    flagged = compare.flag_history(records, args.baseline_runs, args.baseline_tag, threshold=args.threshold / 100)
     chosen = flagged[
         flagged["model"].isin(args.models or flagged["model"])
         & flagged["optimizer"].isin(args.optimizers or flagged["optimizer"])
     ]
     if chosen.empty:
         raise history.HistoryError("no recorded case matches the --models and --optimizers given")
-    # One line per case of one suite on one device: the same case id in another suite (run
-    # with another protocol) or on another device is another series, not a point on this one.
-    several_suites = chosen["suite"].nunique() > 1
-    several_devices = chosen["device_name"].nunique() > 1
-    chosen = chosen.assign(
-        series=chosen["case_id"]
-        + (" (" + chosen["suite"].astype(str) + ")" if several_suites else "")
-        + (" @ " + chosen["device_name"] if several_devices else ""),
-    )
+    chosen = chosen.assign(series=trend.series_names(chosen))
+    notes += trend.content_notes(chosen) + trend.baseline_count_notes(chosen, args.baseline_runs)
     figures.use_theme()
     paths = figures.save(figures.trend_figure(chosen), Path(args.figure))
     hits = chosen[(chosen["time"] == "regression") | (chosen["memory"] == "regression")]

@@ -557,30 +557,55 @@ def summary(verdicts: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float) -> pd.DataFrame:
-    """``history`` (records of many runs, with ``started`` and ``machine``) with ``time``
-    and ``memory`` verdicts added: each run compared with the complete run before it of the
-    same suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
-    ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
-    all-cases verdict where there is one. The first run of each series, and cases measured
-    differently from the run before, get no verdict (None). Training runs have no step times
-    to trend and are left out. ``flag_series`` does the judging, one series at a time."""
+#: What one series of ``flag_history`` shares: one suite, with one content (what it measured,
+#: ``bench.storage.baselines``; where the records say), on one machine.
+SERIES_KEYS = ("suite", "suite_content", "machine")
+
+
+def flag_history(
+    history: pd.DataFrame, baseline_runs: int = 1, baseline_tag: str | None = None, **options: float
+) -> pd.DataFrame:
+    """``history`` (records of many runs, with ``started`` and ``machine``; ``suite_content``
+    and ``run_tags`` where ``bench.storage.history.records`` gives them) with ``time`` and
+    ``memory`` verdicts added: each run compared with the complete run before it of the same
+    suite and suite content on the same machine (and with ``baseline_runs`` > 1, the runs
+    before that too), as ``compare previous RUN --baseline-runs N`` would; with
+    ``baseline_tag`` only runs tagged so are baselines. ``all_cases`` holds the run's
+    all-cases verdict where there is one, ``baseline_runs`` how many runs it was judged
+    against. The first run of each series, and cases measured differently from the run
+    before, get no verdict (None). Training runs have no step times to trend and are left
+    out. ``flag_series`` does the judging, one series at a time."""
     if "recipe" in history:
         history = history[history["recipe"].isna()]
     flagged = []
-    for _, series in history.groupby(["suite", "machine"], sort=False, dropna=False):
+    keys = [key for key in SERIES_KEYS if key in history]
+    for _, series in history.groupby(keys, sort=False, dropna=False):
         order = series.drop_duplicates("run_id").sort_values(["started", "run_id"])["run_id"].tolist()
         by_run = dict(tuple(series.groupby("run_id", sort=False)))
         runs = [
-            SeriesRun(run_id, _run_status(by_run[run_id]), _rows(by_run[run_id], VERDICT_FIELDS)) for run_id in order
+            SeriesRun(
+                run_id,
+                _run_status(by_run[run_id]),
+                _rows(by_run[run_id], VERDICT_FIELDS),
+                baseline_tag is None or baseline_tag in _tags(by_run[run_id]),
+            )
+            for run_id in order
         ]
         for run, verdicts in zip(runs, flag_series(runs, baseline_runs, **options), strict=True):
             current = by_run[run.run_id].copy()
             current["time"] = [verdicts.time.get(case) for case in current["case_id"]]
             current["memory"] = [verdicts.memory.get(case) for case in current["case_id"]]
             current["all_cases"] = verdicts.all_cases
+            current["baseline_runs"] = len(verdicts.baseline)
             flagged.append(current)
-    return pd.concat(flagged) if flagged else history.assign(time=None, memory=None, all_cases=None)
+    if not flagged:
+        return history.assign(time=None, memory=None, all_cases=None, baseline_runs=0)
+    return pd.concat(flagged)
+
+
+def _tags(run: pd.DataFrame) -> tuple[str, ...]:
+    # Records read from run folders carry no tags: such a run is tagged nothing.
+    return tuple(run["run_tags"].iloc[0]) if "run_tags" in run else ()
 
 
 def _run_status(run: pd.DataFrame) -> str:
@@ -591,12 +616,14 @@ def _run_status(run: pd.DataFrame) -> str:
 @dataclass(frozen=True)
 class SeriesRun:
     """One run of a series (one suite on one machine) for ``flag_series``: its id, its status
-    (only ``complete`` runs become baselines) and its records as dicts holding at least the
-    ``VERDICT_FIELDS`` they have (the step-time samples, or ``REPEAT_MEDIANS`` instead)."""
+    (only ``complete`` runs become baselines), its records as dicts holding at least the
+    ``VERDICT_FIELDS`` they have (the step-time samples, or ``REPEAT_MEDIANS`` instead), and
+    whether it may be a baseline at all (False: judged, never judged against)."""
 
     run_id: str
     status: str | None
     records: list[dict]
+    baseline: bool = True
 
 
 @dataclass(frozen=True)
@@ -627,7 +654,7 @@ def flag_series(
     can be judged apart, each reading only the runs it compares with. A run's records are read
     once, however many comparisons they take part in; ``options`` are ``compare_runs``'s
     thresholds and alpha. Returns one RunVerdicts per judged run, in order."""
-    complete = [i for i, run in enumerate(runs) if run.status == "complete"]
+    complete = [i for i, run in enumerate(runs) if run.status == "complete" and run.baseline]
     digested: dict[int, tuple[Cases, str]] = {}
 
     def digest(index: int) -> tuple[Cases, str]:

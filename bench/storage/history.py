@@ -52,7 +52,7 @@ from typing import TypeVar
 import pandas as pd
 
 from bench.record import REPEAT_MEDIANS, repeat_medians, utc_now
-from bench.storage.baselines import content_difference, run_tags
+from bench.storage.baselines import content_difference, run_tags, suite_content
 from bench.storage.store import (
     MANIFEST,
     RECORDS,
@@ -637,8 +637,9 @@ def records(
     history_path: Path | str, run_ids: Iterable[str] | None = None, notes: list[str] | None = None
 ) -> pd.DataFrame:
     """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
-    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``) and
-    ``run_status``. A run whose row or records are damaged raises HistoryError naming it, or
+    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``),
+    ``run_status``, ``suite_content`` (``bench.storage.baselines.suite_content``) and
+    ``run_tags`` (a tuple). A run whose row or records are damaged raises HistoryError naming it, or
     with ``notes`` is left out and named there."""
     with connect(history_path) as connection:
         if run_ids is None:
@@ -660,7 +661,13 @@ def records(
 
 def _run_records(connection: sqlite3.Connection, history_path: Path | str, run: StoredRun) -> list[dict]:
     texts = connection.execute("SELECT record FROM cases WHERE run_id = ? ORDER BY rowid", (run.run_id,)).fetchall()
-    extra = {"started": run.started, "machine": run.machine, "run_status": run.status}
+    extra = {
+        "started": run.started,
+        "machine": run.machine,
+        "run_status": run.status,
+        "suite_content": suite_content(run.suite_toml),
+        "run_tags": run_tags(run.manifest),
+    }
     return [
         {**_decode_record(text, history_path, run.run_id, number), **extra}
         for number, (text,) in enumerate(texts, start=1)
