@@ -713,24 +713,49 @@ def _against(
     )
 
 
-def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:
-    """One label per run: its device name, with the run id where two runs share a device."""
+def _device_names(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """Each run's device names, joined (``unknown device`` where its records name none)."""
     names = []
     for frame in frames:
         devices = sorted(frame["device_name"].dropna().unique()) if len(frame) else []
         names.append(", ".join(devices) or "unknown device")
+    return names
+
+
+def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """One label per run: its device name, with the run id where two runs share a device."""
+    names = _device_names(frames)
     return [
         name if names.count(name) == 1 else f"{name} ({frame['run_id'].iloc[0]})"
         for name, frame in zip(names, frames, strict=True)
     ]
 
 
+def same_device_notes(frames: Sequence[pd.DataFrame], labels: Sequence[str], reference: str) -> dict[str, str]:
+    """By label, a sentence for each run that ran on the reference run's device (the same
+    device name; the same host said where it is): its "speed-up" is one device against itself
+    from one run to the next, not one device against another."""
+    names = _device_names(frames)
+    hosts = [", ".join(sorted(frame["hostname"].dropna().unique())) if "hostname" in frame else "" for frame in frames]
+    at = labels.index(reference)
+    notes = {}
+    for label, name, host in zip(labels, names, hosts, strict=True):
+        if label != reference and name == names[at]:
+            where = f"{name} on host {host}" if host and host == hosts[at] else name
+            notes[label] = (
+                f"{label} ran on the same device as the reference {reference} ({where}): its speed-up is one "
+                "device against itself from run to run, not a difference between devices"
+            )
+    return notes
+
+
 def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Runs of one suite on different devices, per case and device: throughput, speed-up
     over the ``reference`` device (default: the first run's) and memory.
 
-    Returns the long table (one row per case and device, cases in first-seen order) and
-    one sentence per case that some device lacks or failed, naming the devices. The
+    Returns the long table (one row per case and device, cases in first-seen order;
+    ``same_device``: the run ran on the reference's device, ``same_device_notes``) and one
+    sentence per such run and per case that some device lacks or failed, naming the devices. The
     speed-up is the ratio of throughputs, or of step times where a case has no throughput
     (an optimizer step).
 
@@ -785,10 +810,12 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
     by_throughput = table["throughput"] / table["case"].map(at_reference["throughput"])
     by_step_time = table["case"].map(at_reference["step_time_ms"]) / table["step_time_ms"]
     table["speedup"] = by_throughput.fillna(by_step_time)
+    same_device = same_device_notes(frames, labels, reference)
+    table["same_device"] = table["device"].isin(list(same_device))
     table["case"] = pd.Categorical(table["case"], categories=cases, ordered=True)
     table["device"] = pd.Categorical(table["device"], categories=labels, ordered=True)
     table = table.sort_values(["case", "device"]).reset_index(drop=True)
-    notes = []
+    notes = list(same_device.values())
     for case in cases:
         present = table[table["case"] == case]
         absent = [label for label in labels if label not in set(present["device"])]
@@ -815,6 +842,7 @@ def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
             wide[f"{device} samples/s"] = wide["case"].map(rows["throughput"].round(1))
         else:  # optimizer-step cases: no samples, a step time
             wide[f"{device} step ms"] = wide["case"].map(rows["step_time_ms"].round(3))
-        wide[f"{device} speed-up"] = wide["case"].map(rows["speedup"].round(2))
+        itself = " (same device as the reference)" if rows["same_device"].any() else ""
+        wide[f"{device} speed-up{itself}"] = wide["case"].map(rows["speedup"].round(2))
         wide[f"{device} peak MiB"] = wide["case"].map((pd.to_numeric(rows["peak_memory_bytes"]) / 2**20).round(1))
     return wide

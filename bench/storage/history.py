@@ -618,19 +618,37 @@ def _stored_runs(
 
 def runs(history_path: Path | str = DEFAULT_PATH, notes: list[str] | None = None) -> pd.DataFrame:
     """One row per run, oldest first: id, start time, machine (``bench.measure.machine``), device,
-    suite, commit, status (``killed`` for a run stored ``running`` whose process is gone),
-    case count and failures. A damaged row raises HistoryError, or with ``notes`` is left out
-    and named there."""
+    suite, its cases' timed steps per repeat and repeats (``10``; ``5,10`` where its cases
+    differ; empty for runs without them, such as training runs), commit, status (``killed``
+    for a run stored ``running`` whose process is gone), case count and failures. A damaged
+    row raises HistoryError, or with ``notes`` is left out and named there."""
     with connect(history_path) as connection:
         stored = _stored_runs(connection, history_path, notes, "ORDER BY started, run_id")
-    columns = ["run_id", "started", "machine", "device", "suite", "commit", "status", "cases", "failures"]
+        protocol = _protocols(connection)
+    columns = ["run_id", "started", "machine", "device", "suite", "steps", "repeats", "commit", "status", "cases"]
     return pd.DataFrame(
         [
-            [r.run_id, r.started, r.machine, r.device, r.suite, r.git_commit, r.status, r.cases_done, r.failures]
+            [r.run_id, r.started, r.machine, r.device, r.suite, *protocol.get(r.run_id, ("", ""))]
+            + [r.git_commit, r.status, r.cases_done, r.failures]
             for r in stored
         ],
-        columns=columns,
+        columns=[*columns, "failures"],
     )
+
+
+def _protocols(connection: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    """Each run's distinct steps and repeats over its cases, as text (``10``, ``5,10``), from
+    the cases' columns (the figures index holds them: no record is read)."""
+    rows = connection.execute(
+        f"SELECT run_id, steps, repeats FROM cases INDEXED BY {FIGURES_INDEX} GROUP BY run_id, steps, repeats"
+    ).fetchall()
+    found: dict[str, tuple[list[int], list[int]]] = {}
+    for run_id, steps, repeats in rows:
+        both = found.setdefault(run_id, ([], []))
+        for values, value in zip(both, (steps, repeats), strict=True):
+            if isinstance(value, int) and not isinstance(value, bool) and value not in values:
+                values.append(value)
+    return {run_id: tuple(",".join(map(str, sorted(v))) for v in both) for run_id, both in found.items()}
 
 
 def records(

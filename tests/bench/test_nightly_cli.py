@@ -8,7 +8,9 @@ import sys
 
 import pandas as pd
 
+from bench.analyse import compare, trend
 from bench.cli import main
+from bench.storage.history import records as history_records
 from bench.storage.store import load_run
 from tests.bench.runs import SMOKE, record, samples, smoke_run, write_run
 
@@ -41,6 +43,8 @@ def test_ingest_then_history_lists_each_run_once(tmp_path, capsys):
         "machine",
         "device",
         "suite",
+        "steps",
+        "repeats",
         "commit",
         "status",
         "cases",
@@ -48,6 +52,9 @@ def test_ingest_then_history_lists_each_run_once(tmp_path, capsys):
     ]
     assert len(lines) == 4
     assert lines[2].split()[0] == "20261123T010000Z-aaaa" and lines[2].split()[-2:] == ["4", "0"]
+    # each run's timed steps per repeat and repeats, as its records say (tests.bench.runs: 10 and 3)
+    code, out, _ = run_cli(capsys, "history", "--history", database, "--format", "json")
+    assert [(row["steps"], row["repeats"]) for row in json.loads(out)["rows"]] == [("10", "3"), ("10", "3")]
     assert lines[3].split()[-3:] == ["incomplete", "2", "1"]
 
 
@@ -320,3 +327,51 @@ def test_no_earlier_run_that_measured_the_same_thing_is_bad_input_naming_the_ski
     code, _, err = run_cli(capsys, "compare", "previous", "latest", "--history", database)
     assert code == 2
     assert "that measured the same thing; skipped: adhoc (measured something else: steps 5, not 10)" in err
+
+
+def test_trend_draws_ad_hoc_runs_as_lines_of_their_own_and_never_judges_against_them(tmp_path, capsys):
+    database = tmp_path / "history.sqlite"
+    night = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
+    monday = smoke_run(tmp_path, "mon", seed=0, started="2026-11-23T01:00:00+00:00", **night)
+    # the same cases with 5 steps, 25% slower: joined to the nightly line it would flag tuesday an improvement
+    fewer_steps = write_run(
+        tmp_path,
+        "adhoc-steps",
+        [record("adhoc-steps", m, o, samples(50.0, n=15, seed=7), steps=5) for m, o in SMOKE],
+        started="2026-11-23T10:00:00+00:00",
+        suite_toml=NIGHTLY_TOML.replace("steps = 10", "steps = 5"),
+    )
+    tuesday = smoke_run(tmp_path, "tue", seed=1, started="2026-11-24T01:00:00+00:00", **night)
+    main(["ingest", str(monday), str(fewer_steps), str(tuesday), "--history", str(database)])
+    capsys.readouterr()
+    stem = tmp_path / "trend"
+    code, out, _ = run_cli(
+        capsys, "trend", "--history", database, "--figure", stem, "--format", "json", "--baseline-runs", "3"
+    )
+    assert code == 0
+    document = json.loads(out)
+    assert document["rows"] == []  # nothing flagged: tuesday is judged against monday alone
+    notes = document["notes"]
+    assert any(note.startswith("suite smoke on ") and "1 run measured it otherwise" in note and "adhoc-steps" in note
+               for note in notes)  # fmt: skip
+    assert "runs judged against fewer baseline runs than the 3 asked for: tue (1)" in notes
+    records = history_records(database)
+    flagged = compare.flag_history(records)
+    lines = trend.series_names(flagged)
+    by_run = dict(zip(flagged["run_id"] + " " + flagged["model"] + flagged["optimizer"], lines, strict=True))
+    assert by_run["mon cnnadam"] == by_run["tue cnnadam"] != by_run["adhoc-steps cnnadam"]
+    assert flagged[flagged["run_id"] == "tue"]["time"].eq("unchanged").all()
+
+
+def test_gpus_says_when_two_runs_ran_on_the_same_cpu(tmp_path, capsys):
+    quiet = write_run(tmp_path, "quiet", [record("quiet", "cnn", throughput=1195.0)])
+    busy = write_run(tmp_path, "busy", [record("busy", "cnn", throughput=100.0)])
+    code, out, _ = run_cli(capsys, "gpus", busy, quiet, "--figure", tmp_path / "gpus", "--history", tmp_path / "h")
+    assert code == 0
+    header = [cell.strip() for cell in out.splitlines()[0].split("  ") if cell.strip()]
+    assert "AMD EPYC (quiet) speed-up (same device as the reference)" in header
+    assert "AMD EPYC (busy) speed-up" in header  # the reference's own column says nothing
+    assert (
+        "AMD EPYC (quiet) ran on the same device as the reference AMD EPYC (busy) (AMD EPYC on host nightly-box): "
+        "its speed-up is one device against itself from run to run, not a difference between devices"
+    ) in out
