@@ -235,20 +235,34 @@ batch_sizes = [32]
 """
 
 
+NIGHT = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
+
+
+def night(root, run_id: str, day: int, seed: int = 0, **run):
+    """A tagged nightly run of the four smoke cases at 01:00 on 2026-11-DAY."""
+    return smoke_run(root, run_id, seed=seed, started=f"2026-11-{day}T01:00:00+00:00", **NIGHT, **run)
+
+
+def five_steps(root, run_id: str, median_ms: float = 40.0):
+    """An ad-hoc run of the nightly cases with 5 steps instead of 10, at 10:00 on 2026-11-23."""
+    records = [record(run_id, m, o, samples(median_ms, n=15, seed=7), steps=5) for m, o in SMOKE]
+    toml = NIGHTLY_TOML.replace("steps = 10", "steps = 5")
+    return write_run(root, run_id, records, started="2026-11-23T10:00:00+00:00", suite_toml=toml)
+
+
+def history_of(tmp_path, capsys, *folders):
+    """A history holding ``folders``, ingested as a user would."""
+    database = tmp_path / "history.sqlite"
+    main(["ingest", *map(str, folders), "--history", str(database)])
+    capsys.readouterr()
+    return database
+
+
 def test_ad_hoc_runs_between_two_nights_are_skipped_as_baselines_and_named(tmp_path, capsys):
     """The nightly job's week: a night, two ad-hoc runs of the same suite name with other
     settings (other steps; other models), the next night. ``compare previous latest`` on
     unchanged code must pass, and say which runs it passed over and why."""
-    database = tmp_path / "history.sqlite"
-    night = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
-    monday = smoke_run(tmp_path, "mon", seed=0, started="2026-11-23T01:00:00+00:00", **night)
-    fewer_steps = write_run(
-        tmp_path,
-        "adhoc-steps",
-        [record("adhoc-steps", model, optimizer, samples(40.0, n=15), steps=5) for model, optimizer in SMOKE],
-        started="2026-11-23T10:00:00+00:00",
-        suite_toml=NIGHTLY_TOML.replace("steps = 10", "steps = 5").replace('tags = ["nightly"]\n', ""),
-    )
+    monday, fewer_steps = night(tmp_path, "mon", 23), five_steps(tmp_path, "adhoc-steps")
     other_models = write_run(
         tmp_path,
         "adhoc-mlp",
@@ -256,9 +270,8 @@ def test_ad_hoc_runs_between_two_nights_are_skipped_as_baselines_and_named(tmp_p
         started="2026-11-23T11:00:00+00:00",
         suite_toml=NIGHTLY_TOML.replace('["cnn", "resnet20"]', '["mlp"]').replace('["adam", "sgdm"]', '["adam"]'),
     )
-    tuesday = smoke_run(tmp_path, "tue", seed=1, started="2026-11-24T01:00:00+00:00", **night)
-    main(["ingest", str(monday), str(fewer_steps), str(other_models), str(tuesday), "--history", str(database)])
-    capsys.readouterr()
+    tuesday = night(tmp_path, "tue", 24, seed=1)
+    database = history_of(tmp_path, capsys, monday, fewer_steps, other_models, tuesday)
 
     code, out, err = run_cli(capsys, "compare", "previous", "latest", "--history", database)
     assert code == 0, out + err
@@ -287,9 +300,7 @@ def test_ad_hoc_runs_between_two_nights_are_skipped_as_baselines_and_named(tmp_p
 
 
 def test_a_run_with_the_nightly_settings_but_no_tag_is_kept_out_by_baseline_tag(tmp_path, capsys):
-    database = tmp_path / "history.sqlite"
-    night = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
-    monday = smoke_run(tmp_path, "mon", seed=0, started="2026-11-23T01:00:00+00:00", **night)
+    monday = night(tmp_path, "mon", 23)
     # the same settings, untagged, measured while the machine was busy: 30% slower everywhere
     busy = smoke_run(
         tmp_path,
@@ -299,9 +310,7 @@ def test_a_run_with_the_nightly_settings_but_no_tag_is_kept_out_by_baseline_tag(
         started="2026-11-23T12:00:00+00:00",
         suite_toml=NIGHTLY_TOML.replace('tags = ["nightly"]\n', ""),
     )
-    tuesday = smoke_run(tmp_path, "tue", seed=1, started="2026-11-24T01:00:00+00:00", **night)
-    main(["ingest", str(monday), str(busy), str(tuesday), "--history", str(database)])
-    capsys.readouterr()
+    database = history_of(tmp_path, capsys, monday, busy, night(tmp_path, "tue", 24, seed=1))
     code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--history", database)
     assert out.splitlines()[0] == "baseline by-hand, candidate tue"  # same content, so a baseline without the tag
     code, out, _ = run_cli(capsys, "compare", "previous", "latest", "--history", database, "--baseline-tag", "nightly")
@@ -313,37 +322,16 @@ def test_a_run_with_the_nightly_settings_but_no_tag_is_kept_out_by_baseline_tag(
 
 
 def test_no_earlier_run_that_measured_the_same_thing_is_bad_input_naming_the_skipped(tmp_path, capsys):
-    database = tmp_path / "history.sqlite"
-    adhoc = write_run(
-        tmp_path,
-        "adhoc",
-        [record("adhoc", model, optimizer, steps=5) for model, optimizer in SMOKE],
-        started="2026-11-23T10:00:00+00:00",
-        suite_toml=NIGHTLY_TOML.replace("steps = 10", "steps = 5"),
-    )
-    night = smoke_run(tmp_path, "night", started="2026-11-24T01:00:00+00:00", suite_toml=NIGHTLY_TOML)
-    main(["ingest", str(adhoc), str(night), "--history", str(database)])
-    capsys.readouterr()
+    database = history_of(tmp_path, capsys, five_steps(tmp_path, "adhoc"), night(tmp_path, "night", 24))
     code, _, err = run_cli(capsys, "compare", "previous", "latest", "--history", database)
     assert code == 2
     assert "that measured the same thing; skipped: adhoc (measured something else: steps 5, not 10)" in err
 
 
 def test_trend_draws_ad_hoc_runs_as_lines_of_their_own_and_never_judges_against_them(tmp_path, capsys):
-    database = tmp_path / "history.sqlite"
-    night = dict(suite_toml=NIGHTLY_TOML, tags=("nightly",))
-    monday = smoke_run(tmp_path, "mon", seed=0, started="2026-11-23T01:00:00+00:00", **night)
     # the same cases with 5 steps, 25% slower: joined to the nightly line it would flag tuesday an improvement
-    fewer_steps = write_run(
-        tmp_path,
-        "adhoc-steps",
-        [record("adhoc-steps", m, o, samples(50.0, n=15, seed=7), steps=5) for m, o in SMOKE],
-        started="2026-11-23T10:00:00+00:00",
-        suite_toml=NIGHTLY_TOML.replace("steps = 10", "steps = 5"),
-    )
-    tuesday = smoke_run(tmp_path, "tue", seed=1, started="2026-11-24T01:00:00+00:00", **night)
-    main(["ingest", str(monday), str(fewer_steps), str(tuesday), "--history", str(database)])
-    capsys.readouterr()
+    fewer_steps = five_steps(tmp_path, "adhoc-steps", median_ms=50.0)
+    database = history_of(tmp_path, capsys, night(tmp_path, "mon", 23), fewer_steps, night(tmp_path, "tue", 24, 1))
     stem = tmp_path / "trend"
     code, out, _ = run_cli(
         capsys, "trend", "--history", database, "--figure", stem, "--format", "json", "--baseline-runs", "3"
