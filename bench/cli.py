@@ -388,7 +388,7 @@ def _run_case_watched(run_case: Callable[[Case, RunContext], Record], case: Case
     record = mark_out_of_memory(run_case(case, context))
     other.stop()
     record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
-    busy = case_busy_warning(record.other_cpu_fraction)
+    busy = case_busy_warning(record.other_cpu_fraction, threads=record.threads)
     if busy:
         print(f"convbench run: warning: {case.case_id}: {busy}", file=sys.stderr)
     return record
@@ -434,9 +434,11 @@ def warn_if_last_run_died(command: str, results: str | Path, suite: str, cases: 
 def warn_if_busy(command: str, writer: RunWriter) -> None:
     """Warn on stderr when the machine was busy as the run started (``bench.measure.load``):
     step times will be slower and noisier than on an idle machine."""
+    import torch
+
     from bench.measure.load import busy_warning
 
-    busy = busy_warning(writer.manifest["load_average_start"])
+    busy = busy_warning(writer.manifest["load_average_start"], threads=torch.get_num_threads())
     if busy:
         print(f"convbench {command}: warning: {busy}", file=sys.stderr)
 

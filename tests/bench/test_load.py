@@ -58,3 +58,14 @@ def test_a_case_measured_under_load_says_how_many_threads_would_leave_the_others
         "other processes used 25% of the CPUs; its step times are not the machine's: "
         "run on a quieter machine, or give --threads 12 (threads in [suite]) to leave the others' CPUs free"
     )
+
+
+def test_a_run_that_already_leaves_the_others_their_cpus_is_told_only_to_find_a_quieter_machine():
+    # 2 CPUs, other processes on 1.7 of them, the case on 1 thread: no --threads would help
+    assert case_busy_warning(0.85, cpus=2, threads=1) == (
+        "other processes used 85% of the CPUs; its step times are not the machine's: "
+        "run on a quieter machine (this run's threads, 1, already leave the others' CPUs free)"
+    )
+    assert busy_warning(5.0, cpus=8, threads=8).endswith(
+        "give --threads 3 (threads in [suite]) to leave the others' CPUs free"
+    )
