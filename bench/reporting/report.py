@@ -390,11 +390,14 @@ SUMMARY_COLUMNS = [
     ("strategy", "strategy", None),
     ("world_size", "ranks", None),
     ("status", "status", None),
+    (UNDER_LOAD, "under load", None),  # beside the figures it qualifies
     ("throughput", "throughput (samples/s)", 1),
     ("global_throughput", "global throughput (samples/s)", 1),
     ("scaling_efficiency", "scaling efficiency", 1),
     ("step_time_ms", "step time (ms)", 1),
     ("step_time_iqr_ms", "step time IQR (ms)", 1),
+    ("load_average_1m", "load average (1 min)", 1),
+    ("other_cpu_fraction", "other processes' CPU (%)", 100),
     ("params", "parameters", 1),
     ("state_buffers_per_param", "state buffers/param", 1),
     ("state_bytes_per_param", "state (B/param)", 1),
@@ -421,9 +424,6 @@ SUMMARY_COLUMNS = [
     ("wall_bandwidth_fraction", "of bandwidth in wall time (%)", 100),
     ("working_set_bytes", "working set (MiB)", 1 / MIB),
     ("dram_bandwidth_fraction", "of DRAM bandwidth (%)", 100),
-    ("load_average_1m", "load average (1 min)", 1),
-    ("other_cpu_fraction", "other processes' CPU (%)", 100),
-    (UNDER_LOAD, "under load", None),
 ]
 #: Fields whose column shows only optimizer-step records' values (training steps record a
 #: host time too, which their tables do not show).
