@@ -27,7 +27,8 @@ creating an empty one. A file that is not a convbench history is refused with it
 
 Baselines: ``previous`` and the runs of a several-run baseline are runs of the same suite on
 the same *machine* (``bench.measure.machine``: a given name or the device's identity, not the host
-name) that are ``complete``. An interrupted, killed or empty run compares against nothing
+name) that are ``complete`` and measured the same thing (the same suite content,
+``bench.storage.baselines``; with a baseline tag, tagged so); the runs passed over are named. An interrupted, killed or empty run compares against nothing
 useful, so it is only taken when asked (``include_incomplete``), or, for ``previous``, as a
 fall-back when no complete run exists, with a note saying so.
 """
@@ -625,14 +626,15 @@ def runs(history_path: Path | str = DEFAULT_PATH, notes: list[str] | None = None
     with connect(history_path) as connection:
         stored = _stored_runs(connection, history_path, notes, "ORDER BY started, run_id")
         protocol = _protocols(connection)
-    columns = ["run_id", "started", "machine", "device", "suite", "steps", "repeats", "commit", "status", "cases"]
+    columns = ["run_id", "started", "machine", "device", "suite", "steps", "repeats"]
+    columns += ["commit", "status", "cases", "failures"]
     return pd.DataFrame(
         [
             [r.run_id, r.started, r.machine, r.device, r.suite, *protocol.get(r.run_id, ("", ""))]
             + [r.git_commit, r.status, r.cases_done, r.failures]
             for r in stored
         ],
-        columns=[*columns, "failures"],
+        columns=columns,
     )
 
 
@@ -716,10 +718,6 @@ class ResolvedRun:
     @property
     def complete(self) -> bool:
         return self.status == "complete"
-
-    @property
-    def tags(self) -> tuple[str, ...]:
-        return run_tags(self.manifest)
 
     def describe(self) -> str:
         """``run-id`` plus, for a run that is not complete, its status and case count."""
