@@ -28,9 +28,10 @@ creating an empty one. A file that is not a convbench history is refused with it
 Baselines: ``previous`` and the runs of a several-run baseline are runs of the same suite on
 the same *machine* (``bench.measure.machine``: a given name or the device's identity, not the host
 name) that are ``complete`` and measured the same thing (the same suite content,
-``bench.storage.baselines``; with a baseline tag, tagged so); the runs passed over are named. An interrupted, killed or empty run compares against nothing
-useful, so it is only taken when asked (``include_incomplete``), or, for ``previous``, as a
-fall-back when no complete run exists, with a note saying so.
+``bench.storage.baselines``; with a baseline tag, tagged so); the runs passed over are named.
+An interrupted, killed or empty run compares against nothing useful, so it is only taken when
+asked (``include_incomplete``), or, for ``previous``, as a fall-back when no complete run
+exists, with a note saying so.
 """
 
 from __future__ import annotations
