@@ -63,6 +63,7 @@ from bench.analyse.stats import holm, student_t_two_sided, welch
 from bench.kinds.training import compare as training
 from bench.measure.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
+from bench.reporting.tables import step_peak_bytes
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
 DEFAULT_THRESHOLD = 0.05
@@ -754,6 +755,8 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
     over the ``reference`` device (default: the first run's) and memory.
 
     Returns the long table (one row per case and device, cases in first-seen order;
+    ``peak_memory_bytes``: a training step's peak, on the CPU the tracked one rather than the
+    process's resident set, ``bench.reporting.tables.step_peak_bytes``;
     ``same_device``: the run ran on the reference's device, ``same_device_notes``) and one
     sentence per such run and per case that some device lacks or failed, naming the devices. The
     speed-up is the ratio of throughputs, or of step times where a case has no throughput
@@ -789,7 +792,7 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
         return training.side_by_side(frames, labels, reference)
     rows = []
     for label, frame in zip(labels, frames, strict=True):
-        for record in frame.to_dict("records"):
+        for record in frame.assign(step_peak_bytes=step_peak_bytes(frame)).to_dict("records"):
             ok = record.get("status") == "ok"
             rows.append(
                 {
@@ -799,7 +802,7 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
                     "throughput": _number(record.get("throughput")) if ok else None,
                     "step_time_ms": _number(record.get("step_time_ms")) if ok else None,
                     "optimizer_state_bytes": record.get("optimizer_state_bytes"),
-                    "peak_memory_bytes": _number(record.get("peak_memory_bytes")) if ok else None,
+                    "peak_memory_bytes": _number(record["step_peak_bytes"]) if ok else None,
                 }
             )
     table = pd.DataFrame(rows)

@@ -363,3 +363,15 @@ def test_gpus_says_when_two_runs_ran_on_the_same_cpu(tmp_path, capsys):
         "AMD EPYC (quiet) ran on the same device as the reference AMD EPYC (busy) (AMD EPYC on host nightly-box): "
         "its speed-up is one device against itself from run to run, not a difference between devices"
     ) in out
+
+
+def test_gpus_peak_memory_of_cpu_runs_is_the_tracked_step_peak(tmp_path, capsys):
+    runs = [
+        write_run(tmp_path, run_id, [record(run_id, "cnn", tracked_peak_bytes=12 * 2**20, device_name=name)])
+        for run_id, name in (("xeon", "Intel Xeon"), ("epyc", "AMD EPYC"))
+    ]
+    code, out, _ = run_cli(capsys, "gpus", *runs, "--figure", tmp_path / "gpus", "--format", "json", "--history",
+                           tmp_path / "h")  # fmt: skip
+    assert code == 0
+    # the records' peak_memory_bytes is the process's resident set, 600 MiB; the step's peak is 12 MiB
+    assert [row["peak_memory_bytes"] for row in json.loads(out)["rows"]] == [12 * 2**20, 12 * 2**20]
