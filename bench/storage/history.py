@@ -855,7 +855,12 @@ def resolve(
                 f"the history {history_path} holds no run of suite {this.suite!r} on {this.machine!r} "
                 f"before {this.run_id}"
                 + (" with records" if before and not skipped else "")
-                + (f" that measured the same thing; skipped: {describe_skipped(skipped)}" if skipped else "")
+                + (
+                    f" that measured the same thing; skipped: {describe_skipped(skipped)} (name one of them instead "
+                    "of previous to compare with it all the same)"
+                    if skipped
+                    else ""
+                )
             )
         # Only the runs passed over on the way to the one chosen: those before it are no news.
         passed = {r.run_id for r in itertools.takewhile(lambda r: r is not chosen, before)}

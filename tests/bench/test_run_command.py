@@ -244,8 +244,11 @@ def test_without_a_suite_the_cpu_runs_smoke_end_to_end(tmp_path, capsys):
     code, _, err = run(capsys, *short, "--models", "cnn", "--run-id", "second")
     assert code == 0, err
     assert history.runs(tmp_path / "history.sqlite")["run_id"].tolist() == ["first", "second"]
-    # Two real runs through the history: resnet20's cases are missing from the second.
-    assert main(["compare", "previous", "latest", "--history", str(tmp_path / "history.sqlite")]) in (0, 1)
+    # The second run measured something else (other cases): it has no previous run ...
+    assert main(["compare", "previous", "latest", "--history", str(tmp_path / "history.sqlite")]) == 2
+    assert "skipped: first (measured something else: the grid (cases))" in capsys.readouterr().err
+    # ... but named, two real runs compare through the history: resnet20's cases are missing from the second.
+    assert main(["compare", "first", "latest", "--history", str(tmp_path / "history.sqlite")]) in (0, 1)
     out = capsys.readouterr().out
     assert "baseline first, candidate second" in out
     assert len(re.findall(r"^resnet20/\S+ +missing", out, re.MULTILINE)) == 4
