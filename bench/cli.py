@@ -83,6 +83,7 @@ def add_baseline_runs(sub: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let interrupted and killed runs with records be baselines (default: complete runs only)",
     )
+    sub.add_argument("--baseline-tag", metavar="TAG", help="take only runs tagged TAG (run --tag) as baselines")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -248,7 +249,10 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM: likewise
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # whoever read the output stopped reading (any command)
 
 #: Flags that override the suite, by the suite key they replace.
-OVERRIDES = ("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats")
+OVERRIDES = (
+    *("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats"),
+    "threads",
+)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -266,6 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.kinds.step.suite import load_suite
     from bench.measure import data, setup
     from bench.measure.env import collect_env
+    from bench.measure.load import use_threads
     from bench.measure.machine import machine_identity
     from bench.measure.stopping import stop_signals
     from bench.reporting.progress import ProgressBar
@@ -278,6 +283,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = suite.override(detailed=True)
     if args.isolate:
         suite = suite.override(isolate=True)
+    if args.tag:
+        suite = suite.override(tags=[*suite.tags, *args.tag])
     suite, ranks = launch.plan(args, suite)
     device = setup.resolve_device(suite.device)
     suite = apply_switches(suite.override(device=str(device)), args, device)
@@ -288,6 +295,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if suite.dataset != data.SYNTHETIC:
         data.open_dataset(suite.dataset, data_root, args.download)
     rf = suite.sections.get("rf")
+    if suite.threads is not None:
+        use_threads(suite.threads)
     if ranks is not None and not launch.world.launched():
         return launch.relaunch(args, args.argv)  # the workers come back here, launched
 
@@ -338,6 +347,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             len(cases),
             machine=machine,
             sections=["rf"] if rf is not None else [],
+            tags=suite.tags,
         )
         warn_if_busy("run", writer)
         progress = ProgressBar(len(cases) + (rf is not None))
@@ -379,16 +389,16 @@ def _memory_guard(device: torch.device, limit_gib: float | None) -> Iterator[Non
 def _run_case_watched(run_case: Callable[[Case, RunContext], Record], case: Case, context: RunContext) -> Record:
     """``run_case(case, context)`` with the machine's other load while it ran in the record (and
     a warning on stderr when other processes took more than ``BUSY_FRACTION`` of the CPUs)."""
-    from bench.measure.load import BUSY_FRACTION, OtherLoad
+    from bench.measure.load import OtherLoad, case_busy_warning
     from bench.measure.memguard import mark_out_of_memory
 
     other = OtherLoad().start()
     record = mark_out_of_memory(run_case(case, context))
     other.stop()
     record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
-    if (record.other_cpu_fraction or 0.0) > BUSY_FRACTION:
-        busy = f"other processes used {record.other_cpu_fraction:.0%} of the CPUs"
-        print(f"convbench run: warning: {case.case_id}: {busy}; its step times are not the machine's", file=sys.stderr)
+    busy = case_busy_warning(record.other_cpu_fraction, threads=record.threads)
+    if busy:
+        print(f"convbench run: warning: {case.case_id}: {busy}", file=sys.stderr)
     return record
 
 
@@ -432,9 +442,11 @@ def warn_if_last_run_died(command: str, results: str | Path, suite: str, cases: 
 def warn_if_busy(command: str, writer: RunWriter) -> None:
     """Warn on stderr when the machine was busy as the run started (``bench.measure.load``):
     step times will be slower and noisier than on an idle machine."""
+    import torch
+
     from bench.measure.load import busy_warning
 
-    busy = busy_warning(writer.manifest["load_average_start"])
+    busy = busy_warning(writer.manifest["load_average_start"], threads=torch.get_num_threads())
     if busy:
         print(f"convbench {command}: warning: {busy}", file=sys.stderr)
 
@@ -860,13 +872,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Verdicts per case, candidate against baseline; exit status 1 on any regression."""
-    from bench.analyse import compare, fairness
+    from bench.analyse import baselines, compare, fairness
     from bench.api import judge, resolve_runs
 
     baseline, candidate, earlier = resolve_runs(
-        args.baseline, args.candidate, args.history, args.baseline_runs, args.include_incomplete
+        args.baseline, args.candidate, args.history, args.baseline_runs, args.include_incomplete, args.baseline_tag
     )
     notes = fairness.check_runs(baseline, candidate)
+    notes += baselines.baseline_notes(baseline.skipped, 1 + len(earlier), args.baseline_runs, args.baseline_tag)
     verdicts = judge(baseline, candidate, earlier, args.threshold, args.memory_threshold)
     plural = "s" if len(earlier) > 1 else ""
     runs = f" and {len(earlier)} run{plural} before it ({', '.join(run.run_id for run in earlier)})" if earlier else ""
@@ -881,6 +894,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         fields={
             "baseline": baseline.run_id,
             "earlier": [run.run_id for run in earlier],
+            "skipped": [{"run_id": run_id, "reason": reason} for run_id, reason in baseline.skipped],
             "candidate": candidate.run_id,
             "notes": notes,
             "summary": compare.summary(verdicts),
@@ -894,7 +908,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
     """Throughput and memory over the recorded runs, flagged where compare would flag them."""
     import pandas as pd
 
-    from bench.analyse import compare
+    from bench.analyse import compare, trend
     from bench.reporting import figures
     from bench.storage import history
 
@@ -902,22 +916,15 @@ def cmd_trend(args: argparse.Namespace) -> int:
     records = history.records(args.history, notes=notes)
     if records.empty:
         raise history.HistoryError(notes[0] if notes else f"the history {args.history} holds no runs yet")
-    flagged = compare.flag_history(records, baseline_runs=args.baseline_runs, threshold=args.threshold / 100)
+    flagged = compare.flag_history(records, args.baseline_runs, args.baseline_tag, threshold=args.threshold / 100)
     chosen = flagged[
         flagged["model"].isin(args.models or flagged["model"])
         & flagged["optimizer"].isin(args.optimizers or flagged["optimizer"])
     ]
     if chosen.empty:
         raise history.HistoryError("no recorded case matches the --models and --optimizers given")
-    # One line per case of one suite on one device: the same case id in another suite (run
-    # with another protocol) or on another device is another series, not a point on this one.
-    several_suites = chosen["suite"].nunique() > 1
-    several_devices = chosen["device_name"].nunique() > 1
-    chosen = chosen.assign(
-        series=chosen["case_id"]
-        + (" (" + chosen["suite"].astype(str) + ")" if several_suites else "")
-        + (" @ " + chosen["device_name"] if several_devices else ""),
-    )
+    chosen = chosen.assign(series=trend.series_names(chosen))
+    notes += trend.content_notes(chosen) + trend.baseline_count_notes(chosen, args.baseline_runs)
     figures.use_theme()
     paths = figures.save(figures.trend_figure(chosen), Path(args.figure))
     hits = chosen[(chosen["time"] == "regression") | (chosen["memory"] == "regression")]
@@ -1111,6 +1118,10 @@ def build_parser() -> _Parser:
     run_parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats")
     run_parser.add_argument("--detailed", action="store_true", help="also time forward, backward, optimizer step")
     run_parser.add_argument("--isolate", action="store_true", help="run each case in a process of its own")
+    run_parser.add_argument("--threads", type=_positive, metavar="N", help="torch intra-op threads (default: torch's)")
+    run_parser.add_argument(
+        "--tag", action="append", metavar="TAG", help="label the run (repeatable), e.g. nightly; see --baseline-tag"
+    )
     run_parser.add_argument("--results", default="results", metavar="DIR", help="results root (default: results)")
     run_parser.add_argument(
         "--history", type=Path, metavar="PATH", help="the history database (default: RESULTS/history.sqlite)"

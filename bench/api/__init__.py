@@ -9,6 +9,7 @@ for ``--batch-sizes``), with Python values instead of text. ``compare_results`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,19 +65,22 @@ def resolve_runs(
     history: str | Path,
     baseline_runs: int = 1,
     include_incomplete: bool = False,
+    baseline_tag: str | None = None,
 ) -> tuple[ResolvedRun, ResolvedRun, list[ResolvedRun]]:
     """(baseline, candidate, earlier runs) for a comparison: each of ``baseline`` and
     ``candidate`` a run folder, a run id in ``history``, ``latest``, ``previous``, or a
     DataFrame of records; ``earlier`` the ``baseline_runs - 1`` runs before the baseline in
     the history (same suite and machine) nearest the baseline that share a case with it and
     measured it the same way (others are skipped and take no place). Baselines are
-    complete runs unless ``include_incomplete``."""
+    complete runs unless ``include_incomplete``, of the same suite content
+    (``bench.storage.baselines``) and, with ``baseline_tag``, tagged so; every run passed
+    over is in the baseline's ``skipped``."""
     from bench.analyse import compare
     from bench.storage.history import ResolvedRun, earlier_runs, resolve
 
     def named(run: str | pd.DataFrame, after: ResolvedRun | None = None) -> ResolvedRun:
         if isinstance(run, str | Path):
-            return resolve(str(run), history, after=after, include_incomplete=include_incomplete)
+            return resolve(str(run), history, after, include_incomplete, baseline_tag)
         first = run.iloc[0] if not run.empty else {}
         return ResolvedRun(
             str(first.get("run_id", "records")), first.get("suite"), first.get("hostname"), first.get("timestamp"), run
@@ -84,7 +88,7 @@ def resolve_runs(
 
     candidate_run = named(candidate)
     baseline_run = named(baseline, after=candidate_run)
-    earlier = []
+    earlier, skipped = [], list(baseline_run.skipped)
     if baseline_runs > 1:
         earlier = earlier_runs(
             baseline_run,
@@ -92,8 +96,10 @@ def resolve_runs(
             history,
             include_incomplete,
             accept=lambda run: compare.joins_baseline(run.frame, baseline_run.frame),
+            baseline_tag=baseline_tag,
+            skipped=skipped,
         )
-    return baseline_run, candidate_run, earlier
+    return dataclasses.replace(baseline_run, skipped=tuple(skipped)), candidate_run, earlier
 
 
 def compare_results(
