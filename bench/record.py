@@ -47,7 +47,7 @@ CASE_FIELDS = (
 )
 
 #: How a case was measured. Two records can only be compared when these agree too.
-PROTOCOL_FIELDS = ("steps", "warmup", "repeats", "detailed")
+PROTOCOL_FIELDS = ("steps", "warmup", "repeats", "detailed", "threads")
 
 
 @dataclass
@@ -73,6 +73,7 @@ class Record:
     repeats: int
     hyperparameters: dict = field(default_factory=dict)
     detailed: bool = False  # forward / backward / optimizer step timed separately
+    threads: int | None = None  # torch intra-op threads the case ran with (torch.get_num_threads()); None: not kept
     # where it ran
     device: str = "cpu"  # cpu | cuda:N
     device_name: str = ""

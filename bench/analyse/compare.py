@@ -63,6 +63,7 @@ from bench import defaults
 from bench.analyse.stats import holm, student_t_two_sided, welch
 from bench.measure.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
+from bench.reporting.tables import step_peak_bytes
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
 DEFAULT_THRESHOLD = defaults.THRESHOLD
@@ -76,6 +77,9 @@ ALL_CASES = "all cases (geometric mean)"
 EXACT_MEMORY_FIELDS = ("param_bytes", "grad_bytes", "optimizer_state_bytes")
 #: What must agree besides the case itself for two measurements to be comparable.
 COMPARABLE_FIELDS = (*PROTOCOL_FIELDS, "device_kind", "device_name")
+#: Protocol fields that records from before them lack: a missing value (None) is not held
+#: against a value, so the first run after an upgrade still compares with the night before.
+LATER_FIELDS = ("threads",)
 #: Every Record field a step-time or memory verdict reads: a record holding these (the
 #: samples, or their per-repeat medians under REPEAT_MEDIANS in their place, as the history
 #: keeps them) is judged as the whole record would be.
@@ -213,7 +217,8 @@ def _mismatches(base: Cases, cand: Cases) -> list[tuple[str, str, object, object
             continue
         for field in COMPARABLE_FIELDS:
             b, c = base[key].get(field), cand[key].get(field)
-            if _hashable(b) != _hashable(c):
+            differ = _hashable(b) != _hashable(c)
+            if differ and not (field in LATER_FIELDS and None in (_hashable(b), _hashable(c))):
                 found.append((base[key]["case_id"], field, b, c))
     return sorted(found, key=lambda m: (m[0], m[1]))
 
@@ -557,30 +562,55 @@ def summary(verdicts: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def flag_history(history: pd.DataFrame, baseline_runs: int = 1, **options: float) -> pd.DataFrame:
-    """``history`` (records of many runs, with ``started`` and ``machine``) with ``time``
-    and ``memory`` verdicts added: each run compared with the complete run before it of the
-    same suite on the same machine (and with ``baseline_runs`` > 1, the runs before that too), as
-    ``compare previous RUN --baseline-runs N`` would; ``all_cases`` holds the run's
-    all-cases verdict where there is one. The first run of each series, and cases measured
-    differently from the run before, get no verdict (None). Training runs have no step times
-    to trend and are left out. ``flag_series`` does the judging, one series at a time."""
+#: What one series of ``flag_history`` shares: one suite, with one content (what it measured,
+#: ``bench.storage.baselines``; where the records say), on one machine.
+SERIES_KEYS = ("suite", "suite_content", "machine")
+
+
+def flag_history(
+    history: pd.DataFrame, baseline_runs: int = 1, baseline_tag: str | None = None, **options: float
+) -> pd.DataFrame:
+    """``history`` (records of many runs, with ``started`` and ``machine``; ``suite_content``
+    and ``run_tags`` where ``bench.storage.history.records`` gives them) with ``time`` and
+    ``memory`` verdicts added: each run compared with the complete run before it of the same
+    suite and suite content on the same machine (and with ``baseline_runs`` > 1, the runs
+    before that too), as ``compare previous RUN --baseline-runs N`` would; with
+    ``baseline_tag`` only runs tagged so are baselines. ``all_cases`` holds the run's
+    all-cases verdict where there is one, ``baseline_runs`` how many runs it was judged
+    against. The first run of each series, and cases measured differently from the run
+    before, get no verdict (None). Training runs have no step times to trend and are left
+    out. ``flag_series`` does the judging, one series at a time."""
     if "recipe" in history:
         history = history[history["recipe"].isna()]
     flagged = []
-    for _, series in history.groupby(["suite", "machine"], sort=False, dropna=False):
+    keys = [key for key in SERIES_KEYS if key in history]
+    for _, series in history.groupby(keys, sort=False, dropna=False):
         order = series.drop_duplicates("run_id").sort_values(["started", "run_id"])["run_id"].tolist()
         by_run = dict(tuple(series.groupby("run_id", sort=False)))
         runs = [
-            SeriesRun(run_id, _run_status(by_run[run_id]), _rows(by_run[run_id], VERDICT_FIELDS)) for run_id in order
+            SeriesRun(
+                run_id,
+                _run_status(by_run[run_id]),
+                _rows(by_run[run_id], VERDICT_FIELDS),
+                baseline_tag is None or baseline_tag in _tags(by_run[run_id]),
+            )
+            for run_id in order
         ]
         for run, verdicts in zip(runs, flag_series(runs, baseline_runs, **options), strict=True):
             current = by_run[run.run_id].copy()
             current["time"] = [verdicts.time.get(case) for case in current["case_id"]]
             current["memory"] = [verdicts.memory.get(case) for case in current["case_id"]]
             current["all_cases"] = verdicts.all_cases
+            current["baseline_runs"] = len(verdicts.baseline)
             flagged.append(current)
-    return pd.concat(flagged) if flagged else history.assign(time=None, memory=None, all_cases=None)
+    if not flagged:
+        return history.assign(time=None, memory=None, all_cases=None, baseline_runs=0)
+    return pd.concat(flagged)
+
+
+def _tags(run: pd.DataFrame) -> tuple[str, ...]:
+    # Records read from run folders carry no tags: such a run is tagged nothing.
+    return tuple(run["run_tags"].iloc[0]) if "run_tags" in run else ()
 
 
 def _run_status(run: pd.DataFrame) -> str:
@@ -591,12 +621,14 @@ def _run_status(run: pd.DataFrame) -> str:
 @dataclass(frozen=True)
 class SeriesRun:
     """One run of a series (one suite on one machine) for ``flag_series``: its id, its status
-    (only ``complete`` runs become baselines) and its records as dicts holding at least the
-    ``VERDICT_FIELDS`` they have (the step-time samples, or ``REPEAT_MEDIANS`` instead)."""
+    (only ``complete`` runs become baselines), its records as dicts holding at least the
+    ``VERDICT_FIELDS`` they have (the step-time samples, or ``REPEAT_MEDIANS`` instead), and
+    whether it may be a baseline at all (False: judged, never judged against)."""
 
     run_id: str
     status: str | None
     records: list[dict]
+    baseline: bool = True
 
 
 @dataclass(frozen=True)
@@ -627,7 +659,7 @@ def flag_series(
     can be judged apart, each reading only the runs it compares with. A run's records are read
     once, however many comparisons they take part in; ``options`` are ``compare_runs``'s
     thresholds and alpha. Returns one RunVerdicts per judged run, in order."""
-    complete = [i for i, run in enumerate(runs) if run.status == "complete"]
+    complete = [i for i, run in enumerate(runs) if run.status == "complete" and run.baseline]
     digested: dict[int, tuple[Cases, str]] = {}
 
     def digest(index: int) -> tuple[Cases, str]:
@@ -686,16 +718,40 @@ def _against(
     )
 
 
-def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:
-    """One label per run: its device name, with the run id where two runs share a device."""
+def _device_names(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """Each run's device names, joined (``unknown device`` where its records name none)."""
     names = []
     for frame in frames:
         devices = sorted(frame["device_name"].dropna().unique()) if len(frame) else []
         names.append(", ".join(devices) or "unknown device")
+    return names
+
+
+def _device_labels(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """One label per run: its device name, with the run id where two runs share a device."""
+    names = _device_names(frames)
     return [
         name if names.count(name) == 1 else f"{name} ({frame['run_id'].iloc[0]})"
         for name, frame in zip(names, frames, strict=True)
     ]
+
+
+def same_device_notes(frames: Sequence[pd.DataFrame], labels: Sequence[str], reference: str) -> dict[str, str]:
+    """By label, a sentence for each run that ran on the reference run's device (the same
+    device name; the same host said where it is): its "speed-up" is one device against itself
+    from one run to the next, not one device against another."""
+    names = _device_names(frames)
+    hosts = [", ".join(sorted(frame["hostname"].dropna().unique())) if "hostname" in frame else "" for frame in frames]
+    at = labels.index(reference)
+    notes = {}
+    for label, name, host in zip(labels, names, hosts, strict=True):
+        if label != reference and name == names[at]:
+            where = f"{name} on host {host}" if host and host == hosts[at] else name
+            notes[label] = (
+                f"{label} ran on the same device as the reference {reference} ({where}): its speed-up is one "
+                "device against itself from run to run, not a difference between devices"
+            )
+    return notes
 
 
 def side_by_side(
@@ -708,8 +764,11 @@ def side_by_side(
     the runs' kind's own table, ``(frames, device labels, reference) -> (table, notes)``, for
     kinds not measured in throughput (``bench.kinds.side_by_side`` gives training runs theirs).
 
-    Returns the long table (one row per case and device, cases in first-seen order) and
-    one sentence per case that some device lacks or failed, naming the devices. The
+    Returns the long table (one row per case and device, cases in first-seen order;
+    ``peak_memory_bytes``: a training step's peak, on the CPU the tracked one rather than the
+    process's resident set, ``bench.reporting.tables.step_peak_bytes``;
+    ``same_device``: the run ran on the reference's device, ``same_device_notes``) and one
+    sentence per such run and per case that some device lacks or failed, naming the devices. The
     speed-up is the ratio of throughputs, or of step times where a case has no throughput
     (an optimizer step).
 
@@ -743,7 +802,7 @@ def side_by_side(
         return side_by_side_kind(frames, labels, reference)
     rows = []
     for label, frame in zip(labels, frames, strict=True):
-        for record in frame.to_dict("records"):
+        for record in frame.assign(step_peak_bytes=step_peak_bytes(frame)).to_dict("records"):
             ok = record.get("status") == "ok"
             rows.append(
                 {
@@ -753,7 +812,7 @@ def side_by_side(
                     "throughput": _number(record.get("throughput")) if ok else None,
                     "step_time_ms": _number(record.get("step_time_ms")) if ok else None,
                     "optimizer_state_bytes": record.get("optimizer_state_bytes"),
-                    "peak_memory_bytes": _number(record.get("peak_memory_bytes")) if ok else None,
+                    "peak_memory_bytes": _number(record["step_peak_bytes"]) if ok else None,
                 }
             )
     table = pd.DataFrame(rows)
@@ -764,10 +823,12 @@ def side_by_side(
     by_throughput = table["throughput"] / table["case"].map(at_reference["throughput"])
     by_step_time = table["case"].map(at_reference["step_time_ms"]) / table["step_time_ms"]
     table["speedup"] = by_throughput.fillna(by_step_time)
+    same_device = same_device_notes(frames, labels, reference)
+    table["same_device"] = table["device"].isin(list(same_device))
     table["case"] = pd.Categorical(table["case"], categories=cases, ordered=True)
     table["device"] = pd.Categorical(table["device"], categories=labels, ordered=True)
     table = table.sort_values(["case", "device"]).reset_index(drop=True)
-    notes = []
+    notes = list(same_device.values())
     for case in cases:
         present = table[table["case"] == case]
         absent = [label for label in labels if label not in set(present["device"])]
@@ -793,6 +854,7 @@ def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
             wide[f"{device} samples/s"] = wide["case"].map(rows["throughput"].round(1))
         else:  # optimizer-step cases: no samples, a step time
             wide[f"{device} step ms"] = wide["case"].map(rows["step_time_ms"].round(3))
-        wide[f"{device} speed-up"] = wide["case"].map(rows["speedup"].round(2))
+        itself = " (same device as the reference)" if rows["same_device"].any() else ""
+        wide[f"{device} speed-up{itself}"] = wide["case"].map(rows["speedup"].round(2))
         wide[f"{device} peak MiB"] = wide["case"].map((pd.to_numeric(rows["peak_memory_bytes"]) / 2**20).round(1))
     return wide

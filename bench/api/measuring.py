@@ -37,7 +37,10 @@ class RunResult:
 DESTINATIONS = Destinations()
 ONE_PROCESS = LaunchOptions()
 #: Flags of ``run`` that override the suite, by the suite key they replace.
-OVERRIDES = ("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats")
+OVERRIDES = (
+    *("device", "models", "optimizers", "batch_sizes", "precision", "dataset", "steps", "warmup", "repeats"),
+    "threads",
+)
 #: The switches timm's benchmark script taught people, and models by reference.
 SWITCHES = ("input_size", "num_classes", "lr", "momentum", "betas", "eps", "weight_decay")
 
@@ -111,6 +114,8 @@ def run(
         suite = suite.override(detailed=True)
     if options.isolate:
         suite = suite.override(isolate=True)
+    if options.tag:
+        suite = suite.override(tags=[*suite.tags, *options.tag])
     suite, ranks = parallel.plan(launch, suite)
     device = setup.resolve_device(suite.device)
     suite = apply_switches(suite.override(device=str(device)), options, device)
@@ -122,6 +127,10 @@ def run(
         data.open_dataset(suite.dataset, data_root, options.download)
     suite = receptive_fields_for(suite, options, console)
     rf = suite.sections.get("rf")
+    if suite.threads is not None:  # before torchrun, whose workers inherit it
+        from bench.measure.load import use_threads
+
+        use_threads(suite.threads)
     if ranks is not None and not parallel.world.launched():
         return RunResult(None, parallel.relaunch(launch))  # the workers come back here, launched
 
@@ -167,6 +176,7 @@ def run(
             [case.case_id for case in cases],
             machine,
             sections=["rf"] if rf is not None else [],
+            tags=suite.tags,
             console=console,
         )
         context = dataclasses.replace(context, run_id=session.run_id)

@@ -48,8 +48,10 @@ class RunOptions:
     steps: int | None = None
     warmup: int | None = None
     repeats: int | None = None
+    threads: int | None = None
     detailed: bool = False
     isolate: bool = False
+    tag: list[str] | None = None  # labels of the run (run.json's tags), besides the suite's
     # switches (timm's benchmark script's, and models by reference)
     model_kwargs: dict | None = None
     input_size: list[int] | None = None

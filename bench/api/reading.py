@@ -44,19 +44,22 @@ def resolve_runs(
     history: str | Path,
     baseline_runs: int = 1,
     include_incomplete: bool = False,
+    baseline_tag: str | None = None,
 ) -> tuple[ResolvedRun, ResolvedRun, list[ResolvedRun]]:
     """(baseline, candidate, earlier runs) for a comparison: each of ``baseline`` and
     ``candidate`` a run folder, a run id in ``history``, ``latest``, ``previous``, or a
     DataFrame of records; ``earlier`` the ``baseline_runs - 1`` runs before the baseline in
     the history (same suite and machine) nearest the baseline that share a case with it and
     measured it the same way (others are skipped and take no place). Baselines are
-    complete runs unless ``include_incomplete``."""
+    complete runs unless ``include_incomplete``, of the same suite content
+    (``bench.storage.baselines``) and, with ``baseline_tag``, tagged so; every run passed
+    over is in the baseline's ``skipped``."""
     from bench.analyse import compare
     from bench.storage.history import ResolvedRun, earlier_runs, resolve
 
     def named(run: str | pd.DataFrame, after: ResolvedRun | None = None) -> ResolvedRun:
         if isinstance(run, str | Path):
-            return resolve(str(run), history, after=after, include_incomplete=include_incomplete)
+            return resolve(str(run), history, after, include_incomplete, baseline_tag)
         first = run.iloc[0] if not run.empty else {}
         return ResolvedRun(
             str(first.get("run_id", "records")), first.get("suite"), first.get("hostname"), first.get("timestamp"), run
@@ -64,7 +67,7 @@ def resolve_runs(
 
     candidate_run = named(candidate)
     baseline_run = named(baseline, after=candidate_run)
-    earlier = []
+    earlier, skipped = [], list(baseline_run.skipped)
     if baseline_runs > 1:
         earlier = earlier_runs(
             baseline_run,
@@ -72,8 +75,10 @@ def resolve_runs(
             history,
             include_incomplete,
             accept=lambda run: compare.joins_baseline(run.frame, baseline_run.frame),
+            baseline_tag=baseline_tag,
+            skipped=skipped,
         )
-    return baseline_run, candidate_run, earlier
+    return dataclasses.replace(baseline_run, skipped=tuple(skipped)), candidate_run, earlier
 
 
 def judge(
@@ -118,15 +123,18 @@ def compare(
     memory_threshold: float = defaults.MEMORY_THRESHOLD,
     baseline_runs: int = 1,
     include_incomplete: bool = False,
+    baseline_tag: str | None = None,
 ) -> Comparison:
     """Verdicts per case, ``candidate`` against ``baseline`` (runs as in ``resolve_runs``;
-    thresholds are fractions). Raises IncomparableError for cases measured differently,
-    HistoryError for a run it cannot find."""
+    thresholds are fractions); the notes say which runs were passed over as baselines and
+    how many baseline runs were used. Raises IncomparableError for cases measured
+    differently, HistoryError for a run it cannot find."""
+    from bench.analyse import baselines, fairness
     from bench.analyse import compare as analyse
-    from bench.analyse import fairness
 
-    base, cand, earlier = resolve_runs(baseline, candidate, history, baseline_runs, include_incomplete)
+    base, cand, earlier = resolve_runs(baseline, candidate, history, baseline_runs, include_incomplete, baseline_tag)
     notes = fairness.check_runs(base, cand)
+    notes += baselines.baseline_notes(base.skipped, 1 + len(earlier), baseline_runs, baseline_tag)
     verdicts = judge(base, cand, earlier, threshold, memory_threshold)
     notes = ([base.note] if base.note else []) + notes
     return Comparison(base, cand, earlier, verdicts, notes, analyse.has_regression(verdicts))
@@ -152,6 +160,7 @@ def trend(
     models: Sequence[str] | None = None,
     optimizers: Sequence[str] | None = None,
     baseline_runs: int = 1,
+    baseline_tag: str | None = None,
     threshold: float = defaults.THRESHOLD,
 ) -> Trend:
     """Throughput and memory over the recorded runs, flagged where compare would flag them,
@@ -160,6 +169,7 @@ def trend(
     import pandas as pd
 
     from bench.analyse import compare as analyse
+    from bench.analyse import trend as lines
     from bench.reporting import figures
     from bench.storage import history as store
 
@@ -167,22 +177,15 @@ def trend(
     records = store.records(history, notes=notes)
     if records.empty:
         raise store.HistoryError(notes[0] if notes else f"the history {history} holds no runs yet")
-    flagged = analyse.flag_history(records, baseline_runs=baseline_runs, threshold=threshold)
+    flagged = analyse.flag_history(records, baseline_runs, baseline_tag, threshold=threshold)
     chosen = flagged[
         flagged["model"].isin(models or flagged["model"])
         & flagged["optimizer"].isin(optimizers or flagged["optimizer"])
     ]
     if chosen.empty:
         raise store.HistoryError("no recorded case matches the --models and --optimizers given")
-    # One line per case of one suite on one device: the same case id in another suite (run
-    # with another protocol) or on another device is another series, not a point on this one.
-    several_suites = chosen["suite"].nunique() > 1
-    several_devices = chosen["device_name"].nunique() > 1
-    chosen = chosen.assign(
-        series=chosen["case_id"]
-        + (" (" + chosen["suite"].astype(str) + ")" if several_suites else "")
-        + (" @ " + chosen["device_name"] if several_devices else ""),
-    )
+    chosen = chosen.assign(series=lines.series_names(chosen))
+    notes += lines.content_notes(chosen) + lines.baseline_count_notes(chosen, baseline_runs)
     figures.use_theme()
     paths = figures.save(figures.trend_figure(chosen), Path(figure))
     hits = chosen[(chosen["time"] == "regression") | (chosen["memory"] == "regression")]

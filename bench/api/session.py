@@ -88,6 +88,7 @@ class RunSession:
         machine: the machine it is filed under (``bench.measure.machine``).
         sections: further parts of the run after the cases (e.g. ``["rf"]``), one progress
             step each.
+        tags: labels of the run (``run.json``'s ``tags``; ``--baseline-tag`` selects on them).
         summary: records -> the summary table printed at the end (default: the report's).
         console: where messages go (default: standard error, tables on standard output).
         watch_load: record each case's ``load_average_1m`` and ``other_cpu_fraction``
@@ -108,6 +109,7 @@ class RunSession:
         machine: dict | None = None,
         *,
         sections: Sequence[str] = (),
+        tags: Sequence[str] = (),
         summary: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
         console: Console | None = None,
         watch_load: bool = True,
@@ -122,6 +124,7 @@ class RunSession:
         if died:
             self.console.warn(died)
         self._opening = (Path(destinations.results), suite, suite_toml, env, len(case_ids), machine, list(sections))
+        self._tags = list(tags)
         self._summary = summary
         self._watch_load = watch_load
         self.exit_status: int | None = None
@@ -137,12 +140,14 @@ class RunSession:
         self.signals: StopSignals = self._stack.enter_context(stop_signals())
         try:
             self.writer: RunWriter = RunWriter(
-                results, self.run_id, suite, suite_toml, env, cases, machine=machine, sections=sections
+                results, self.run_id, suite, suite_toml, env, cases, machine=machine, sections=sections, tags=self._tags
             )
         except BaseException:  # no run folder: the signal handlers go back as they were
             self._stack.close()
             raise
-        busy = busy_warning(self.writer.manifest["load_average_start"])
+        import torch
+
+        busy = busy_warning(self.writer.manifest["load_average_start"], threads=torch.get_num_threads())
         if busy:
             self.console.warn(busy)
         self.progress = ProgressBar(cases + len(sections))
@@ -159,7 +164,7 @@ class RunSession:
         """Measure one case (``measure()`` returns its Record), with the machine's other load
         while it ran in the record where the session watches load, and append the record to
         ``records.jsonl``; the progress bar follows. Returns the record."""
-        from bench.measure.load import BUSY_FRACTION, OtherLoad
+        from bench.measure.load import OtherLoad, case_busy_warning
         from bench.measure.memguard import mark_out_of_memory
 
         self.progress.start(label)
@@ -168,12 +173,9 @@ class RunSession:
         if other is not None:
             other.stop()
             record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
-            if (record.other_cpu_fraction or 0.0) > BUSY_FRACTION:
-                busy = f"other processes used {record.other_cpu_fraction:.0%} of the CPUs"
-                self.console.warn(
-                    f"{label}: {busy}; its step times are not the machine's (run on a quieter machine, "
-                    "or pin fewer threads)"
-                )
+            busy = case_busy_warning(record.other_cpu_fraction, threads=getattr(record, "threads", None))
+            if busy:
+                self.console.warn(f"{label}: {busy}")
         self.writer.append(record)
         self.progress.finish(label, record.status)
         return record

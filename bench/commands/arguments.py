@@ -238,6 +238,7 @@ def add_baseline_runs(parser: argparse.ArgumentParser, include_incomplete: bool 
             action="store_true",
             help="let interrupted and killed runs with records be baselines (default: complete runs only)",
         )
+        parser.add_argument("--baseline-tag", metavar="TAG", help="take only runs tagged TAG (run --tag) as baselines")
 
 
 def add_figure(parser: argparse.ArgumentParser, default: str) -> None:

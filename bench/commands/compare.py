@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         memory_threshold=args.memory_threshold / 100,
         baseline_runs=args.baseline_runs,
         include_incomplete=args.include_incomplete,
+        baseline_tag=args.baseline_tag,
     )
     earlier = result.earlier
     plural = "s" if len(earlier) > 1 else ""
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         fields={
             "baseline": result.baseline.run_id,
             "earlier": [run.run_id for run in earlier],
+            "skipped": [{"run_id": run_id, "reason": reason} for run_id, reason in result.baseline.skipped],
             "candidate": result.candidate.run_id,
             "notes": result.notes,
             "summary": summary,

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, metavar="N", help="timed repeats")
     parser.add_argument("--detailed", action="store_true", help="also time forward, backward, optimizer step")
     parser.add_argument("--isolate", action="store_true", help="run each case in a process of its own")
+    parser.add_argument(
+        "--threads", type=arguments.positive, metavar="N", help="torch intra-op threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--tag", action="append", metavar="TAG", help="label the run (repeatable), e.g. nightly; see --baseline-tag"
+    )
     arguments.add_destinations(parser)
     parser.add_argument(
         "--memory-limit",

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         models=args.models,
         optimizers=args.optimizers,
         baseline_runs=args.baseline_runs,
+        baseline_tag=args.baseline_tag,
         threshold=args.threshold / 100,
     )
     figure = ", ".join(map(str, result.figure))

@@ -173,4 +173,5 @@ def provenance(run_id: str, suite: str, device: torch.device, name: str, env: di
         "hostname": env.get("hostname", ""),
         "torch_version": torch.__version__,
         "git_commit": env.get("git_commit"),
+        "threads": torch.get_num_threads(),
     }

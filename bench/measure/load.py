@@ -16,6 +16,7 @@ exactly the case's time.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -71,9 +72,50 @@ class OtherLoad:
         return self
 
 
-def busy_warning(load: float | None, cpus: int | None = None) -> str | None:
-    """A sentence if a load average of ``load`` makes timings on this machine unreliable."""
+def use_threads(threads: int) -> None:
+    """Run torch's intra-op work on ``threads`` threads (``torch.set_num_threads``), here and
+    in the processes this one starts (``--isolate``'s cases, torchrun's workers), which read
+    ``OMP_NUM_THREADS`` when torch starts. Fewer threads than CPUs leaves the rest to other
+    work, so that a neighbour's job slows the benchmark less, and less from run to run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def quieter(other_cpus: float, cpus: int | None = None, threads: int | None = None) -> str:
+    """What to do when other processes keep ``other_cpus`` CPUs busy: the ``--threads`` that
+    leaves them theirs (at least 1), or a quieter machine; only the latter where the run's
+    ``threads`` (None: not known) are that few already."""
+    cpus = cpus or psutil.cpu_count(logical=True) or 1
+    free = max(1, cpus - math.ceil(other_cpus - 0.05))  # a twentieth of a CPU is no CPU taken
+    if threads is not None and threads <= free:
+        return f"run on a quieter machine (this run's threads, {threads}, already leave the others' CPUs free)"
+    return f"run on a quieter machine, or give --threads {free} (threads in [suite]) to leave the others' CPUs free"
+
+
+def busy_warning(load: float | None, cpus: int | None = None, threads: int | None = None) -> str | None:
+    """A sentence if a load average of ``load`` makes timings on this machine unreliable,
+    with what to do about it (``quieter``; ``threads``: the run's, where known)."""
     cpus = cpus or psutil.cpu_count(logical=True) or 1
     if load is None or load / cpus <= BUSY_LOAD_PER_CPU:
         return None
-    return f"the machine is busy (load average {load:.1f} on {cpus} CPUs): step times will be slower and noisier"
+    return (
+        f"the machine is busy (load average {load:.1f} on {cpus} CPUs): step times will be slower and noisier; "
+        + quieter(load, cpus, threads)
+    )
+
+
+def case_busy_warning(
+    other_cpu_fraction: float | None, cpus: int | None = None, threads: int | None = None
+) -> str | None:
+    """A sentence if other processes took more than ``BUSY_FRACTION`` of the CPUs while a case
+    ran, with what to do about it (``quieter``; ``threads``: the case's, where known); None
+    otherwise."""
+    if (other_cpu_fraction or 0.0) <= BUSY_FRACTION:
+        return None
+    cpus = cpus or psutil.cpu_count(logical=True) or 1
+    return (
+        f"other processes used {other_cpu_fraction:.0%} of the CPUs; its step times are not the machine's: "
+        + quieter(other_cpu_fraction * cpus, cpus, threads)
+    )

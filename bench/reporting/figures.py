@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bench.reporting.tables import printable  # noqa: E402
+from bench.reporting.tables import printable, process_rss, step_peak_bytes, tracked_peak  # noqa: E402
 
 COLUMN = 3.5  # inches: one column of a two-column paper
 PAGE = 7.0  # inches: the full text width
@@ -69,40 +69,84 @@ def save(figure: Figure, stem: Path, inside: Path | None = None) -> list[Path]:
 
 #: How ``trend_figure`` marks a run that ``compare`` flags against the run before it.
 FLAG_MARKERS = {"regression": ("v", "regression"), "improvement": ("^", "improvement")}
+#: Colours a figure's lines cycle through before the line style changes: eight colour-blind-safe
+#: colours tell lines apart; past that, colour and dash pattern together do (``line_styles``).
+LINE_COLOURS = 8
+_DASHES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "D", "P", "X", "*", "h", "p")
+
+
+def line_styles(count: int) -> list[dict]:
+    """``count`` distinct line styles (matplotlib ``plot`` keywords): the palette's first
+    ``LINE_COLOURS`` colours, then the same colours dashed, dotted, dash-dotted, then with
+    other markers, so no two of up to 256 lines look alike (colour, dash, marker)."""
+    colours = sns.color_palette(PALETTE, LINE_COLOURS)
+    return [
+        {
+            "color": colours[i % LINE_COLOURS],
+            "linestyle": _DASHES[i // LINE_COLOURS % len(_DASHES)],
+            "marker": _MARKERS[i // (LINE_COLOURS * len(_DASHES)) % len(_MARKERS)],
+        }
+        for i in range(count)
+    ]
 
 
 def trend_figure(frame: pd.DataFrame) -> Figure:
-    """Throughput (top) and peak memory (bottom) of each case over the runs.
+    """Throughput (top) and peak memory (bottom, from zero) of each case over the runs.
 
     ``frame``: one row per case and run with ``started`` (ISO time), ``series`` (the line a
-    row belongs to, e.g. the case id), ``throughput``, ``peak_memory_bytes``, and the
-    ``time`` and ``memory`` verdicts from ``bench.analyse.compare.flag_history``; flagged points get
-    a large open marker, pointing down for a regression and up for an improvement."""
+    row belongs to, e.g. the case id), ``throughput``, ``peak_memory_bytes`` (with
+    ``tracked_peak_bytes`` and ``peak_memory_source`` where the records have them: CPU
+    records are drawn at their tracked step peak, ``bench.reporting.tables.step_peak_bytes``),
+    and the ``time`` and ``memory`` verdicts from ``bench.analyse.compare.flag_history``;
+    flagged points get a large open marker, pointing down for a regression and up for an
+    improvement. The legend lists the lines drawn (a series with no value in either panel,
+    such as an optimizer-step case's throughput, is not drawn) and the flags that occur."""
     frame = frame.assign(
         when=pd.to_datetime(frame["started"]),
-        peak_mib=frame["peak_memory_bytes"] / 2**20,
+        peak_mib=step_peak_bytes(frame) / 2**20,
         series=frame["series"].astype(str).map(printable),  # names from other machines' runs
     )
-    series = list(dict.fromkeys(frame["series"]))
-    colours = dict(zip(series, sns.color_palette(PALETTE, len(series)), strict=True))
-    figure, (throughput_axes, memory_axes) = plt.subplots(2, 1, sharex=True, figsize=(PAGE, 5.0))
-    for axes, column, verdict, label in (
-        (throughput_axes, "throughput", "time", "throughput (samples/s)"),
-        (memory_axes, "peak_mib", "memory", "peak memory (MiB)"),
-    ):
+    panels = (("throughput", "time", "throughput (samples/s)"), ("peak_mib", "memory", _peak_label(frame)))
+    drawn = frame[frame[["throughput", "peak_mib"]].apply(pd.to_numeric, errors="coerce").notna().any(axis=1)]
+    series = list(dict.fromkeys(drawn["series"]))
+    styles = dict(zip(series, line_styles(len(series)), strict=True))
+    figure, all_axes = plt.subplots(2, 1, sharex=True, figsize=(PAGE, 5.0 + 0.12 * max(0, len(series) - 16)))
+    flags_drawn = set()
+    for axes, (column, verdict, label) in zip(all_axes, panels, strict=True):
         for name in series:
-            points = frame[frame["series"] == name].sort_values("when")
-            axes.plot(points["when"], points[column], marker="o", markersize=3, color=colours[name], label=name)
+            points = frame[(frame["series"] == name) & pd.to_numeric(frame[column], errors="coerce").notna()]
+            points = points.sort_values("when")
+            axes.plot(points["when"], points[column].astype(float), markersize=3, label=name, **styles[name])
             for flag, (marker, _) in FLAG_MARKERS.items():
                 hit = points[points[verdict] == flag]
                 axes.scatter(hit["when"], hit[column], marker=marker, s=90, facecolors="none", edgecolors="black")
+                flags_drawn |= {flag} if len(hit) else set()
         axes.set_ylabel(label)
-    for marker, text in FLAG_MARKERS.values():
-        throughput_axes.scatter([], [], marker=marker, s=90, facecolors="none", edgecolors="black", label=f"{text}")
-    memory_axes.set_xlabel("run started (UTC)")
+    all_axes[1].set_ylim(bottom=0)  # memory is a quantity: its axis starts at nothing
+    handles = [matplotlib.lines.Line2D([], [], markersize=3, **styles[name]) for name in series]
+    labels = list(series)
+    for flag in (f for f in FLAG_MARKERS if f in flags_drawn):
+        marker, text = FLAG_MARKERS[flag]
+        flag_handle = dict(marker=marker, markersize=9, fillstyle="none", color="black", linestyle="none")
+        handles.append(matplotlib.lines.Line2D([], [], **flag_handle))
+        labels.append(text)
+    all_axes[1].set_xlabel("run started (UTC)")
     figure.autofmt_xdate()
-    throughput_axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    columns = 1 + len(labels) // 24
+    all_axes[0].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncols=columns)
     return figure
+
+
+def _peak_label(frame: pd.DataFrame) -> str:
+    """The memory panel's axis label: what its peak is, where CPU records are among it."""
+    on_cpu = process_rss(frame)
+    tracked = tracked_peak(frame)[on_cpu].notna()
+    if not on_cpu.any():
+        return "peak memory (MiB)"
+    if tracked.all():
+        return "peak memory (MiB)\nCPU: tracked step peak"
+    return "peak memory (MiB)\nCPU: " + ("tracked step peak, else process RSS" if tracked.any() else "process RSS")
 
 
 def speedup_figure(frame: pd.DataFrame) -> Figure:
@@ -378,10 +422,11 @@ FAILED_MARKERS = {"oom": ("x", "out of memory"), "diverged": ("d", "diverged"), 
 
 def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
     """Throughput and peak memory against batch size from zero, one line per model and
-    optimizer (a row of panels per precision); a failed case is marked on the x-axis by its
-    status (``FAILED_MARKERS``), so no series vanishes."""
+    optimizer (a row of panels per precision); memory is a training step's peak, on the CPU
+    the tracked one (``bench.reporting.tables.step_peak_bytes``), not the process's. A failed
+    case is marked on the x-axis by its status (``FAILED_MARKERS``), so no series vanishes."""
     series = ["model", "optimizer", "channels_last", "compile", "dataset", "strategy", "world_size"]
-    frame = frame.assign(series=_labels(frame, series), peak_mib=_values(frame["peak_memory_bytes"]) / MIB)
+    frame = frame.assign(series=_labels(frame, series), peak_mib=step_peak_bytes(frame) / MIB)
     models_ = list(dict.fromkeys(frame["model"]))
     optimizer_names = list(dict.fromkeys(frame["optimizer"]))
     colours = dict(zip(models_, sns.color_palette(PALETTE, len(models_)), strict=True))
@@ -424,7 +469,7 @@ def batch_scaling_figure(frame: pd.DataFrame) -> Figure:
             axes.set_xlabel("batch size (samples)")
             axes.set_title(precision)
         row[0].set_ylabel("throughput (samples/s)")
-        row[1].set_ylabel("peak memory (MiB)")
+        row[1].set_ylabel(_peak_label(frame))
         for axes in row:  # from zero: a 1 MiB difference on an 830 MiB process is not a slope
             axes.set_ylim(bottom=0)
     lines = {

@@ -27,8 +27,19 @@ import pandas as pd
 from bench.kinds.optimizer_step import roofline
 from bench.kinds.parallel import figures as parallel_figures
 from bench.kinds.step import memory_figures
+from bench.measure.load import BUSY_FRACTION
 from bench.reporting import figures
-from bench.reporting.tables import code_fence, format_number, html_table, latex_table, markdown_table, markdown_text
+from bench.reporting.tables import (
+    code_fence,
+    format_number,
+    html_table,
+    latex_table,
+    markdown_table,
+    markdown_text,
+    process_rss,
+    step_peak_bytes,
+    tracked_peak,
+)
 from bench.storage.store import Run, RunFolderError, load_run, write_atomic
 
 FIGURES_DIR = "figures"
@@ -197,7 +208,8 @@ FIGURES = [
     FigureSpec(
         "batch_scaling",
         "Batch-size scaling",
-        "Throughput and peak memory against batch size; × marks a case that ran out of memory.",
+        "Throughput and peak memory against batch size (on the CPU the tracked peak of a training step, "
+        "not the process's resident set); × marks a case that ran out of memory.",
         figures.batch_scaling_figure,
         _batch_sweep,
     ),
@@ -361,6 +373,12 @@ def run_status(run: Run) -> str:
     return "; ".join(parts) + "."
 
 
+#: Summary columns that are no Record field: a training step's peak (on the CPU the tracked
+#: one, ``bench.reporting.tables.step_peak_bytes``), the process's resident-set peak beside it
+#: (CPU records), and a mark on each case measured while other processes took more than
+#: ``bench.measure.load.BUSY_FRACTION`` of the CPUs.
+STEP_PEAK, PROCESS_RSS, UNDER_LOAD = "step_peak_bytes", "process_rss_peak_bytes", "under_load"
+
 #: The summary's columns: record field, header with unit, and scale from the record's unit.
 SUMMARY_COLUMNS = [
     ("model", "model", None),
@@ -372,16 +390,20 @@ SUMMARY_COLUMNS = [
     ("strategy", "strategy", None),
     ("world_size", "ranks", None),
     ("status", "status", None),
+    (UNDER_LOAD, "under load", None),  # beside the figures it qualifies
     ("throughput", "throughput (samples/s)", 1),
     ("global_throughput", "global throughput (samples/s)", 1),
     ("scaling_efficiency", "scaling efficiency", 1),
     ("step_time_ms", "step time (ms)", 1),
     ("step_time_iqr_ms", "step time IQR (ms)", 1),
+    ("load_average_1m", "load average (1 min)", 1),
+    ("other_cpu_fraction", "other processes' CPU (%)", 100),
     ("params", "parameters", 1),
     ("state_buffers_per_param", "state buffers/param", 1),
     ("state_bytes_per_param", "state (B/param)", 1),
     ("optimizer_state_bytes", "optimizer state (MiB)", 1 / MIB),
-    ("peak_memory_bytes", "peak memory (MiB)", 1 / MIB),
+    (STEP_PEAK, "peak memory (MiB)", 1 / MIB),
+    (PROCESS_RSS, "process RSS peak (MiB)", 1 / MIB),
     ("activation_bytes", "activations (MiB)", 1 / MIB),
     ("host_syncs_per_step", "host syncs/step", 1),
     ("host_bound", "host-bound", None),
@@ -412,12 +434,13 @@ ENERGY_PER_SAMPLE = "energy (J/sample)"
 #: switches, and marks and figures that only some devices or cases have (MFU needs a known
 #: peak: a GPU in bench.measure.peaks or --peak-tflops).
 OPTIONAL_COLUMNS = ("channels-last", "compile", "host syncs/step", "host-bound", ENERGY_PER_SAMPLE, "MFU (%)")
-OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency")
+OPTIONAL_COLUMNS += ("strategy", "ranks", "global throughput (samples/s)", "scaling efficiency", "under load")
 #: Figures left out of the tables people read when no case has them (runs from before the
 #: memory pass or the FLOP count, CUDA only, --find-max-batch only).
 OPTIONAL_FIGURES = ("GFLOP/sample (fwd+bwd)", "TFLOP/s")
 OPTIONAL_FIGURES += ("tracked peak (MiB)", "predicted peak (MiB)", "allocator peak (MiB)")
 OPTIONAL_FIGURES += ("largest batch", "largest batch predicted")
+OPTIONAL_FIGURES += ("process RSS peak (MiB)", "load average (1 min)", "other processes' CPU (%)")
 #: Columns that only one kind of case fills (training steps, optimizer steps), left out of the
 #: tables people read when no case of the run has a value in them.
 KIND_COLUMNS = (
@@ -440,7 +463,7 @@ KIND_COLUMNS = (
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per case: its configuration, status and main measurements, units in headers,
     unrounded (summary.csv keeps every digit; the other tables round when they write)."""
-    frame = roofline.optimizer_step_frame(frame)
+    frame = with_derived_columns(roofline.optimizer_step_frame(frame))
     energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
     batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
     columns = {}
@@ -465,6 +488,35 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 dtype=object,
             )
     return pd.DataFrame(columns)
+
+
+def with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the summary's columns that are no Record field added: ``STEP_PEAK``,
+    ``PROCESS_RSS`` (where the step peak is the tracked one in its place) and ``UNDER_LOAD``
+    (``*`` or empty)."""
+    rss = process_rss(frame)
+    peak = pd.to_numeric(frame["peak_memory_bytes"], errors="coerce") if "peak_memory_bytes" in frame else np.nan
+    other = pd.to_numeric(frame.get("other_cpu_fraction", pd.Series(np.nan, index=frame.index)), errors="coerce")
+    return frame.assign(
+        **{
+            STEP_PEAK: step_peak_bytes(frame),
+            PROCESS_RSS: pd.Series(peak, index=frame.index).where(rss & tracked_peak(frame).notna()),
+            UNDER_LOAD: (other > BUSY_FRACTION).map({True: "*", False: ""}),
+        }
+    )
+
+
+def under_load_note(frame: pd.DataFrame) -> str | None:
+    """A sentence naming the cases measured under load (``UNDER_LOAD``), or None."""
+    loaded = with_derived_columns(frame)
+    cases = loaded.loc[loaded[UNDER_LOAD] == "*", "case_id"].astype(str).tolist() if "case_id" in loaded else []
+    if not cases:
+        return None
+    return (
+        f"* under load: {len(cases)} of {len(loaded)} cases ran while other processes used more than "
+        f"{BUSY_FRACTION:.0%} of the CPUs (their step times and throughputs are partly the other work's; rerun "
+        f"them on a quieter machine or with --threads): {', '.join(cases)}"
+    )
 
 
 def readable(summary: pd.DataFrame) -> pd.DataFrame:
@@ -523,6 +575,9 @@ def write_tables(run_dir: Path | str) -> list[Path]:
 def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame) -> list[Path]:
     shown = readable(summary)
     markdown = _context(run, frame) + [markdown_table(shown, format_number)]
+    loaded = under_load_note(frame)
+    if loaded:
+        markdown += ["", markdown_text(loaded)]
     notes = roofline.limit_notes(frame)
     if notes:
         markdown += ["", "## Above 100%", "", *(f"- {line}" for line in notes)]
@@ -710,7 +765,8 @@ def write_report(run_dir: Path | str) -> list[Path]:
     specs = write_figures(run)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
     failed = failures_frame(frame, missing_cases(run))
-    sections = Sections(run, run_status(run), readable(summary), failed, rf, specs, roofline.limit_notes(frame))
+    notes = [note for note in (under_load_note(frame),) if note] + roofline.limit_notes(frame)
+    sections = Sections(run, run_status(run), readable(summary), failed, rf, specs, notes)
     write_atomic(run.path / "report.html", html_report(sections), inside=run.path)
     write_atomic(run.path / "report.md", markdown_report(sections), inside=run.path)
     return written + [run.path / "report.html", run.path / "report.md"]

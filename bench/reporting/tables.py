@@ -15,6 +15,27 @@ import numpy as np
 import pandas as pd
 
 
+def step_peak_bytes(frame: pd.DataFrame) -> pd.Series:
+    """Each record's peak memory of a training step, bytes: on the CPU, where
+    ``peak_memory_bytes`` is the whole process's resident set (Python, torch and whatever
+    earlier cases left: hundreds of MiB around a step of a few), the memory pass's exact
+    ``tracked_peak_bytes`` where the record has it; else ``peak_memory_bytes`` (CUDA: the
+    allocator's peak over the timed steps). NaN where a record has neither."""
+    peak = pd.to_numeric(frame.get("peak_memory_bytes", pd.Series(np.nan, index=frame.index)), errors="coerce")
+    return peak.where(~process_rss(frame), tracked_peak(frame).fillna(peak))
+
+
+def process_rss(frame: pd.DataFrame) -> pd.Series:
+    """Whether each record's ``peak_memory_bytes`` is the process's resident set (CPU runs)."""
+    source = frame.get("peak_memory_source", pd.Series(None, index=frame.index, dtype=object))
+    return source.astype(str).str.startswith("process_rss")
+
+
+def tracked_peak(frame: pd.DataFrame) -> pd.Series:
+    """Each record's ``tracked_peak_bytes`` as numbers (NaN where it has none)."""
+    return pd.to_numeric(frame.get("tracked_peak_bytes", pd.Series(np.nan, index=frame.index)), errors="coerce")
+
+
 def printable(text: str) -> str:
     """``text`` with every character that is not printable (ESC, BEL, NUL, a newline, a
     bidirectional override...) written as its Python escape (``\\x1b``), so text from a run

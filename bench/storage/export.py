@@ -10,6 +10,11 @@ results unchanged.
   statistics computed by pytest-benchmark's own ``Stats`` from every timed step (seconds), so
   ``pytest-benchmark compare`` and ``--benchmark-compare`` read it like their own files. A
   whole history becomes a pytest-benchmark storage folder: ``<host>/NNNN_<commit>_<time>.json``.
+  Its quartiles (``q1``, ``q3``, ``iqr`` and the Tukey fences and outliers built on them) follow
+  the record's rule, linear interpolation between closest ranks (numpy's default,
+  ``bench.measure.timing.percentile``), not pytest-benchmark's (medians of halves for an even
+  count, Wikipedia's method 3 for an odd one): the same samples give the same IQR in the export
+  as in the record and the report.
 """
 
 from __future__ import annotations
@@ -65,9 +70,24 @@ def github_action_benchmark(frame: pd.DataFrame, metric: str = "throughput") -> 
 
 
 def _stats(samples_ms: Iterable[float]) -> dict:
+    """pytest-benchmark's statistics of the samples (ms in, seconds out), quartiles by the
+    record's rule (see the module's docstring)."""
+    from functools import cached_property
+
     from pytest_benchmark.stats import Stats
 
-    stats = Stats()
+    from bench.measure.timing import percentile
+
+    class RecordQuartiles(Stats):
+        @cached_property
+        def q1(self) -> float:
+            return percentile(self.sorted_data, 0.25)
+
+        @cached_property
+        def q3(self) -> float:
+            return percentile(self.sorted_data, 0.75)
+
+    stats = RecordQuartiles()
     for sample in samples_ms:
         stats.update(sample / 1e3)
     return {**stats.as_dict(), "iterations": 1}

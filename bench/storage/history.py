@@ -27,14 +27,18 @@ creating an empty one. A file that is not a convbench history is refused with it
 
 Baselines: ``previous`` and the runs of a several-run baseline are runs of the same suite on
 the same *machine* (``bench.measure.machine``: a given name or the device's identity, not the host
-name) that are ``complete``. An interrupted, killed or empty run compares against nothing
-useful, so it is only taken when asked (``include_incomplete``), or, for ``previous``, as a
-fall-back when no complete run exists, with a note saying so.
+name) that are ``complete`` and measured the same thing (the same suite content,
+``bench.storage.baselines``; with a baseline tag, tagged so); the runs passed over are named.
+An interrupted, killed or empty run compares against nothing useful, so it is only taken when
+asked (``include_incomplete``), or, for ``previous``, as a fall-back when no complete run
+exists, with a note saying so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import json
 import os
 import random
@@ -50,6 +54,7 @@ from typing import TypeVar
 import pandas as pd
 
 from bench.record import REPEAT_MEDIANS, repeat_medians, utc_now
+from bench.storage.baselines import content_difference, run_tags, suite_content
 from bench.storage.store import (
     MANIFEST,
     RECORDS,
@@ -615,27 +620,47 @@ def _stored_runs(
 
 def runs(history_path: Path | str = DEFAULT_PATH, notes: list[str] | None = None) -> pd.DataFrame:
     """One row per run, oldest first: id, start time, machine (``bench.measure.machine``), device,
-    suite, commit, status (``killed`` for a run stored ``running`` whose process is gone),
-    case count and failures. A damaged row raises HistoryError, or with ``notes`` is left out
-    and named there."""
+    suite, its cases' timed steps per repeat and repeats (``10``; ``5,10`` where its cases
+    differ; empty for runs without them, such as training runs), commit, status (``killed``
+    for a run stored ``running`` whose process is gone), case count and failures. A damaged
+    row raises HistoryError, or with ``notes`` is left out and named there."""
     with connect(history_path) as connection:
         stored = _stored_runs(connection, history_path, notes, "ORDER BY started, run_id")
-    columns = ["run_id", "started", "machine", "device", "suite", "commit", "status", "cases", "failures"]
+        protocol = _protocols(connection)
+    columns = ["run_id", "started", "machine", "device", "suite", "steps", "repeats"]
+    columns += ["commit", "status", "cases", "failures"]
     return pd.DataFrame(
         [
-            [r.run_id, r.started, r.machine, r.device, r.suite, r.git_commit, r.status, r.cases_done, r.failures]
+            [r.run_id, r.started, r.machine, r.device, r.suite, *protocol.get(r.run_id, ("", ""))]
+            + [r.git_commit, r.status, r.cases_done, r.failures]
             for r in stored
         ],
         columns=columns,
     )
 
 
+def _protocols(connection: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    """Each run's distinct steps and repeats over its cases, as text (``10``, ``5,10``), from
+    the cases' columns (the figures index holds them: no record is read)."""
+    rows = connection.execute(
+        f"SELECT run_id, steps, repeats FROM cases INDEXED BY {FIGURES_INDEX} GROUP BY run_id, steps, repeats"
+    ).fetchall()
+    found: dict[str, tuple[list[int], list[int]]] = {}
+    for run_id, steps, repeats in rows:
+        both = found.setdefault(run_id, ([], []))
+        for values, value in zip(both, (steps, repeats), strict=True):
+            if isinstance(value, int) and not isinstance(value, bool) and value not in values:
+                values.append(value)
+    return {run_id: tuple(",".join(map(str, sorted(v))) for v in both) for run_id, both in found.items()}
+
+
 def records(
     history_path: Path | str, run_ids: Iterable[str] | None = None, notes: list[str] | None = None
 ) -> pd.DataFrame:
     """The Records of the given runs (all runs if None) as a DataFrame, as ``Run.frame()``
-    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``) and
-    ``run_status``. A run whose row or records are damaged raises HistoryError naming it, or
+    would give them, plus the run's ``started`` time, ``machine`` (``bench.measure.machine``),
+    ``run_status``, ``suite_content`` (``bench.storage.baselines.suite_content``) and
+    ``run_tags`` (a tuple). A run whose row or records are damaged raises HistoryError naming it, or
     with ``notes`` is left out and named there."""
     with connect(history_path) as connection:
         if run_ids is None:
@@ -657,7 +682,13 @@ def records(
 
 def _run_records(connection: sqlite3.Connection, history_path: Path | str, run: StoredRun) -> list[dict]:
     texts = connection.execute("SELECT record FROM cases WHERE run_id = ? ORDER BY rowid", (run.run_id,)).fetchall()
-    extra = {"started": run.started, "machine": run.machine, "run_status": run.status}
+    extra = {
+        "started": run.started,
+        "machine": run.machine,
+        "run_status": run.status,
+        "suite_content": suite_content(run.suite_toml),
+        "run_tags": run_tags(run.manifest),
+    }
     return [
         {**_decode_record(text, history_path, run.run_id, number), **extra}
         for number, (text,) in enumerate(texts, start=1)
@@ -680,6 +711,10 @@ class ResolvedRun:
     note: str | None = None
     manifest: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    #: the run's suite.toml as written; None where unknown (records given as a DataFrame)
+    suite_toml: str | None = None
+    #: earlier runs passed over as baselines on the way to this one: (run id, why)
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -701,7 +736,17 @@ def _from_history(
     run = found[0]
     frame = pd.DataFrame(_run_records(connection, history_path, run))
     return ResolvedRun(
-        run.run_id, run.suite, run.machine, run.started, frame, run.status, run.cases_total, note, run.manifest, run.env
+        run.run_id,
+        run.suite,
+        run.machine,
+        run.started,
+        frame,
+        run.status,
+        run.cases_total,
+        note,
+        run.manifest,
+        run.env,
+        run.suite_toml,
     )
 
 
@@ -724,18 +769,46 @@ def _usable(run: StoredRun, include_incomplete: bool) -> bool:
     return bool(run.cases_done) and (run.status == "complete" or (include_incomplete and run.status != "running"))
 
 
+def skip_reason(run: StoredRun, suite_toml: str | None, baseline_tag: str | None = None) -> str | None:
+    """Why ``run`` cannot be the baseline of a run whose suite.toml is ``suite_toml`` (None:
+    unknown, nothing to hold against it): it is not tagged ``baseline_tag``, or it measured
+    something else (``bench.storage.baselines``); None if it can."""
+    if baseline_tag is not None and baseline_tag not in run_tags(run.manifest):
+        return f"not tagged {baseline_tag}"
+    if suite_toml is None:
+        return None
+    difference = content_difference(run.suite_toml, suite_toml)
+    return f"measured something else: {difference}" if difference else None
+
+
+def _baselines(
+    before: Iterable[StoredRun], this: ResolvedRun, baseline_tag: str | None, skipped: list[tuple[str, str]]
+) -> Iterator[StoredRun]:
+    """The runs of ``before`` that can be ``this``'s baseline, in order; the others (with
+    records) are added to ``skipped`` with the reason."""
+    for run in before:
+        reason = skip_reason(run, this.suite_toml, baseline_tag)
+        if reason is None:
+            yield run
+        elif run.cases_done:
+            skipped.append((run.run_id, reason))
+
+
 def resolve(
     reference: str,
     history_path: Path | str = DEFAULT_PATH,
     after: ResolvedRun | None = None,
     include_incomplete: bool = False,
+    baseline_tag: str | None = None,
 ) -> ResolvedRun:
     """The run a user named: a run folder, a run id in the history, ``latest`` (the most
     recently started run in the history) or ``previous``: the latest complete run of the same
-    suite on the same machine before ``after`` (or before the latest run). With
-    ``include_incomplete`` an interrupted or killed run with records will do too; without it,
-    if no complete run exists, the latest run with records is taken and ``note`` says so.
-    Raises HistoryError if there is no such run, or a row it reads is damaged."""
+    suite on the same machine before ``after`` (or before the latest run) that measured the
+    same thing (``bench.storage.baselines``) and, with ``baseline_tag``, carries that tag;
+    the runs passed over are in its ``skipped``. With ``include_incomplete`` an interrupted
+    or killed run with records will do too; without it, if no complete run exists, the latest
+    run with records is taken and ``note`` says so. Raises HistoryError if there is no such
+    run (naming the runs skipped), or a row it reads is damaged."""
     folder = Path(reference)
     if (folder / MANIFEST).is_file():
         run = load_run(folder)
@@ -750,6 +823,7 @@ def resolve(
             manifest.get("cases_total"),
             manifest=manifest,
             env=run.env,
+            suite_toml=run.suite_toml,
         )
     if reference not in ("latest", "previous") and not Path(history_path).exists():
         raise HistoryError(
@@ -765,10 +839,12 @@ def resolve(
             return _from_history(connection, history_path, latest[0])
         this = after or _from_history(connection, history_path, latest[0])
         before = _before(connection, history_path, this)
-        chosen = next((r for r in before if _usable(r, include_incomplete)), None)
+        skipped: list[tuple[str, str]] = []
+        candidates = list(_baselines(before, this, baseline_tag, skipped))
+        chosen = next((r for r in candidates if _usable(r, include_incomplete)), None)
         note = None
         if chosen is None:
-            chosen = next((r for r in before if _usable(r, include_incomplete=True)), None)
+            chosen = next((r for r in candidates if _usable(r, include_incomplete=True)), None)
             if chosen is not None:
                 note = (
                     f"no complete run of suite {this.suite!r} on {this.machine!r} before {this.run_id}: "
@@ -777,9 +853,24 @@ def resolve(
         if chosen is None:
             raise HistoryError(
                 f"the history {history_path} holds no run of suite {this.suite!r} on {this.machine!r} "
-                f"before {this.run_id}" + (" with records" if before else "")
+                f"before {this.run_id}"
+                + (" with records" if before and not skipped else "")
+                + (
+                    f" that measured the same thing; skipped: {describe_skipped(skipped)} (name one of them instead "
+                    "of previous to compare with it all the same)"
+                    if skipped
+                    else ""
+                )
             )
-        return _from_history(connection, history_path, chosen.run_id, note)
+        # Only the runs passed over on the way to the one chosen: those before it are no news.
+        passed = {r.run_id for r in itertools.takewhile(lambda r: r is not chosen, before)}
+        resolved = _from_history(connection, history_path, chosen.run_id, note)
+        return dataclasses.replace(resolved, skipped=tuple(s for s in skipped if s[0] in passed))
+
+
+def describe_skipped(skipped: Sequence[tuple[str, str]]) -> str:
+    """``run-a (why), run-b (why)``: runs passed over as baselines, for a note."""
+    return ", ".join(f"{run_id} ({reason})" for run_id, reason in skipped)
 
 
 def earlier_runs(
@@ -788,20 +879,28 @@ def earlier_runs(
     history_path: Path | str = DEFAULT_PATH,
     include_incomplete: bool = False,
     accept: Callable[[ResolvedRun], bool] | None = None,
+    baseline_tag: str | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[ResolvedRun]:
     """Up to ``count`` complete runs (with ``include_incomplete``: any runs with records)
-    recorded before ``run`` (by start time) of the same suite on the same machine, the
-    nearest that ``accept`` takes (default: all), oldest first: the rest of a several-run
-    baseline. A run ``accept`` refuses does not take a place."""
+    recorded before ``run`` (by start time) of the same suite on the same machine that
+    measured what ``run`` measured (``bench.storage.baselines``; with ``baseline_tag``, tagged
+    so), the nearest that ``accept`` takes (default: all), oldest first: the rest of a
+    several-run baseline. A run refused does not take a place; with ``skipped``, each refused
+    run with records is appended there as (run id, why)."""
     if count < 1 or run.started is None:
         return []
+    skipped = [] if skipped is None else skipped
     chosen: list[ResolvedRun] = []
     with connect(history_path) as connection:
-        for stored in _before(connection, history_path, run):
-            if len(chosen) == count:
-                break
+        before = _before(connection, history_path, run)
+        for stored in _baselines(before, run, baseline_tag, skipped):
             if _usable(stored, include_incomplete):
                 candidate = _from_history(connection, history_path, stored.run_id)
                 if accept is None or accept(candidate):
                     chosen.append(candidate)
+                else:
+                    skipped.append((stored.run_id, "measured its cases differently"))
+            if len(chosen) == count:
+                break
     return chosen[::-1]

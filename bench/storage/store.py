@@ -302,6 +302,7 @@ class RunWriter:
         *,
         machine: str | None = None,
         sections: Sequence[str] = (),
+        tags: Sequence[str] = (),
     ) -> None:
         check_run_id(run_id)
         root = Path(root)
@@ -319,6 +320,7 @@ class RunWriter:
             "run_id": run_id,
             "suite": suite_name,
             "machine": machine,
+            "tags": list(tags),
             "status": "running",
             "started": utc_now(),
             "finished": None,
@@ -474,6 +476,7 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "started": (str, type(None)),
     "finished": (str, type(None)),
     "cases_total": (int, type(None)),
+    "tags": (list,),
     "sections": (dict,),
     "stopped_by": (str, type(None)),
     "hostname": (str, type(None)),

@@ -87,11 +87,15 @@ def write_run(
     hostname: str = "nightly-box",
     suite: str = "smoke",
     cases_total: int | None = None,
+    suite_toml: str | None = None,
+    tags: tuple[str, ...] = (),
 ) -> Path:
-    """A finished run folder holding ``records``; returns its path."""
+    """A finished run folder holding ``records``; returns its path. ``suite_toml``: the suite
+    as the run wrote it (default: only its name)."""
     env = {"hostname": hostname, "git_commit": "0123456789abcdef", "gpus": [], "cpu": {"model": "AMD EPYC"}}
     total = len(records) if cases_total is None else cases_total
-    writer = RunWriter(root, run_id, suite, f"[suite]\nname = '{suite}'\n", env, total)
+    toml = f"[suite]\nname = '{suite}'\n" if suite_toml is None else suite_toml
+    writer = RunWriter(root, run_id, suite, toml, env, total, tags=tags)
     writer.manifest["started"] = started
     for one in records:
         writer.append(one)

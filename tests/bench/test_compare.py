@@ -274,7 +274,12 @@ def test_two_runs_on_one_device_are_told_apart_by_run_id():
     second = gpu_run("r2", "NVIDIA H100", {"cnn": 1100.0})
     table, notes = side_by_side([first, second])
     assert table["device"].tolist() == ["NVIDIA H100 (r1)", "NVIDIA H100 (r2)"]
-    assert table["speedup"].tolist() == pytest.approx([1.0, 1.1]) and notes == []
+    assert table["speedup"].tolist() == pytest.approx([1.0, 1.1])
+    assert table["same_device"].tolist() == [False, True]
+    assert notes == [
+        "NVIDIA H100 (r2) ran on the same device as the reference NVIDIA H100 (r1) (NVIDIA H100 on host "
+        "nightly-box): its speed-up is one device against itself from run to run, not a difference between devices"
+    ]
 
 
 def history_frame(tmp_path, medians_by_run):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.cli import main
@@ -157,3 +158,19 @@ def test_an_output_that_is_a_folder_is_named_in_one_line(two_runs, capsys, tmp_p
     # the rename's error named the temporary file beside it (".out.x1y2.tmp") instead
     assert code == 1 and err == f"convbench history: error: [Errno 21] Is a directory: '{folder}'\n"
     assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("count", [8, 9, 30])
+def test_pytest_benchmark_quartiles_follow_the_records_rule(count):
+    """The export's IQR is the record's (numpy's linear interpolation, type 7), not
+    pytest-benchmark's own quartile rule, for even and odd sample counts."""
+    from bench.storage.export import pytest_benchmark
+
+    steps_ms = np.random.default_rng(count).lognormal(np.log(40.0), 0.2, count).tolist()
+    frame = pd.DataFrame([record("r", step_samples=steps_ms).to_dict()])
+    (bench,) = pytest_benchmark(frame, {"started": "2026-11-27T01:00:00+00:00"}, {})["benchmarks"]
+    q1, q3 = np.percentile(np.array(steps_ms) / 1e3, [25, 75])
+    assert (bench["stats"]["q1"], bench["stats"]["q3"]) == pytest.approx((q1, q3), rel=1e-12)
+    assert bench["stats"]["iqr"] == pytest.approx(q3 - q1, rel=1e-9)
+    outside = [s for s in np.array(steps_ms) / 1e3 if s < q1 - 1.5 * (q3 - q1) or s > q3 + 1.5 * (q3 - q1)]
+    assert bench["stats"]["iqr_outliers"] == len(outside)

@@ -121,7 +121,11 @@ def test_batch_scaling_marks_the_case_that_ran_out_of_memory():
     figure = figures.batch_scaling_figure(frame)
     throughput, memory = figure.axes
     assert throughput.get_xlabel() == memory.get_xlabel() == "batch size (samples)"
-    assert (throughput.get_ylabel(), memory.get_ylabel()) == ("throughput (samples/s)", "peak memory (MiB)")
+    # records without the memory pass: the process's resident set, and the label says so
+    assert (throughput.get_ylabel(), memory.get_ylabel()) == (
+        "throughput (samples/s)",
+        "peak memory (MiB)\nCPU: process RSS",
+    )
     for axes in (throughput, memory):
         markers = [line for line in axes.lines if line.get_marker() == "x"]
         assert len(markers) == 1 and list(markers[0].get_xdata()) == [128]
@@ -255,3 +259,15 @@ def test_receptive_field_follows_the_main_path_and_marks_shortcuts():
     ]
     shortcut = lines["shortcut (off the main path)"]
     assert (list(shortcut.get_xdata()), list(shortcut.get_ydata())) == ([2], [15])
+
+
+def test_batch_scaling_on_the_cpu_draws_the_tracked_step_peak():
+    frame = synthetic.frame()
+    # the memory pass's tracked peak: a tenth of the process's resident set
+    frame["tracked_peak_bytes"] = pd.to_numeric(frame["peak_memory_bytes"]) / 10
+    figure = figures.batch_scaling_figure(frame)
+    memory = figure.axes[1]
+    assert memory.get_ylabel() == "peak memory (MiB)\nCPU: tracked step peak"
+    (cnn_adam,) = [line for line in memory.lines if line.get_label() == "cnn · adam"]
+    expected = [(4 * 4 * 360_778 + 50_000 * b) / MIB / 10 for b in (32, 64, 128)]
+    assert list(cnn_adam.get_ydata()) == pytest.approx(expected)

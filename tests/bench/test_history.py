@@ -12,6 +12,9 @@ from bench.storage.history import SCHEMA_VERSION, HistoryError, ingest, record_r
 from bench.storage.store import load_run
 from tests.bench.runs import record, samples, smoke_run, write_run
 
+#: What history.records adds to each record: the run's start, machine, status, suite content and tags.
+RUN_COLUMNS = ["started", "machine", "run_status", "suite_content", "run_tags"]
+
 
 def count(path, table: str) -> int:
     with sqlite3.connect(path) as connection:
@@ -26,7 +29,7 @@ def test_a_run_lands_whole_with_its_samples(tmp_path):
     )
     database = tmp_path / "history.sqlite"
     record_run(run_dir, database)
-    from_history = history.records(database, ["r1"]).drop(columns=["started", "machine", "run_status"])
+    from_history = history.records(database, ["r1"]).drop(columns=RUN_COLUMNS)
     pd.testing.assert_frame_equal(from_history, load_run(run_dir).frame())
     listed = history.runs(database)
     assert listed.to_dict("records") == [
@@ -36,6 +39,8 @@ def test_a_run_lands_whole_with_its_samples(tmp_path):
             "machine": "nightly-box",
             "device": "AMD EPYC",
             "suite": "smoke",
+            "steps": "10",  # tests.bench.runs.record's protocol
+            "repeats": "3",
             "commit": "0123456789abcdef",
             "status": "complete",
             "cases": 2,
@@ -264,7 +269,7 @@ def test_ingest_streams_the_records_it_adds(tmp_path):
     assert header.records == [] and header.counts.records == 0
     ingest([run_dir], tmp_path / "history.sqlite")
     pd.testing.assert_frame_equal(
-        history.records(tmp_path / "history.sqlite", ["r1"]).drop(columns=["started", "machine", "run_status"]),
+        history.records(tmp_path / "history.sqlite", ["r1"]).drop(columns=RUN_COLUMNS),
         load_run(run_dir).frame(),
     )
     with sqlite3.connect(tmp_path / "history.sqlite") as connection:

@@ -8,7 +8,7 @@ import pandas as pd
 import psutil
 
 from bench.analyse.compare import compare_runs
-from bench.measure.load import OtherLoad, busy_warning
+from bench.measure.load import OtherLoad, busy_warning, case_busy_warning
 from tests.bench.runs import record, samples
 
 
@@ -41,8 +41,31 @@ def test_compare_notes_a_side_measured_under_load():
     assert "baseline measured" not in verdicts.loc[0, "note"]
 
 
-def test_a_busy_machine_is_warned_about_before_the_run():
+def test_a_busy_machine_is_warned_about_before_the_run_with_what_to_do():
     assert busy_warning(0.6, cpus=2) is None
     assert busy_warning(14.1, cpus=2) == (
-        "the machine is busy (load average 14.1 on 2 CPUs): step times will be slower and noisier"
+        "the machine is busy (load average 14.1 on 2 CPUs): step times will be slower and noisier; "
+        "run on a quieter machine, or give --threads 1 (threads in [suite]) to leave the others' CPUs free"
+    )
+    # 8 CPUs, a load average of 5 from other processes: 3 are left for the benchmark.
+    assert busy_warning(5.0, cpus=8).endswith("give --threads 3 (threads in [suite]) to leave the others' CPUs free")
+
+
+def test_a_case_measured_under_load_says_how_many_threads_would_leave_the_others_room():
+    assert case_busy_warning(0.05, cpus=16) is None
+    # other processes kept 25% of 16 CPUs (4 CPUs) busy: 12 threads leave them theirs
+    assert case_busy_warning(0.25, cpus=16) == (
+        "other processes used 25% of the CPUs; its step times are not the machine's: "
+        "run on a quieter machine, or give --threads 12 (threads in [suite]) to leave the others' CPUs free"
+    )
+
+
+def test_a_run_that_already_leaves_the_others_their_cpus_is_told_only_to_find_a_quieter_machine():
+    # 2 CPUs, other processes on 1.7 of them, the case on 1 thread: no --threads would help
+    assert case_busy_warning(0.85, cpus=2, threads=1) == (
+        "other processes used 85% of the CPUs; its step times are not the machine's: "
+        "run on a quieter machine (this run's threads, 1, already leave the others' CPUs free)"
+    )
+    assert busy_warning(5.0, cpus=8, threads=8).endswith(
+        "give --threads 3 (threads in [suite]) to leave the others' CPUs free"
     )

@@ -316,3 +316,30 @@ def test_a_sweep_over_hyperparameters_and_model_arguments_has_rows_told_apart():
     summary = summary_frame(frame)
     assert summary["optimizer"].tolist() == ["sgdm[lr=0.1]", "sgdm", "sgdm", "sgdm[momentum=0.5]"]
     assert summary["model"].tolist() == ["cnn", "cnn", "cnn[width=2]", "cnn"]
+
+
+def test_reports_show_each_cases_load_mark_the_loaded_ones_and_peak_the_tracked_step(tmp_path):
+    rows = synthetic.records()[:4]
+    for index, row in enumerate(rows):
+        row.update(load_average_1m=0.5 + index, other_cpu_fraction=[0.01, 0.02, 0.45, 0.03][index])
+        row["tracked_peak_bytes"] = 12 * 2**20  # the memory pass's exact peak of a step
+    path = synthetic.write_run(tmp_path, rows)
+    write_report(path)
+    markdown = (path / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| model"))
+    headers = [cell.strip() for cell in header.strip("|").split("|")]
+    assert {"load average (1 min)", "other processes' CPU (%)", "under load", "process RSS peak (MiB)"} <= set(headers)
+    table = [line for line in markdown.splitlines() if line.startswith("| ") and "| ok |" in line]
+    cells = [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in table]
+    assert [row["under load"] for row in cells] == ["", "", "*", ""]
+    assert [row["other processes' CPU (%)"] for row in cells] == ["1.00", "2.00", "45.0", "3.00"]
+    # the peak memory column is the tracked step peak; the process's resident set stands beside it
+    assert {row["peak memory (MiB)"] for row in cells} == {"12.0"}
+    assert [float(row["process RSS peak (MiB)"]) for row in cells] == pytest.approx(
+        [row["peak_memory_bytes"] / 2**20 for row in rows], abs=0.01
+    )
+    loaded_case = rows[2]["case_id"]
+    note = "* under load: 1 of 4 cases ran while other processes used more than 10% of the CPUs"
+    assert note in markdown and loaded_case in markdown.split(note)[1].splitlines()[0]
+    page = (path / "report.html").read_text()
+    assert "<th>under load</th>" in page and note in page

@@ -244,8 +244,11 @@ def test_without_a_suite_the_cpu_runs_smoke_end_to_end(tmp_path, capsys):
     code, _, err = run(capsys, *short, "--models", "cnn", "--run-id", "second")
     assert code == 0, err
     assert history.runs(tmp_path / "history.sqlite")["run_id"].tolist() == ["first", "second"]
-    # Two real runs through the history: resnet20's cases are missing from the second.
-    assert main(["compare", "previous", "latest", "--history", str(tmp_path / "history.sqlite")]) in (0, 1)
+    # The second run measured something else (other cases): it has no previous run ...
+    assert main(["compare", "previous", "latest", "--history", str(tmp_path / "history.sqlite")]) == 2
+    assert "skipped: first (measured something else: the grid (cases))" in capsys.readouterr().err
+    # ... but named, two real runs compare through the history: resnet20's cases are missing from the second.
+    assert main(["compare", "first", "latest", "--history", str(tmp_path / "history.sqlite")]) in (0, 1)
     out = capsys.readouterr().out
     assert "baseline first, candidate second" in out
     assert len(re.findall(r"^resnet20/\S+ +missing", out, re.MULTILINE)) == 4
@@ -278,3 +281,34 @@ def test_ctrl_c_on_a_real_process_marks_the_run_incomplete(tmp_path):
     run_ = load_run(tmp_path / "c")
     assert run_.manifest["status"] == "incomplete" and 1 <= len(run_.records) < 6
     assert "run incomplete" in err
+
+
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """Give back torch's thread count and OMP_NUM_THREADS after a test that sets them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads())))
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_and_tags_are_set_recorded_and_kept(tmp_path, capsys, fault_models, torch_threads):
+    args = ["--suite", tiny_suite(tmp_path), "--results", str(tmp_path), "--run-id", "q1", "--no-memory-pass"]
+    code, _, err = run(capsys, *args, "--threads", "1", "--tag", "nightly", "--tag", "cpu-box")
+    assert code == 0, err
+    folder = load_run(tmp_path / "q1")
+    assert [r["threads"] for r in folder.records] == [1, 1]  # torch.get_num_threads() while each case ran
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # what --isolate's and torchrun's processes start with
+    assert folder.manifest["tags"] == ["nightly", "cpu-box"]
+    written = tomllib.loads(folder.suite_toml)["suite"]
+    assert (written["threads"], written["tags"]) == (1, ["nightly", "cpu-box"])
+    assert history.runs(tmp_path / "history.sqlite")["run_id"].tolist() == ["q1"]
+
+
+def test_bad_threads_or_tag_exit_2_before_any_work(tmp_path, capsys, fault_models):
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--suite", tiny_suite(tmp_path), "--results", str(tmp_path / "results"), "--threads", "0"])
+    assert stopped.value.code == 2 and "--threads: must be a positive integer, got 0" in capsys.readouterr().err
+    code, _, err = run(capsys, "--suite", tiny_suite(tmp_path), "--results", str(tmp_path / "results"), "--tag", "a b")
+    assert code == 2 and "--tags[0]: 'a b' is not a tag: 1 to 100 letters, digits" in err
+    assert not (tmp_path / "results").exists()

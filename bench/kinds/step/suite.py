@@ -14,6 +14,8 @@ twice runs once). Several blocks let different models have different batch sizes
     repeats = 3               # (default 5)
     detailed = false          # also time forward, backward and optimizer step apart   (default false)
     isolate = false           # each case in a process of its own (bench.kinds.step.isolation)   (default false)
+    threads = 2               # torch intra-op threads for every case   (default: torch's own)
+    tags = ["nightly"]        # labels of the run, kept in run.json; compare --baseline-tag picks baselines by them
 
     input_size = [3, 64, 64]  # (C, H, W) of synthetic samples, for every model   (default: each model's own)
     num_classes = 100         # classes of synthetic labels   (default: each model's own)
@@ -55,6 +57,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +93,8 @@ MAX_TIMED_STEPS = 1_000_000  # steps x repeats of one case: every one is a sampl
 MAX_WARMUP = 10_000
 #: How often ``Suite.cases`` reports on a grid it is expanding, in seconds.
 PROGRESS_EVERY_S = 1.0
+#: A run tag: one word, as a run id is.
+TAG = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,8 @@ class Suite:
     repeats: int = 5
     detailed: bool = False
     isolate: bool = False  # each case in its own process
+    threads: int | None = None  # torch intra-op threads for every case (default: torch's own)
+    tags: tuple[str, ...] = ()  # labels of the run (e.g. nightly), which baselines can be chosen by
     input_size: tuple[int, int, int] | None = None  # synthetic samples' (C, H, W) for every model
     num_classes: int | None = None  # synthetic labels' class count for every model
     model_kwargs: dict[str, dict] = field(default_factory=dict)  # model name -> builder keyword arguments
@@ -337,6 +344,10 @@ class Suite:
             table["input_size"] = list(self.input_size)
         if self.num_classes is not None:
             table["num_classes"] = self.num_classes
+        if self.threads is not None:
+            table["threads"] = self.threads
+        if self.tags:
+            table["tags"] = list(self.tags)
         grids = [
             {k: [list(x) if isinstance(x, tuple) else x for x in v] for k, v in dataclasses.asdict(grid).items() if v}
             for grid in self.grids
@@ -475,6 +486,13 @@ def _registry_names(kind: str, available: Callable[[], list[str]]) -> Callable[[
     return check
 
 
+def _tag(value: object, where: str) -> str:
+    """A run tag: 1 to 100 letters, digits, '.', '_' or '-' (one word, as run ids are)."""
+    if not (isinstance(value, str) and TAG.fullmatch(value)):
+        raise SuiteError(f"{where}: {value!r} is not a tag: 1 to 100 letters, digits, '.', '_' or '-'")
+    return value
+
+
 _SUITE_KEYS: dict[str, Callable[[object, str], object]] = {
     "name": checks.text,
     "description": checks.text,
@@ -485,6 +503,8 @@ _SUITE_KEYS: dict[str, Callable[[object, str], object]] = {
     "repeats": checks.positive_int,
     "detailed": checks.boolean,
     "isolate": checks.boolean,
+    "threads": checks.positive_int,
+    "tags": checks.list_of(_tag),
     "input_size": _input_size,
     "num_classes": checks.positive_int,
 }
