@@ -50,14 +50,62 @@ def write_report(run_dir: Path | str) -> list[Path]:
         return write_training_report(run)
     from bench.reporting.report import write_report as write_step_report
 
-    return write_step_report(run_dir)
+    return write_step_report(run_dir, report_parts())
+
+
+#: The order of the figures in the report of a run of steps, by name: the report's own
+#: (bench.reporting.report.FIGURES) and those the kinds add.
+FIGURE_ORDER = (
+    "throughput",
+    "memory",
+    "predicted_peak",
+    "max_batch",
+    "state_bytes",
+    "roofline",
+    "batch_scaling",
+    "constant_gradient",
+    "receptive_field",
+    "receptive_field_maps",
+    "scaling_efficiency",
+    "state_per_rank",
+    "adam_vs_sgdm_per_rank",
+)
+
+
+def report_parts() -> object:
+    """What the step, optimizer-step and data-parallel kinds add to the report of a run of
+    steps (bench.reporting.report.KindParts): their figures in FIGURE_ORDER, the optimizer
+    step's roofline columns and notes, and the case ids a step suite expands to."""
+    from bench.kinds.optimizer_step import report as optimizer_step_report
+    from bench.kinds.optimizer_step import roofline
+    from bench.kinds.parallel import figures as parallel_figures
+    from bench.kinds.step import memory_figures
+    from bench.kinds.step.suite import expected_case_ids
+    from bench.reporting import report
+
+    specs = [*report.FIGURES, *memory_figures.FIGURES, *optimizer_step_report.FIGURES, *parallel_figures.FIGURES]
+    by_name = {spec.name: spec for spec in specs}
+    return report.KindParts(
+        figures=[by_name[name] for name in FIGURE_ORDER],
+        prepare=roofline.optimizer_step_frame,
+        notes=roofline.limit_notes,
+        expected_cases=expected_case_ids,
+    )
+
+
+def write_tables(run_dir: Path | str) -> list[Path]:
+    """Write a run of steps' summary.csv, summary.md and summary.tex; returns their paths."""
+    from bench.reporting import report
+
+    return report.write_tables(run_dir, report_parts())
 
 
 def summary(records: pd.DataFrame) -> pd.DataFrame:
     """The summary table printed at the end of a step or optimizer-step run (the report's)."""
+    from bench.kinds.optimizer_step import roofline
     from bench.reporting import report
 
-    return report.readable(report.summary_frame(records))
+    return report.readable(report.summary_frame(records, roofline.optimizer_step_frame))
 
 
 def notes(records: pd.DataFrame) -> list[str]:

@@ -594,3 +594,19 @@ def load_suite(name_or_path: str | Path | dict) -> Suite:
             )
         text, source = shipped_file.read_text(encoding="utf-8"), str(shipped_file)
     return parse_suite(checks.read_toml(text, source), source, Path(source).stem)
+
+
+def expected_case_ids(run: object) -> list[str] | None:
+    """The case ids a run folder's suite (its ``suite.toml``, a bench.storage.store.Run's
+    ``suite_toml``) expands to, in suite order; None where the suite cannot be expanded here
+    (a model this install lacks). Reading a run folder never imports the model code it names."""
+    import tomllib
+
+    from models.references import without_model_code
+
+    try:
+        with without_model_code():
+            suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
+            return [case.case_id for case in suite.cases(limits=False)]
+    except Exception:  # noqa: BLE001  (any suite that does not expand here: say how many, not which)
+        return None
