@@ -9,6 +9,13 @@ import re
 import tomllib
 from collections.abc import Callable
 
+#: Float32 and mixed precisions a training step can run in.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: Data-parallel strategies (bench.kinds.parallel), a case dimension: ``strategy`` in a ``[[grid]]``.
+STRATEGIES = ("ddp", "zero1", "fsdp")
+#: torch.compile's modes; "default" is what torch.compile does without one.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 #: Bound on the cases one suite may expand to (a grid multiplied out by mistake); past it, the
 #: suite is refused before anything runs. ``--no-limits`` lifts it.

@@ -125,7 +125,11 @@ def _function_spec(name: str, target: str, family: str) -> ModelSpec:
     try:
         function: object = importlib.import_module(module_name)
     except ImportError as error:
-        raise ModelReferenceError(name, f"cannot import module {module_name!r}: {error}") from None
+        raise ModelReferenceError(
+            name,
+            f"cannot import module {module_name!r}: {error} (a module of your own must be importable: run from "
+            "the folder that holds it, or add that folder to PYTHONPATH)",
+        ) from None
     for part in attribute.split("."):
         if not hasattr(function, part):
             raise ModelReferenceError(name, f"module {module_name!r} has no attribute {attribute!r}")

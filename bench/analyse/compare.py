@@ -59,16 +59,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench import defaults
 from bench.analyse.stats import holm, student_t_two_sided, welch
-from bench.kinds.training import compare as training
 from bench.measure.load import BUSY_FRACTION
 from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
 from bench.reporting.tables import step_peak_bytes
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
-DEFAULT_THRESHOLD = 0.05
-DEFAULT_MEMORY_THRESHOLD = 0.10
-DEFAULT_ALPHA = 0.05
+DEFAULT_THRESHOLD = defaults.THRESHOLD
+DEFAULT_MEMORY_THRESHOLD = defaults.MEMORY_THRESHOLD
+DEFAULT_ALPHA = defaults.ALPHA
 #: Fewest baseline runs for the between-run test (two leave one degree of freedom and a
 #: prediction interval too wide to call anything); with fewer, Welch on repeats.
 MIN_BASELINE_RUNS = 3
@@ -327,6 +327,11 @@ def _busy_note(base: dict | None, cand: dict | None) -> str:
     return "; ".join(parts)
 
 
+#: How a kind of run judges its own records (``bench.kinds``): baseline, candidate -> verdicts
+#: with at least ``case`` and ``time`` columns. Training to accuracy judges its seeds so.
+KindJudge = Callable[..., pd.DataFrame]
+
+
 def compare_runs(
     baseline: pd.DataFrame,
     candidate: pd.DataFrame,
@@ -334,11 +339,14 @@ def compare_runs(
     memory_threshold: float = DEFAULT_MEMORY_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     earlier: Sequence[pd.DataFrame] = (),
+    judge: KindJudge | None = None,
 ) -> pd.DataFrame:
     """One row per case of either run, baseline order first, then the new cases: its
     verdicts and the figures behind them. ``earlier``: runs before the baseline (same suite,
-    same machine) that join it as a several-run baseline for step time. Training runs go to
-    ``bench.kinds.training.compare`` (seeds are their replicates; ``earlier`` does not apply).
+    same machine) that join it as a several-run baseline for step time. ``judge``: the runs'
+    kind's own comparison, called as ``judge(baseline, candidate, threshold=, alpha=)``, for
+    kinds that are not judged on step times (``bench.kinds.compare_runs`` gives training runs
+    theirs; ``earlier`` does not apply to them).
 
     Raises:
         IncomparableError: matched cases were measured differently.
@@ -349,8 +357,8 @@ def compare_runs(
         if frame.empty:
             raise DifferentRunsError(f"the {which} has no records: nothing to compare")
     check_same_kind([baseline, candidate], ["the baseline", "the candidate"])
-    if training.is_training(baseline):
-        verdicts = training.compare_training(baseline, candidate, threshold=threshold, alpha=alpha)
+    if judge is not None:
+        verdicts = judge(baseline, candidate, threshold=threshold, alpha=alpha)
     else:
         verdicts = _compare_steps(baseline, candidate, threshold, memory_threshold, alpha, earlier)
     if len(verdicts) and verdicts["time"].isin(["new", "missing"]).all():
@@ -513,9 +521,7 @@ def has_regression(verdicts: pd.DataFrame) -> bool:
 
 
 def readable(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """The verdicts with their figures rounded and labelled for a table."""
-    if "accuracy" in verdicts:
-        return training.readable(verdicts)
+    """Step runs' verdicts with their figures rounded and labelled for a table."""
 
     def percent(value: object) -> str:
         number = _number(value)
@@ -544,10 +550,8 @@ def readable(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(verdicts: pd.DataFrame) -> str:
-    """One line: how many cases got each verdict, for time and for memory (and the verdict on
-    all cases together, where there is one)."""
-    if "accuracy" in verdicts:
-        return training.summary(verdicts)
+    """One line: how many cases of step runs got each verdict, for time and for memory (and
+    the verdict on all cases together, where there is one)."""
     cases = verdicts[verdicts["case"] != ALL_CASES]
     parts = []
     for aspect in ("time", "memory"):
@@ -750,9 +754,15 @@ def same_device_notes(frames: Sequence[pd.DataFrame], labels: Sequence[str], ref
     return notes
 
 
-def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+def side_by_side(
+    frames: Sequence[pd.DataFrame],
+    reference: str | None = None,
+    side_by_side_kind: Callable[[Sequence[pd.DataFrame], list[str], str], tuple[pd.DataFrame, list[str]]] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
     """Runs of one suite on different devices, per case and device: throughput, speed-up
-    over the ``reference`` device (default: the first run's) and memory.
+    over the ``reference`` device (default: the first run's) and memory. ``side_by_side_kind``:
+    the runs' kind's own table, ``(frames, device labels, reference) -> (table, notes)``, for
+    kinds not measured in throughput (``bench.kinds.side_by_side`` gives training runs theirs).
 
     Returns the long table (one row per case and device, cases in first-seen order;
     ``peak_memory_bytes``: a training step's peak, on the CPU the tracked one rather than the
@@ -788,8 +798,8 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
     if len(set(suites)) > 1:
         described = ", ".join(f"{name} is {suite or 'of no suite'}" for name, suite in zip(names, suites, strict=True))
         raise DifferentRunsError(f"gpus puts runs of one suite side by side: {described}")
-    if training.is_training(frames[0]):
-        return training.side_by_side(frames, labels, reference)
+    if side_by_side_kind is not None:
+        return side_by_side_kind(frames, labels, reference)
     rows = []
     for label, frame in zip(labels, frames, strict=True):
         for record in frame.assign(step_peak_bytes=step_peak_bytes(frame)).to_dict("records"):
@@ -833,10 +843,9 @@ def side_by_side(frames: Sequence[pd.DataFrame], reference: str | None = None) -
 
 
 def side_by_side_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """``side_by_side``'s table with one row per case and, per device, its throughput,
-    speed-up and peak memory next to each other; a device lacking the case has empty cells."""
-    if "time_to_target_s" in table:
-        return training.side_by_side_wide(table)
+    """``side_by_side``'s table of step runs with one row per case and, per device, its
+    throughput, speed-up and peak memory next to each other; a device lacking the case has
+    empty cells."""
     devices = list(dict.fromkeys(table["device"]))
     wide = pd.DataFrame({"case": list(dict.fromkeys(table["case"]))})
     for device in devices:

@@ -1,135 +1,135 @@
-"""convbench from Python: run a suite and get its records as a DataFrame; compare two runs.
+"""convbench from Python: one function per command, taking typed options and returning data.
 
-``run_suite`` is ``convbench run``: the same checks before any work, the same run folder,
-report and history entry; its keyword arguments are the command's flags (``batch_sizes``
-for ``--batch-sizes``), with Python values instead of text. ``compare_results`` is
-``convbench compare`` without the printing.
+- Measuring (bench.api.measuring): ``run(RunOptions, Destinations, LaunchOptions)``,
+  ``optim(OptimOptions, Destinations)``, ``train(TrainOptions, Destinations)``, each a
+  RunResult (the run folder and the exit status); ``run_suite`` is ``run`` returning the
+  records as a DataFrame.
+- Reading (bench.api.reading): ``history_runs``, ``ingest``, ``compare``, ``trend``,
+  ``gpus``, ``export_run``, ``export_history``, ``report``, ``dashboard``;
+  ``compare_results`` is ``compare``'s verdicts.
+- Looking up (bench.api.lookup): ``models_frame``, ``optimizers_frame``, ``environment``,
+  ``receptive_fields``, ``predict_memory``.
+
+Bad input raises before any work (models.UnknownNameError, bench.checks.SuiteError,
+bench.measure.setup.SetupError, bench.storage.history.HistoryError, ...). Thresholds are
+fractions (0.05 is 5%). Importing this package does not import torch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from bench import defaults
+from bench.api.lookup import environment, models_frame, optimizers_frame, predict_memory, receptive_fields
+from bench.api.measuring import RunResult, optim, run, train
+from bench.api.options import Destinations, LaunchOptions, OptimOptions, RunOptions, TrainOptions, with_flags
+from bench.api.reading import (
+    compare,
+    dashboard,
+    export_history,
+    export_run,
+    gpus,
+    history_runs,
+    ingest,
+    judge,
+    report,
+    resolve_runs,
+    trend,
+)
+from bench.api.session import EXIT_INTERRUPTED, Console
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bench.storage.history import ResolvedRun
+__all__ = [
+    "Console",
+    "Destinations",
+    "LaunchOptions",
+    "OptimOptions",
+    "RunOptions",
+    "RunResult",
+    "TrainOptions",
+    "compare",
+    "compare_results",
+    "dashboard",
+    "environment",
+    "export_history",
+    "export_run",
+    "gpus",
+    "history_runs",
+    "ingest",
+    "judge",
+    "models_frame",
+    "optim",
+    "optimizers_frame",
+    "predict_memory",
+    "receptive_fields",
+    "report",
+    "resolve_runs",
+    "run",
+    "run_suite",
+    "train",
+    "trend",
+]
 
 
 def run_suite(
     suite: str | Path | dict | None = None,
     *,
-    results: str | Path = "results",
+    results: str | Path = defaults.RESULTS,
     run_id: str | None = None,
     history: str | Path | None = None,
+    machine: str | None = None,
     **flags: object,
 ) -> pd.DataFrame:
     """Run ``suite`` (a shipped suite's name, a TOML file, or a dict shaped like one; default
-    as ``convbench run``) and return its records, one row per case, the Record fields as columns (units in their names).
+    as ``convbench run``) and return its records, one row per case, the Record fields as
+    columns (units in their names).
 
-    ``flags`` are ``convbench run``'s, by their Python names and with Python values, e.g.
-    ``models=["cnn", "torchvision:squeezenet1_1"]``, ``batch_sizes=[32]``, ``steps=10``,
-    ``lr=[0.1]``, ``model_kwargs={"width": 32}``, ``input_size=[3, 64, 64]``, ``amp=True``.
-    Bad input raises before any work (models.UnknownNameError, bench.kinds.step.suite.SuiteError,
-    bench.measure.setup.SetupError, ...); an unknown flag raises TypeError naming the valid ones.
-    Progress goes to standard error and the summary table to standard output, as from the
-    command. Ctrl-C ends the run between cases, keeps its folder and re-raises
-    KeyboardInterrupt.
+    ``flags`` are RunOptions' fields (``convbench run``'s flags by their Python names, with
+    Python values), e.g. ``models=["cnn", "torchvision:squeezenet1_1"]``,
+    ``batch_sizes=[32]``, ``steps=10``, ``lr=[0.1]``, ``model_kwargs={"width": 32}``,
+    ``input_size=[3, 64, 64]``, ``amp=True``. Bad input raises before any work
+    (models.UnknownNameError, bench.checks.SuiteError, bench.measure.setup.SetupError, ...);
+    an unknown flag raises TypeError naming the valid ones. Progress and warnings go to
+    standard error; nothing is printed on standard output. Ctrl-C ends the run between
+    cases, keeps its folder and re-raises KeyboardInterrupt.
     """
-    from bench.cli import EXIT_INTERRUPTED, build_parser, cmd_run
-    from bench.storage.store import load_run, new_run_id
+    import contextlib
+
+    from bench.storage.store import load_run
     from models.references import without_model_code
 
-    args = build_parser().parse_args(["run"])
-    settable = sorted(set(vars(args)) - {"command", "handler", "suite", "results", "run_id", "history"})
-    for name, value in flags.items():
-        if name not in settable:
-            raise TypeError(f"run_suite() got an unknown flag {name!r}; valid: {', '.join(settable)}")
-        setattr(args, name, value)
-    args.suite = suite if suite is None or isinstance(suite, dict) else str(suite)
-    args.results, args.run_id = str(results), run_id or new_run_id()
-    args.history = None if history is None else Path(history)
-    with without_model_code() if args.no_model_code else contextlib.nullcontext():
-        code = cmd_run(args)
-    if code >= EXIT_INTERRUPTED:
-        raise KeyboardInterrupt(f"the run {args.run_id} was interrupted; its folder is kept, marked incomplete")
-    return load_run(Path(results) / args.run_id).frame()
-
-
-def resolve_runs(
-    baseline: str | pd.DataFrame,
-    candidate: str | pd.DataFrame,
-    history: str | Path,
-    baseline_runs: int = 1,
-    include_incomplete: bool = False,
-    baseline_tag: str | None = None,
-) -> tuple[ResolvedRun, ResolvedRun, list[ResolvedRun]]:
-    """(baseline, candidate, earlier runs) for a comparison: each of ``baseline`` and
-    ``candidate`` a run folder, a run id in ``history``, ``latest``, ``previous``, or a
-    DataFrame of records; ``earlier`` the ``baseline_runs - 1`` runs before the baseline in
-    the history (same suite and machine) nearest the baseline that share a case with it and
-    measured it the same way (others are skipped and take no place). Baselines are
-    complete runs unless ``include_incomplete``, of the same suite content
-    (``bench.storage.baselines``) and, with ``baseline_tag``, tagged so; every run passed
-    over is in the baseline's ``skipped``."""
-    from bench.analyse import compare
-    from bench.storage.history import ResolvedRun, earlier_runs, resolve
-
-    def named(run: str | pd.DataFrame, after: ResolvedRun | None = None) -> ResolvedRun:
-        if isinstance(run, str | Path):
-            return resolve(str(run), history, after, include_incomplete, baseline_tag)
-        first = run.iloc[0] if not run.empty else {}
-        return ResolvedRun(
-            str(first.get("run_id", "records")), first.get("suite"), first.get("hostname"), first.get("timestamp"), run
-        )
-
-    candidate_run = named(candidate)
-    baseline_run = named(baseline, after=candidate_run)
-    earlier, skipped = [], list(baseline_run.skipped)
-    if baseline_runs > 1:
-        earlier = earlier_runs(
-            baseline_run,
-            baseline_runs - 1,
-            history,
-            include_incomplete,
-            accept=lambda run: compare.joins_baseline(run.frame, baseline_run.frame),
-            baseline_tag=baseline_tag,
-            skipped=skipped,
-        )
-    return dataclasses.replace(baseline_run, skipped=tuple(skipped)), candidate_run, earlier
+    options = with_flags(RunOptions, flags, suite=suite)
+    destinations = Destinations(results, history, run_id, machine)
+    with without_model_code() if options.no_model_code else contextlib.nullcontext():
+        result = run(options, destinations, console=Console("run", tables=False))
+    if result.exit_status >= EXIT_INTERRUPTED:
+        raise KeyboardInterrupt(f"the run {result.path.name} was interrupted; its folder is kept, marked incomplete")
+    return load_run(result.path).frame()
 
 
 def compare_results(
     baseline: str | pd.DataFrame,
     candidate: str | pd.DataFrame,
     *,
-    history: str | Path = Path("results") / "history.sqlite",
-    threshold: float = 5.0,
-    memory_threshold: float = 10.0,
+    history: str | Path = defaults.HISTORY,
+    threshold: float = defaults.THRESHOLD * 100,
+    memory_threshold: float = defaults.MEMORY_THRESHOLD * 100,
     baseline_runs: int = 1,
 ) -> pd.DataFrame:
     """Verdicts per case, ``candidate`` against ``baseline``, as ``convbench compare`` gives
     them: columns ``case``, ``time`` and ``memory`` (regression, improvement, unchanged, new,
     missing), the changes and p-values, a ``note``. ``threshold`` and ``memory_threshold`` are
-    percentages; runs are as in ``resolve_runs``. Raises bench.analyse.compare.IncomparableError for
-    cases measured differently, bench.storage.history.HistoryError for a run it cannot find."""
-    base, cand, earlier = resolve_runs(baseline, candidate, history, baseline_runs)
-    return judge(base, cand, earlier, threshold, memory_threshold)
-
-
-def judge(
-    baseline: ResolvedRun, candidate: ResolvedRun, earlier: list[ResolvedRun], threshold: float, memory_threshold: float
-) -> pd.DataFrame:
-    """bench.analyse.compare.compare_runs on resolved runs, thresholds in percent."""
-    from bench.analyse import compare
-
-    return compare.compare_runs(
-        baseline.frame,
-        candidate.frame,
+    percentages, as on the command line; runs are as in ``resolve_runs``. Raises
+    bench.analyse.compare.IncomparableError for cases measured differently,
+    bench.storage.history.HistoryError for a run it cannot find."""
+    return compare(
+        baseline,
+        candidate,
+        history=history,
         threshold=threshold / 100,
         memory_threshold=memory_threshold / 100,
-        earlier=[run.frame for run in earlier],
-    )
+        baseline_runs=baseline_runs,
+    ).verdicts

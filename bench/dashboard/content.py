@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bench.analyse.compare import DifferentRunsError, side_by_side
+from bench.analyse.compare import DifferentRunsError
 from bench.dashboard.series import Series
+from bench.kinds import side_by_side
 from bench.measure.load import BUSY_FRACTION
 
 #: How a verdict is written in the page data (one letter a point: pages stay small).

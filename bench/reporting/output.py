@@ -9,7 +9,6 @@ as fields, and to standard error with CSV, which holds the table alone.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,12 +22,6 @@ import pandas as pd
 from bench.reporting.tables import markdown_table, markdown_text, printable, text_table
 
 FORMATS = ("text", "markdown", "json", "csv")
-
-
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--format`` and ``--output FILE`` to a command."""
-    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="write the output to FILE instead of stdout")
 
 
 def rows(frame: pd.DataFrame) -> list[dict]:

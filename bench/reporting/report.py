@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import tomllib
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.kinds.optimizer_step import roofline
-from bench.kinds.parallel import figures as parallel_figures
-from bench.kinds.step import memory_figures
 from bench.measure.load import BUSY_FRACTION
 from bench.reporting import figures
 from bench.reporting.tables import (
@@ -60,21 +56,31 @@ class FigureSpec:
     data: Callable[[Run], pd.DataFrame | None]
 
 
-def _records(run: Run) -> pd.DataFrame | None:
+#: A record's ``kind`` for ``convbench optim``'s cases (bench.record's vocabulary).
+OPTIMIZER_STEP = "optimizer-step"
+
+
+@dataclass(frozen=True)
+class KindParts:
+    """What the kinds of run add to the report of a run of steps (``bench.kinds.report_parts``
+    gives them; the report itself knows no kind): ``figures``, every figure in page order;
+    ``prepare(records)``, the records with the kinds' derived columns (the optimizer step's
+    roofline figures); ``notes(records)``, sentences under the summary (which limit a
+    percentage above 100 is of); ``expected_cases(run)``, the case ids its suite expands to
+    (None where it cannot be expanded here)."""
+
+    figures: list[FigureSpec]
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame
+    notes: Callable[[pd.DataFrame], list[str]] = lambda frame: []
+    expected_cases: Callable[[Run], list[str] | None] = lambda run: None
+
+
+def step_records(run: Run) -> pd.DataFrame | None:
     """The training-step records (not the optimizer-step cases of ``convbench optim``)."""
     frame = run.frame()
     if "kind" in frame:
         frame = frame[frame["kind"].fillna("training-step") == "training-step"]
     return frame if len(frame) else None
-
-
-def _optimizer_steps(run: Run) -> pd.DataFrame | None:
-    frame = roofline.optimizer_step_frame(run.frame())
-    return frame[frame["kind"] == roofline.KIND] if "kind" in frame and (frame["kind"] == roofline.KIND).any() else None
-
-
-def _roofline(frame: pd.DataFrame) -> object:
-    return figures.roofline_figure(frame, roofline.limit_notes(frame))
 
 
 def _ok_records(run: Run) -> pd.DataFrame | None:
@@ -83,7 +89,7 @@ def _ok_records(run: Run) -> pd.DataFrame | None:
 
 
 def _batch_sweep(run: Run) -> pd.DataFrame | None:
-    frame = _records(run)
+    frame = step_records(run)
     return frame if frame is not None and figures.batch_sweeps(frame) else None
 
 
@@ -136,16 +142,6 @@ def _rf_maps(run: Run) -> pd.DataFrame | None:
     return read_damageable(run.path / RF_MAPS, rf_maps_frame)
 
 
-def _predicted_sweep(run: Run) -> pd.DataFrame | None:
-    frame = _records(run)
-    return frame if frame is not None and memory_figures.has_predicted_sweep(frame) else None
-
-
-def _max_batch(run: Run) -> pd.DataFrame | None:
-    frame = _records(run)
-    return frame if frame is not None and memory_figures.has_max_batch(frame) else None
-
-
 FIGURES = [
     FigureSpec(
         "throughput",
@@ -153,7 +149,7 @@ FIGURES = [
         "Training throughput by model and optimizer: the bar is batch size / median step time, the "
         "error bar the interquartile range of the step times (batch / q75 to batch / q25).",
         figures.throughput_figure,
-        _records,
+        step_records,
     ),
     FigureSpec(
         "memory",
@@ -164,25 +160,7 @@ FIGURES = [
         "state and activations (peak minus the static parts). The title gives Adam's optimizer state as a "
         "multiple of SGDM's.",
         figures.memory_breakdown_figure,
-        _records,
-    ),
-    FigureSpec(
-        "predicted_peak",
-        "Predicted against measured peak",
-        "Peak memory of one training step over the batch sweep: measured by the tensor tracker (solid), "
-        "predicted on fake tensors before anything was allocated (dashed) and, on CUDA, the allocator's "
-        "max_memory_allocated over the same step (dotted).",
-        memory_figures.predicted_peak_figure,
-        _predicted_sweep,
-    ),
-    FigureSpec(
-        "max_batch",
-        "Largest batch that fits",
-        "The largest batch that trained without running out of memory (--find-max-batch: doubling, then "
-        "bisection), Adam beside SGDM: the optimizer-state difference in batch terms. Ticks: the same search "
-        "on predicted peaks.",
-        memory_figures.max_batch_figure,
-        _max_batch,
+        step_records,
     ),
     FigureSpec(
         "state_bytes",
@@ -191,19 +169,6 @@ FIGURES = [
         "theory: state buffers (Adam 2, SGDM 1) × bytes per parameter element.",
         figures.state_bytes_figure,
         _ok_records,
-    ),
-    FigureSpec(
-        "roofline",
-        "Optimizer step against the bandwidth limit",
-        "optimizer.step() alone on the model's parameters, per model and precision: the bandwidth each "
-        "implementation's kernels achieved in device time on the bytes the algorithm must move (Adam 7, SGDM 5 "
-        "tensor reads and writes per parameter; solid), the same in wall time (hatched: lower where the device "
-        "waited for the host), and on the kernels' actual traffic (outline), against the bandwidth an in-place "
-        "update kernel reached right before that case on arrays the size of the case's parameters, gradients and "
-        "state (black dash: the percentages are of it) and on DRAM-sized arrays (grey dots). A * marks a "
-        "percentage above 100, explained under the figure.",
-        _roofline,
-        _optimizer_steps,
     ),
     FigureSpec(
         "batch_scaling",
@@ -235,39 +200,6 @@ FIGURES = [
         "and the mean |gradient| over random inputs with the model's weights.",
         figures.receptive_field_maps_figure,
         _rf_maps,
-    ),
-]
-
-
-def _parallel(run: Run) -> pd.DataFrame | None:
-    frame = _records(run)
-    return None if frame is None else parallel_figures.parallel_cases(frame)
-
-
-# Data-parallel runs (bench.kinds.parallel): drawn when the run has cases with a strategy.
-FIGURES += [
-    FigureSpec(
-        "scaling_efficiency",
-        "Data-parallel scaling efficiency",
-        "Global throughput at N ranks / (N × the same case's throughput on one rank), against N, at a "
-        "fixed per-rank batch; step time is the slowest rank's. 1 (dashed) is linear scaling.",
-        parallel_figures.scaling_efficiency_figure,
-        _parallel,
-    ),
-    FigureSpec(
-        "state_per_rank",
-        "Optimizer state per rank",
-        "Optimizer-state bytes held by the largest rank against world size; dotted: the one-rank "
-        "state / N, where zero1 and fsdp would sit if sharding were perfect.",
-        parallel_figures.state_per_rank_figure,
-        _parallel,
-    ),
-    FigureSpec(
-        "adam_vs_sgdm_per_rank",
-        "Adam against SGDM per rank",
-        "Optimizer state per rank (largest rank) with Adam and with SGDM, per strategy and world size.",
-        parallel_figures.adam_vs_sgdm_figure,
-        _parallel,
     ),
 ]
 
@@ -304,17 +236,11 @@ def environment_frame(env: dict) -> pd.DataFrame:
     return pd.DataFrame(flatten(env), columns=["what", "value"])
 
 
-def missing_cases(run: Run) -> list[str] | None:
-    """The case ids of the run's suite (its ``suite.toml``) that have no record, in suite
-    order; None where the suite cannot be expanded here (a model this install lacks)."""
-    from bench.kinds.step.suite import parse_suite
-    from models.references import without_model_code
-
-    try:
-        with without_model_code():  # a run folder names models; reading it never imports their code
-            suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
-            expected = [case.case_id for case in suite.cases(limits=False)]
-    except Exception:  # noqa: BLE001  (any suite that does not expand here: say how many, not which)
+def missing_cases(run: Run, expected_cases: Callable[[Run], list[str] | None]) -> list[str] | None:
+    """The case ids of ``expected_cases(run)`` (what the run's suite expands to, in suite
+    order) that have no record; None where the suite cannot be expanded here."""
+    expected = expected_cases(run)
+    if expected is None:
         return None
     recorded = {r.get("case_id") for r in run.records}
     return [case for case in expected if case not in recorded]
@@ -460,17 +386,18 @@ KIND_COLUMNS = (
 )
 
 
-def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def summary_frame(frame: pd.DataFrame, prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per case: its configuration, status and main measurements, units in headers,
-    unrounded (summary.csv keeps every digit; the other tables round when they write)."""
-    frame = with_derived_columns(roofline.optimizer_step_frame(frame))
+    unrounded (summary.csv keeps every digit; the other tables round when they write).
+    ``prepare``: ``KindParts.prepare``, the kinds' derived columns."""
+    frame = with_derived_columns(prepare(frame) if prepare is not None else frame)
     energy = frame["energy_per_step_j"] if "energy_per_step_j" in frame else pd.Series([None] * len(frame))
     batch = pd.to_numeric(frame["batch_size"], errors="coerce") if "batch_size" in frame else float("nan")
     columns = {}
     for field, header, scale in SUMMARY_COLUMNS:
         values = frame[field] if field in frame else pd.Series([None] * len(frame), dtype=object)
         if field in OPTIMIZER_STEP_FIELDS:
-            values = values.where(frame["kind"] == roofline.KIND) if "kind" in frame else values.map(lambda _: None)
+            values = values.where(frame["kind"] == OPTIMIZER_STEP) if "kind" in frame else values.map(lambda _: None)
         values = values.reset_index(drop=True)
         columns[header] = values if scale is None else pd.to_numeric(values, errors="coerce") * scale
         if field == "host_bound":  # the host's and the device's cost of a step side by side
@@ -564,21 +491,20 @@ def _context(run: Run, frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def write_tables(run_dir: Path | str) -> list[Path]:
+def write_tables(run_dir: Path | str, parts: KindParts) -> list[Path]:
     """Write summary.csv (unrounded), summary.md (with the run's context and its failed cases)
     and summary.tex (booktabs) into the run folder; returns their paths."""
     run = load_run(run_dir)
     frame = run.frame()
-    return _write_tables(run, frame, summary_frame(frame))
+    return _write_tables(run, frame, summary_frame(frame, parts.prepare), parts.notes(frame))
 
 
-def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame) -> list[Path]:
+def _write_tables(run: Run, frame: pd.DataFrame, summary: pd.DataFrame, notes: list[str]) -> list[Path]:
     shown = readable(summary)
     markdown = _context(run, frame) + [markdown_table(shown, format_number)]
     loaded = under_load_note(frame)
     if loaded:
         markdown += ["", markdown_text(loaded)]
-    notes = roofline.limit_notes(frame)
     if notes:
         markdown += ["", "## Above 100%", "", *(f"- {line}" for line in notes)]
     failed = failures(frame)
@@ -753,22 +679,21 @@ def markdown_report(sections: Sections) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: Path | str) -> list[Path]:
-    """Write the run folder's figures, tables and both pages; returns the files written."""
+def write_report(run_dir: Path | str, parts: KindParts) -> list[Path]:
+    """Write a step or optimizer-step run folder's figures, tables and both pages, with what
+    the kinds add (``parts``); returns the files written (``bench.kinds.write_report`` picks
+    the report of a run's kind and gives the parts)."""
     run = load_run(run_dir)
-    if "[train]" in run.suite_toml.splitlines() or any(r.get("recipe") is not None for r in run.records):
-        from bench.kinds.training.report import write_training_report
-
-        return write_training_report(run)
     rf = _rf(run)  # read (and a damaged one refused) before anything is written
     _rf_maps(run)
     frame = run.frame()
-    summary = summary_frame(frame)
-    written = _write_tables(run, frame, summary)
-    specs = write_figures(run)
+    summary = summary_frame(frame, parts.prepare)
+    limits = parts.notes(frame)
+    written = _write_tables(run, frame, summary, limits)
+    specs = write_figures(run, parts.figures)
     written += [run.path / FIGURES_DIR / f"{s.name}.{ext}" for s in specs for ext in ("png", "pdf")]
-    failed = failures_frame(frame, missing_cases(run))
-    notes = [note for note in (under_load_note(frame),) if note] + roofline.limit_notes(frame)
+    failed = failures_frame(frame, missing_cases(run, parts.expected_cases))
+    notes = [note for note in (under_load_note(frame),) if note] + limits
     sections = Sections(run, run_status(run), readable(summary), failed, rf, specs, notes)
     write_atomic(run.path / "report.html", html_report(sections), inside=run.path)
     write_atomic(run.path / "report.md", markdown_report(sections), inside=run.path)

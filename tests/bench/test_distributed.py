@@ -10,6 +10,7 @@ closed form, and its run folder with any other run's. A second test starts two t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 import models
 import optimizers
+from bench.api.options import LaunchOptions, from_namespace
 from bench.cli import build_parser, main
 from bench.kinds.parallel.cases import RANK_FIELDS, DistributedRunner
 from bench.kinds.parallel.launch import plan, relaunch, torchrun_arguments
@@ -325,8 +327,8 @@ def test_sigterm_passed_on_by_torchrun_is_one_line_and_143(monkeypatch, capsys):
         raise SignalException("Process 1 got signal: SIGTERM", sigval=signal.SIGTERM)
 
     monkeypatch.setattr(torchrun, "run", stopped)
-    args = parse("--nproc-per-node", "2")
-    assert relaunch(args, ["run", "--nproc-per-node", "2"]) == 143
+    args = dataclasses.replace(parse("--nproc-per-node", "2"), argv=("run", "--nproc-per-node", "2"))
+    assert relaunch(args) == 143
     assert capsys.readouterr().err.splitlines() == [
         "convbench run: stopped by SIGTERM; rank 0 keeps the finished cases, the run marked incomplete"
     ]
@@ -390,8 +392,9 @@ def test_merge_takes_the_first_failure_and_a_silent_rank_is_a_timeout():
     assert silent.status == "timeout" and silent.error.startswith("rank 1 of 2: sent no result within")
 
 
-def parse(*flags: str):
-    return build_parser().parse_args(["run", *flags])
+def parse(*flags: str) -> LaunchOptions:
+    """The launch options of ``convbench run FLAGS``, as the command reads them."""
+    return from_namespace(LaunchOptions, build_parser().parse_args(["run", *flags]))
 
 
 def test_plan_fills_in_strategies_and_world_sizes(monkeypatch):

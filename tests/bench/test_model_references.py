@@ -220,12 +220,15 @@ def test_bad_switches_fail_naming_the_flag(capsys, flags, message):
 
 
 def test_switches_override_every_grid(monkeypatch):
-    from bench.cli import apply_switches, build_parser
+    from bench.api.measuring import apply_switches
+    from bench.api.options import RunOptions, from_namespace
+    from bench.cli import build_parser
 
     args = build_parser().parse_args(
         ["run", "--channels-last", "--compile-mode", "max-autotune", "--amp", "--model-kwargs", "width=8"]
     )
-    suite = apply_switches(load_suite("smoke").override(models=[FUNCTION, "resnet20"]), args, torch.device("cpu"))
+    options = from_namespace(RunOptions, args)
+    suite = apply_switches(load_suite("smoke").override(models=[FUNCTION, "resnet20"]), options, torch.device("cpu"))
     cases = suite.cases()
     assert {(c.channels_last, c.compile, c.compile_mode, c.precision) for c in cases} == {
         (True, True, "max-autotune", "bf16")
@@ -277,7 +280,7 @@ def test_mfu_is_achieved_over_the_dense_peak_of_the_right_gpu():
 
 @pytest.mark.parametrize("bf16, expected", [(True, "bf16"), (False, "fp16")])
 def test_amp_picks_bf16_only_where_the_gpu_has_it(monkeypatch, bf16, expected):
-    from bench.cli import amp_precision
+    from bench.api.measuring import amp_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
     assert amp_precision(torch.device("cuda", 0)) == expected

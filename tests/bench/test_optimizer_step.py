@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.kinds.optimizer_step import roofline
 from bench.kinds.optimizer_step import runner as optimizer_step
 from bench.measure import bandwidth, host, timing
 from bench.reporting import figures, report
@@ -349,7 +350,7 @@ def test_a_percentage_above_100_says_which_limit_it_exceeds_and_why():
             step_row("resnet18", "adam", "fp32", dram_bandwidth_fraction=0.3, bandwidth_fraction=0.3),
         ]
     )
-    notes = report.roofline.limit_notes(frame)
+    notes = roofline.limit_notes(frame)
     assert notes == [
         "cnn/adam/optimizer-step/fp32: 154% of the DRAM-sized bandwidth (45.0 GB/s): its working set (5.5 MiB) "
         "fits the last-level cache (32.0 MiB), where the same kernel measured 78.8 GB/s.",
@@ -374,13 +375,13 @@ def test_records_from_before_device_time_keep_their_wall_time_figures_only():
             step_row("resnet18", "torch-adam-fused", "fp32", **old) | dict(device="cpu"),
         ]
     )
-    read = report.roofline.optimizer_step_frame(frame)
+    read = roofline.optimizer_step_frame(frame)
     assert read["wall_bandwidth_fraction"].tolist() == [0.25, 0.25]
     gpu, cpu = read.iloc[0], read.iloc[1]
     assert pd.isna(gpu["achieved_bandwidth_gbs"]) and pd.isna(gpu["bandwidth_fraction"])
     assert pd.isna(gpu["device_time_ms"]) and pd.isna(gpu["dram_bandwidth_fraction"])
     assert (cpu["device_time_ms"], cpu["dram_bandwidth_fraction"], cpu["achieved_bandwidth_gbs"]) == (0.99, 0.25, 722.0)
-    summary = report.summary_frame(frame)
+    summary = report.summary_frame(frame, roofline.optimizer_step_frame)
     assert summary["of bandwidth in wall time (%)"].tolist() == [25.0, 25.0]
     assert summary["of bandwidth (%)"].isna().all()
 
@@ -392,8 +393,8 @@ def test_host_time_shows_for_optimizer_steps_only():
             dict(kind="training-step", model="cnn", optimizer="adam", status="ok", host_time_ms=9.0),
         ]
     )
-    assert report.summary_frame(frame)["host time (ms)"].tolist()[0] == 0.5
-    assert pd.isna(report.summary_frame(frame)["host time (ms)"].tolist()[1])
+    assert report.summary_frame(frame, roofline.optimizer_step_frame)["host time (ms)"].tolist()[0] == 0.5
+    assert pd.isna(report.summary_frame(frame, roofline.optimizer_step_frame)["host time (ms)"].tolist()[1])
 
 
 def test_optim_over_two_models_writes_its_report(tmp_path, capsys):

@@ -663,7 +663,7 @@ def test_probe(probe: Probe, tmp_path, capsys, fault_models, monkeypatch):
     if not probe.report:
         from bench.reporting import report
 
-        monkeypatch.setattr(report, "write_report", lambda run_dir: [])
+        monkeypatch.setattr(report, "write_report", lambda run_dir, parts=None: [])
     code, out, err = run_probe(probe, tmp_path, capsys)
     assert "Traceback" not in err, err
     assert code == probe.code, (code, err)

@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.kinds import write_report, write_tables
 from bench.reporting.report import (
     ENERGY_PER_SAMPLE,
     SUMMARY_COLUMNS,
     rf_maps_frame,
     run_status,
-    write_report,
-    write_tables,
 )
 from bench.storage.store import load_run
 from tests.bench import synthetic

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bench.reporting.report import write_tables
+from bench.kinds import write_tables
 from bench.storage import history
 from bench.storage.store import RunWriter, write_atomic
 from tests.bench.runs import record, smoke_run

@@ -13,6 +13,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from bench.reporting.figures import COLUMN, MIB, PAGE, PALETTE, algorithm
+from bench.reporting.report import FigureSpec, step_records
+from bench.storage.store import Run
 
 STRATEGY_MARKERS = {"ddp": "o", "zero1": "s", "fsdp": "D"}
 
@@ -145,3 +147,36 @@ def adam_vs_sgdm_figure(frame: pd.DataFrame) -> Figure:
     panels[0].set_ylabel("optimizer state per rank (MiB)")
     panels[-1].legend(fontsize="x-small")
     return figure
+
+
+def _parallel(run: Run) -> pd.DataFrame | None:
+    frame = step_records(run)
+    return None if frame is None else parallel_cases(frame)
+
+
+#: Data-parallel figures in the report, drawn when the run has cases with a strategy.
+FIGURES = [
+    FigureSpec(
+        "scaling_efficiency",
+        "Data-parallel scaling efficiency",
+        "Global throughput at N ranks / (N × the same case's throughput on one rank), against N, at a "
+        "fixed per-rank batch; step time is the slowest rank's. 1 (dashed) is linear scaling.",
+        scaling_efficiency_figure,
+        _parallel,
+    ),
+    FigureSpec(
+        "state_per_rank",
+        "Optimizer state per rank",
+        "Optimizer-state bytes held by the largest rank against world size; dotted: the one-rank "
+        "state / N, where zero1 and fsdp would sit if sharding were perfect.",
+        state_per_rank_figure,
+        _parallel,
+    ),
+    FigureSpec(
+        "adam_vs_sgdm_per_rank",
+        "Adam against SGDM per rank",
+        "Optimizer state per rank (largest rank) with Adam and with SGDM, per strategy and world size.",
+        adam_vs_sgdm_figure,
+        _parallel,
+    ),
+]

@@ -13,7 +13,6 @@ Nothing here imports torch until a function needs it, so ``convbench --help`` st
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
@@ -22,7 +21,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bench.kinds.parallel import world
-from bench.kinds.step.suite import STRATEGIES
 
 if TYPE_CHECKING:
     from bench.kinds.step.suite import Suite
@@ -52,43 +50,24 @@ def check_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def add_flags(
-    parser: argparse.ArgumentParser,
-    items: Callable[[str], list[str]],
-    integers: Callable[[str], list[int]],
-    positive: Callable[[str], int],
-) -> None:
-    """The data-parallel flags of ``convbench run``, as one argument group."""
-    group = parser.add_argument_group(
-        "data parallel", "run every case on several processes through torch.distributed.run (torchrun)"
-    )
-    group.add_argument("--nproc-per-node", type=positive, metavar="N", help="processes on this node (GPUs per node)")
-    group.add_argument("--nnodes", type=positive, default=1, metavar="M", help="nodes taking part (default 1)")
-    group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank, 0 … M-1 (default 0)")
-    group.add_argument(
-        "--rdzv-endpoint", metavar="HOST:PORT", help="where node 0 listens for the others (needed with --nnodes > 1)"
-    )
-    group.add_argument(
-        "--strategies", type=items, metavar="A,B", help=f"{', '.join(STRATEGIES)} (default: the suite's, else ddp)"
-    )
-    group.add_argument(
-        "--world-sizes", type=integers, metavar="N,M", help="ranks per case (default: the suite's, else 1 and all)"
-    )
-    group.add_argument(
-        "--sync-batchnorm",
-        action="store_true",
-        help="run every case also with BatchNorm as torch.nn.SyncBatchNorm (CUDA only)",
-    )
-    group.add_argument(
-        "--collective-timeout",
-        type=float,
-        default=world.DEFAULT_TIMEOUT_S,
-        metavar="S",
-        help=f"seconds a collective may hang before the case is a timeout (default {world.DEFAULT_TIMEOUT_S:g})",
-    )
+@dataclasses.dataclass(frozen=True)
+class LaunchOptions:
+    """How a run is launched: one process (``nproc_per_node`` None), or data parallel through
+    torchrun with ``nproc_per_node`` × ``nnodes`` ranks. ``argv`` is the command line the
+    workers are started with (``python -m bench ARGV``); only the command line has one."""
+
+    nproc_per_node: int | None = None
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    strategies: list[str] | None = None
+    world_sizes: list[int] | None = None
+    sync_batchnorm: bool = False
+    collective_timeout: float = world.DEFAULT_TIMEOUT_S
+    argv: tuple[str, ...] = ()
 
 
-def ranks_requested(args: argparse.Namespace) -> int | None:
+def ranks_requested(args: LaunchOptions) -> int | None:
     """The number of ranks of the run: WORLD_SIZE under torchrun, else nproc-per-node × nnodes
     with ``--nproc-per-node``; None for a single-process run."""
     if world.launched():
@@ -98,7 +77,7 @@ def ranks_requested(args: argparse.Namespace) -> int | None:
     return args.nproc_per_node * args.nnodes
 
 
-def plan(args: argparse.Namespace, suite: Suite) -> tuple[Suite, int | None]:
+def plan(args: LaunchOptions, suite: Suite) -> tuple[Suite, int | None]:
     """The suite as this run will run it, and its number of ranks (None: one process).
 
     In a data-parallel run, every ``[[grid]]`` block without strategies gets ``--strategies``
@@ -183,7 +162,7 @@ def rank_device(device: object) -> object:
     return device
 
 
-def torchrun_arguments(args: argparse.Namespace, argv: list[str]) -> list[str]:
+def torchrun_arguments(args: LaunchOptions, argv: list[str]) -> list[str]:
     """torchrun's command line for this run: one node standalone, several by static
     rendezvous at ``--rdzv-endpoint``; the workers run ``python -m bench`` with ``argv``."""
     launcher = ["--nproc-per-node", str(args.nproc_per_node), "--nnodes", str(args.nnodes)]
@@ -194,7 +173,7 @@ def torchrun_arguments(args: argparse.Namespace, argv: list[str]) -> list[str]:
     return [*launcher, "-m", "bench", *argv]
 
 
-def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
+def relaunch(args: LaunchOptions) -> int:
     """Start the workers through torchrun in this process and wait for them. The exit status
     is rank 0's (0, 1, 2 as for any run); a lost worker's signal gives 1; Ctrl-C or SIGTERM to
     this process (which torchrun passes on to the workers) gives one line and 130 or 143."""
@@ -202,8 +181,12 @@ def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    if not args.argv:
+        from bench.measure.setup import SetupError
+
+        raise SetupError("a data-parallel run is started from the command line (convbench run --nproc-per-node N)")
     try:
-        torchrun.run(torchrun.parse_args(torchrun_arguments(args, argv)))
+        torchrun.run(torchrun.parse_args(torchrun_arguments(args, list(args.argv))))
     except ChildFailedError as failed:
         failures = failed.failures
         failure = failures.get(0) or next(iter(failures.values()))

@@ -32,7 +32,7 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
 import optimizers
-from bench.kinds.step.suite import STRATEGIES
+from bench.checks import STRATEGIES
 
 
 @dataclass

@@ -20,13 +20,15 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench import defaults
+
 if TYPE_CHECKING:  # torch is imported where it is used, so that `convbench --help` stays quick
     import torch
     import torch.distributed as dist
 
 #: Seconds a collective (and a wait for another rank's result) may take before the case is
 #: recorded as ``timeout``.
-DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_TIMEOUT_S = defaults.COLLECTIVE_TIMEOUT_S
 #: The environment variable torchrun sets in every worker; its presence means "launched".
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import re
 from collections.abc import Callable
 
 import torch
@@ -31,32 +30,7 @@ import torch
 from bench.kinds.step import memory_pass
 from bench.kinds.step.suite import Case
 from bench.measure import memory_breakdown
-
-#: Memory of common NVIDIA GPUs, bytes: ``memory.total`` as ``nvidia-smi`` reports it, in MiB.
-#: What tensors can use is less: the CUDA context and the driver's reserve take some 0.3 to
-#: 1 GiB, and the caching allocator's fragmentation some more.
-GPU_MEMORY_BYTES = {
-    "T4": 15_360 * 2**20,
-    "A10G": 23_028 * 2**20,
-    "L4": 23_034 * 2**20,
-    "RTX4090": 24_564 * 2**20,
-    "A100-40GB": 40_960 * 2**20,
-    "A100-80GB": 81_920 * 2**20,
-    "H100-80GB": 81_559 * 2**20,
-    "H200": 143_771 * 2**20,
-}
-_SIZE = re.compile(r"(?P<number>\d+(\.\d*)?([eE]\d+)?)\s*(?P<unit>[kKmMgGtT]i?)?[bB]?")
-_UNITS = {
-    "B": 1,
-    "TB": 10**12,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-    "TIB": 2**40,
-}
+from bench.measure.sizes import GPU_MEMORY_BYTES, parse_bytes  # noqa: F401  (re-exported)
 
 #: The memory a CPU search fits in when no cap is given (1 GiB).
 DEFAULT_CPU_CAP_BYTES = 2**30
@@ -107,17 +81,6 @@ def largest_batch(
     return good, attempts
 
 
-def parse_bytes(text: str) -> int:
-    """``80GiB``, ``512MiB``, ``16GB``, ``1e9``: bytes. Binary units (KiB, MiB, GiB, TiB) are
-    powers of 1024, decimal ones (KB, MB, GB, TB) of 1000; a bare number is bytes. Raises
-    ValueError naming the text unless it is a size of at least one byte."""
-    match = _SIZE.fullmatch(text.strip())
-    value = float(match["number"]) * _UNITS[(match["unit"] or "").upper() + "B"] if match else 0.0
-    if not 1 <= value < float("inf"):
-        raise ValueError(f"{text!r} is not a memory size; use e.g. 80GiB, 512MiB, 16GB or a number of bytes")
-    return int(value)
-
-
 def memory_for(device: torch.device, cap_bytes: int | None, cuda: object = torch.cuda) -> int:
     """The memory a search on ``device`` fits in: ``cap_bytes``, else the CUDA device's total
     memory, else ``DEFAULT_CPU_CAP_BYTES``."""
@@ -165,15 +128,26 @@ def predicted_peak(case: Case, device: torch.device, batch: int) -> int:
     return memory_pass.predict(_with_batch(case, batch), device).breakdown.peak
 
 
-def predicted_largest_batch(case: Case, device: torch.device, memory: int) -> int | None:
+def predicted_largest_batch(
+    case: Case, device: torch.device, memory: int, progress: Callable[[int, bool], None] | None = None
+) -> int | None:
     """The largest batch whose predicted peak fits ``memory``. The peak grows by the same
     bytes per sample wherever it falls, so the line through the peaks at batch 1 and 2
     lands on or next to the answer; the search starts there and needs a few predictions
-    where plain doubling would need some 2 log2(batch)."""
+    where plain doubling would need some 2 log2(batch). ``progress(batch, fits)`` hears of
+    each batch tried (each prediction takes seconds on a large model)."""
     first, second = predicted_peak(case, device, 1), predicted_peak(case, device, 2)
     per_sample = second - first
     guess = 2 + (memory - second) // per_sample if per_sample > 0 else 1
-    return largest_batch(predicted_fits(case, device, memory), guess=max(1, min(guess, BATCH_LIMIT)))[0]
+    fits = predicted_fits(case, device, memory)
+
+    def tried(batch: int) -> bool:
+        fitted = fits(batch)
+        if progress is not None:
+            progress(batch, fitted)
+        return fitted
+
+    return largest_batch(tried, guess=max(1, min(guess, BATCH_LIMIT)))[0]
 
 
 def search_case(

@@ -12,6 +12,8 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from bench.reporting.figures import COLUMN, MIB, PALETTE, algorithm
+from bench.reporting.report import FigureSpec, step_records
+from bench.storage.store import Run
 
 #: The series one line of the sweep follows: everything but the batch size.
 SERIES = ["model", "optimizer", "precision", "channels_last"]
@@ -83,3 +85,36 @@ def max_batch_figure(frame: pd.DataFrame) -> Figure:
     axes.grid(axis="x", visible=False)
     figure.legend(loc="outside lower center", ncols=min(4, len(optimizer_names)), frameon=False, fontsize="x-small")
     return figure
+
+
+def _predicted_sweep(run: Run) -> pd.DataFrame | None:
+    frame = step_records(run)
+    return frame if frame is not None and has_predicted_sweep(frame) else None
+
+
+def _max_batch(run: Run) -> pd.DataFrame | None:
+    frame = step_records(run)
+    return frame if frame is not None and has_max_batch(frame) else None
+
+
+#: The step kind's memory figures in the report (bench.reporting.report.FigureSpec).
+FIGURES = [
+    FigureSpec(
+        "predicted_peak",
+        "Predicted against measured peak",
+        "Peak memory of one training step over the batch sweep: measured by the tensor tracker (solid), "
+        "predicted on fake tensors before anything was allocated (dashed) and, on CUDA, the allocator's "
+        "max_memory_allocated over the same step (dotted).",
+        predicted_peak_figure,
+        _predicted_sweep,
+    ),
+    FigureSpec(
+        "max_batch",
+        "Largest batch that fits",
+        "The largest batch that trained without running out of memory (--find-max-batch: doubling, then "
+        "bisection), Adam beside SGDM: the optimizer-state difference in batch terms. Ticks: the same search "
+        "on predicted peaks.",
+        max_batch_figure,
+        _max_batch,
+    ),
+]

@@ -67,16 +67,11 @@ from pathlib import Path
 import models
 import optimizers
 from bench import checks
-from bench.checks import SuiteError
+from bench.checks import COMPILE_MODES, PRECISIONS, STRATEGIES, SuiteError
 from bench.measure import data
 from bench.record import case_id
 from bench.toml_writer import dumps
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-#: Data-parallel strategies (bench.kinds.parallel), a case dimension: ``strategy`` in a ``[[grid]]``.
-STRATEGIES = ("ddp", "zero1", "fsdp")
-#: torch.compile's modes; "default" is what torch.compile does without one.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: Optimizer hyperparameters a grid can set, each given to the optimizers that take it.
 HYPERPARAMETERS = ("lr", "momentum", "betas", "eps", "weight_decay")
 
@@ -599,3 +594,19 @@ def load_suite(name_or_path: str | Path | dict) -> Suite:
             )
         text, source = shipped_file.read_text(encoding="utf-8"), str(shipped_file)
     return parse_suite(checks.read_toml(text, source), source, Path(source).stem)
+
+
+def expected_case_ids(run: object) -> list[str] | None:
+    """The case ids a run folder's suite (its ``suite.toml``, a bench.storage.store.Run's
+    ``suite_toml``) expands to, in suite order; None where the suite cannot be expanded here
+    (a model this install lacks). Reading a run folder never imports the model code it names."""
+    import tomllib
+
+    from models.references import without_model_code
+
+    try:
+        with without_model_code():
+            suite = parse_suite(tomllib.loads(run.suite_toml), str(run.path / "suite.toml"), "")
+            return [case.case_id for case in suite.cases(limits=False)]
+    except Exception:  # noqa: BLE001  (any suite that does not expand here: say how many, not which)
+        return None

@@ -19,8 +19,8 @@ import pandas as pd
 
 import models
 from bench.kinds.training import figures as train_figures
-from bench.kinds.training.command import CURVES
 from bench.kinds.training.compare import time_spread
+from bench.kinds.training.curves import CURVES
 from bench.reporting.report import (
     FIGURES_DIR,
     FigureSpec,
