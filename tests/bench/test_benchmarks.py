@@ -41,6 +41,8 @@ def test_benchmarks_record_device_and_extra_info(tmp_path):
         capture_output=True,
         text=True,
         cwd=ROOT,
+        # pytest-benchmark turns itself off under xdist; a worker's variables must not reach this pytest.
+        env={name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST")},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     saved = json.loads(report.read_text())
