@@ -373,13 +373,14 @@ def _run_case_watched(run_case: Callable[[Case, RunContext], Record], case: Case
     a warning on stderr when other processes took more than ``BUSY_FRACTION`` of the CPUs)."""
     from bench.measure.load import BUSY_FRACTION, OtherLoad
     from bench.measure.memguard import mark_out_of_memory
+    from bench.record import Load
 
     other = OtherLoad().start()
     record = mark_out_of_memory(run_case(case, context))
     other.stop()
-    record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
-    if (record.other_cpu_fraction or 0.0) > BUSY_FRACTION:
-        busy = f"other processes used {record.other_cpu_fraction:.0%} of the CPUs"
+    record.load = Load(load_average_1m=other.load_average_start, other_cpu_fraction=other.other_cpu_fraction)
+    if (record.load.other_cpu_fraction or 0.0) > BUSY_FRACTION:
+        busy = f"other processes used {record.load.other_cpu_fraction:.0%} of the CPUs"
         print(f"convbench run: warning: {case.case_id}: {busy}; its step times are not the machine's", file=sys.stderr)
     return record
 

@@ -27,6 +27,7 @@ import pandas as pd
 from bench.kinds.optimizer_step import roofline
 from bench.kinds.parallel import figures as parallel_figures
 from bench.kinds.step import memory_figures
+from bench.record import STEP_KINDS, TRAINING_TO_ACCURACY
 from bench.reporting import figures
 from bench.reporting.tables import code_fence, format_number, html_table, latex_table, markdown_table, markdown_text
 from bench.storage.store import Run, RunFolderError, load_run, write_atomic
@@ -50,10 +51,11 @@ class FigureSpec:
 
 
 def _records(run: Run) -> pd.DataFrame | None:
-    """The training-step records (not the optimizer-step cases of ``convbench optim``)."""
+    """The records that time a training step, data parallel included (not the optimizer-step
+    cases of ``convbench optim``)."""
     frame = run.frame()
     if "kind" in frame:
-        frame = frame[frame["kind"].fillna("training-step") == "training-step"]
+        frame = frame[frame["kind"].isin(STEP_KINDS)]
     return frame if len(frame) else None
 
 
@@ -701,7 +703,7 @@ def markdown_report(sections: Sections) -> str:
 def write_report(run_dir: Path | str) -> list[Path]:
     """Write the run folder's figures, tables and both pages; returns the files written."""
     run = load_run(run_dir)
-    if "[train]" in run.suite_toml.splitlines() or any(r.get("recipe") is not None for r in run.records):
+    if "[train]" in run.suite_toml.splitlines() or any(r["kind"] == TRAINING_TO_ACCURACY for r in run.records):
         from bench.kinds.training.report import write_training_report
 
         return write_training_report(run)
