@@ -48,7 +48,7 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-#: The version of the record format ``Record.to_dict`` writes; 1 is the flat format before it.
+#: The version of the record format ``Record.to_json`` writes; 1 is the flat format before it.
 SCHEMA = 2
 
 #: What a record measured: the training step; the optimizer step alone (``convbench optim``);
@@ -388,7 +388,7 @@ class Record:
             raise ValueError(f"record kind {self.kind!r} is not one of {', '.join(KINDS)}")
 
     def __getattr__(self, name: str) -> object:
-        """A flat field read as an attribute (``record.step_time_ms``), as ``flat()`` reads it:
+        """A flat field read as an attribute (``record.step_time_ms``), as ``to_dict()`` reads it:
         from its block, or its default where the block is absent. Only reading: a
         measurement is set in its block (``record.timing.step_time_ms = ...``), and setting
         a name that is not the envelope's raises AttributeError."""
@@ -400,22 +400,22 @@ class Record:
             value = getattr(value, key) if value is not None else None
         return slot.default() if value is None else value
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         """The record as ``records.jsonl`` holds it (schema ``SCHEMA``): the envelope, then
         each block that applies as an object of the fields it measured."""
         return {"schema": SCHEMA, "kind": self.kind, **_as_json(self)}
 
-    def flat(self) -> dict:
+    def to_dict(self) -> dict:
         """The record as readers see it: one field per column, ``RECORD_FIELDS`` (``flatten``)."""
-        return flatten(self.to_dict())
+        return flatten(self.to_json())
 
     def with_fields(self, **changes: object) -> Record:
         """A copy with the flat fields ``changes`` (``RECORD_FIELDS`` names) set, each in its block."""
-        return Record.from_flat({**self.flat(), **changes})
+        return Record.from_flat({**self.to_dict(), **changes})
 
     @classmethod
-    def from_dict(cls, data: dict) -> Record:
-        """The Record a schema-2 dict (``to_dict``) describes. TypeError for a field that no
+    def from_json(cls, data: dict) -> Record:
+        """The Record a schema-2 dict (``to_json``) describes. TypeError for a field that no
         block has."""
         return _from_json(cls, {k: v for k, v in data.items() if k != "schema"})
 
@@ -424,7 +424,7 @@ class Record:
         """The Record of ``flat``, a dict of flat fields (``RECORD_FIELDS``, as a schema-1
         line or a measuring function's output holds them), each put in its block
         (``upgrade``). TypeError for a name that is no record field."""
-        return cls.from_dict(upgrade(flat, strict=True))
+        return cls.from_json(upgrade(flat, strict=True))
 
 
 def _block_type(annotation: object) -> type | None:
@@ -580,7 +580,7 @@ def upgrade(flat: dict, strict: bool = False) -> dict:
 
 
 def flatten(record: dict) -> dict:
-    """A schema-2 record (``Record.to_dict``, its blocks objects) as readers see it: every
+    """A schema-2 record (``Record.to_json``, its blocks objects) as readers see it: every
     field of ``RECORD_FIELDS`` under its flat name, what is absent as the field's default
     (None for a figure), in that order; keys no block knows are kept as they are."""
     flat = {}

@@ -77,7 +77,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.utils.benchmark
@@ -88,7 +87,6 @@ from bench.kinds.step.suite import Case
 from bench.measure import host, memory, timing
 from bench.measure.env import COMMIT_VARIABLE, collect_env
 from bench.measure.precision import cuda_backend_settings
-from bench.record import Record
 from bench.storage import history
 from bench.telemetry import gpu
 
@@ -250,13 +248,8 @@ def context(sizes: Sizes, env: dict) -> RunContext:
     return RunContext(run_id="acceptance", suite="acceptance", device=sizes.device, env=env, memory_pass=False)
 
 
-def run_records(sizes: Sizes, env: dict, cases: list[Case]) -> list[SimpleNamespace]:
-    return [flat(run_case(case, context(sizes, env))) for case in cases]
-
-
-def flat(record: Record) -> SimpleNamespace:
-    """``record``'s flat fields (``Record.flat``) as attributes, as the checks read them."""
-    return SimpleNamespace(**record.flat())
+def run_records(sizes: Sizes, env: dict, cases: list[Case]) -> list:
+    return [run_case(case, context(sizes, env)) for case in cases]
 
 
 # ---------------------------------------------------------------------------------------
@@ -808,7 +801,7 @@ def check_oom(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
                 left = allocated_blocks(torch.cuda.memory._snapshot())
                 torch.cuda.memory._record_memory_history(enabled=None)
                 write_json(out / "oom_left.json", {"after": this.case_id, "allocated_blocks": left})
-            records.append(flat(record))
+            records.append(record)
             file.write(json.dumps(record.to_dict(), default=str) + "\n")
             file.flush()
     statuses = [r.status for r in records]
@@ -856,7 +849,7 @@ def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
                 env=env,
                 device_name=device_name(sizes.device, env),
             )
-            records[name] = flat(record)
+            records[name] = record
             file.write(json.dumps(record.to_dict(), default=str) + "\n")
     failed = [f"{n}: {r.status}: {r.error}" for n, r in records.items() if r.status != "ok"]
     if failed:
@@ -874,7 +867,7 @@ def check_optim(sizes: Sizes, out: Path, env: dict) -> tuple[str, str]:
     fused, compiled = records["torch-adam-fused"].device_time_ms, records["adam-compiled"].device_time_ms
     ratio = compiled / fused if fused and compiled else None
     line = "; ".join(parts) + (f"; compiled / fused device time {ratio:.2f}" if ratio else "")
-    line += "".join(f"; {note}" for note in limit_notes(pd.DataFrame([vars(r) for r in records.values()])))
+    line += "".join(f"; {note}" for note in limit_notes(pd.DataFrame([r.to_dict() for r in records.values()])))
     if sizes.dry_run:
         return "info", line + " (CPU: device time is the wall time, not judged)"
     return ("pass" if ratio is not None and ratio <= compiled_over_fused else "fail"), line

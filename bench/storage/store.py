@@ -352,7 +352,7 @@ class RunWriter:
     def append(self, record: Record) -> None:
         """Add one finished case; it is on disk when this returns. A write that fails (a full
         disk) leaves no partial line behind and raises the OSError."""
-        data = (json.dumps(record.to_dict()) + "\n").encode("utf-8")
+        data = (json.dumps(record.to_json()) + "\n").encode("utf-8")
         descriptor = open_for_append(self.path / RECORDS)
         try:
             size = os.fstat(descriptor).st_size

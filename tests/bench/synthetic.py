@@ -45,7 +45,7 @@ def record(model: str, optimizer: str, batch_size: int = 32, precision: str = "f
         **config,
     )
     if status != "ok":
-        return Record.from_flat(dict(**fields, error=f"{status} in {model}")).flat()
+        return Record.from_flat(dict(**fields, error=f"{status} in {model}")).to_dict()
     # Scale the samples with the batch so bigger batches take longer per step.
     samples = [ms * batch_size / 32 for ms in SAMPLES]
     return Record.from_flat(
@@ -66,7 +66,7 @@ def record(model: str, optimizer: str, batch_size: int = 32, precision: str = "f
             peak_memory_source="process_rss",
             activation_bytes=50_000 * batch_size,
         )
-    ).flat()
+    ).to_dict()
 
 
 def records() -> list[dict]:

@@ -149,7 +149,7 @@ class DistributedRunner:
         if world.rank in members:
             build = functools.partial(build_for, world=world, group=group) if fault is None else _raiser(fault)
             local = runner.run_case(case, dataclasses.replace(context, builder=build))
-            flat = local.flat()
+            flat = local.to_dict()
             report = {"status": local.status, "error": local.error, **{k: flat[k] for k in RANK_FIELDS}}
             if local.status != "ok":
                 report["status"] = "timeout" if is_timeout(local.error) else local.status
