@@ -511,6 +511,12 @@ _BLOCK_NAMES = {block: name for name, block in BLOCKS.items()}
 _ENVELOPE_VALUES = tuple(item.name for item in fields(Record) if item.name not in BLOCKS)
 
 
+def _holds(value: object, slot: Slot) -> bool:
+    """Whether ``value`` says something: not None, nor the empty list or object that is its
+    field's default (a failed case's samples)."""
+    return value is not None and not (isinstance(value, list | dict) and not value and slot.default() == value)
+
+
 def blocks(flat: dict, *kinds: type) -> dict[str, object]:
     """Keyword arguments of Record from flat fields, for a kind's record assembly
     (``Record(**blocks(out, StepTiming, HostCost), ...)``): the envelope's own fields in
@@ -525,7 +531,7 @@ def blocks(flat: dict, *kinds: type) -> dict[str, object]:
         values: dict = {}
         for name, slot in _slots(kind).items():
             used.add(name)
-            if flat.get(name) is not None:
+            if name in flat and _holds(flat[name], slot):
                 place = values
                 for key in slot.path[:-1]:
                     place = place.setdefault(key, {})
@@ -570,7 +576,7 @@ def upgrade(flat: dict, strict: bool = False) -> dict:
             if name != "schema":
                 nested[name] = value
             continue
-        if name == "kind" or name in skipped or value is None or (value in ([], {}) and value == slot.default()):
+        if name == "kind" or name in skipped or not _holds(value, slot):
             continue
         place = nested
         for key in slot.path[:-1]:

@@ -494,7 +494,7 @@ REQUIRED_NULLABLE = ("batch_size", "git_commit")
 #: What a schema-2 record must hold: the envelope's fields, and the configuration and
 #: provenance every kind has (key paths); none of them may be null.
 REQUIRED_SCHEMA2 = (
-    *(("run_id",), ("case_id",), ("timestamp",), ("suite",), ("status",), ("case",), ("provenance",)),
+    *(("kind",), ("run_id",), ("case_id",), ("timestamp",), ("suite",), ("status",), ("case",), ("provenance",)),
     *(("case", name) for name in ("model", "optimizer", "precision", "steps", "warmup", "repeats")),
     *(("provenance", name) for name in ("device", "device_name", "hostname", "torch_version")),
 )

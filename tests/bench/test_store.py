@@ -19,19 +19,9 @@ def record(run_id: str, model: str = "cnn", status: str = "ok") -> Record:
         dataset="synthetic",
         input_shape=[1, 28, 28],
     )
-    return Record.from_flat(
-        dict(
-            run_id=run_id,
-            case_id=case_id(config),
-            timestamp="2026-11-27T00:00:00+00:00",
-            suite="smoke",
-            steps=5,
-            warmup=2,
-            repeats=3,
-            status=status,
-            **config,
-        )
-    )
+    when = "2026-11-27T00:00:00+00:00"
+    identity = {"run_id": run_id, "case_id": case_id(config), "timestamp": when, "suite": "smoke"}
+    return Record.from_flat({**identity, "steps": 5, "warmup": 2, "repeats": 3, "status": status, **config})
 
 
 def writer(tmp_path, cases_total=2) -> RunWriter:
