@@ -585,6 +585,13 @@ def upgrade(flat: dict, strict: bool = False) -> dict:
     return nested
 
 
+def read_flat(line: dict) -> dict:
+    """A record as a line of ``records.jsonl`` holds it, of either schema, read flat
+    (``flatten``, after ``upgrade`` for a schema-1 line); unchecked, which
+    ``bench.storage.store.check_record`` adds."""
+    return flatten(line) if line.get("schema", 1) != 1 else flatten(upgrade(line))
+
+
 def flatten(record: dict) -> dict:
     """A schema-2 record (``Record.to_json``, its blocks objects) as readers see it: every
     field of ``RECORD_FIELDS`` under its flat name, what is absent as the field's default

@@ -2,7 +2,7 @@
 
     results/history.sqlite
         runs    one row per run: id, suite, status, times, host, machine, device, commit,
-                counts, and the run's manifest, env.json and suite.toml as written
+                counts, kind, and the run's manifest, env.json and suite.toml as written
         cases   one row per (run, case): the configuration, the protocol and the figures the
                 verdicts and the dashboard read as columns for queries (with the median of
                 each repeat, ``step_time_repeat_medians_ms``), and the whole Record as JSON
@@ -12,8 +12,10 @@
 The schema's version is SQLite's ``user_version``; opening a database applies the
 ``MIGRATIONS`` it has not seen, in order, inside one transaction. A database written by a
 newer convbench (a higher version than this one knows) is refused rather than guessed at.
-Migration 3 fills its derived column with an SQL function that every connection registers
-(``convbench_repeat_medians``), so it must stay registered for as long as migration 3 exists.
+Migrations 3 and 4 fill their derived columns with SQL functions that every connection
+registers (``convbench_repeat_medians``, ``convbench_record_kind``), so each must stay
+registered for as long as its migration exists. Migration 4 stores each case's and each run's
+kind (``bench.record.KINDS``), decided for older records as reading them decides it.
 
 Concurrency: two runs finishing at the same moment (two processes, one file) must both
 land whole. Each run is added in a single ``BEGIN IMMEDIATE`` transaction, which takes the
@@ -49,7 +51,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from bench.record import REPEAT_MEDIANS, flatten, repeat_medians, upgrade, utc_now
+from bench.record import REPEAT_MEDIANS, read_flat, repeat_medians, utc_now
 from bench.storage.store import (
     MANIFEST,
     RECORDS,
@@ -333,9 +335,8 @@ def _kind_json(record: str) -> str | None:
 
 
 def _flat(record: str) -> dict:
-    """A record stored as JSON, flat as readers see it (``bench.record.flatten``), unchecked."""
-    data = json.loads(record)
-    return flatten(data) if data.get("schema", 1) != 1 else flatten(upgrade(data))
+    """A record stored as JSON, flat as readers see it, unchecked."""
+    return read_flat(json.loads(record))
 
 
 def _case_row(run_id: str, record: dict, text: str) -> tuple:
