@@ -98,15 +98,15 @@ class CaseConfig:
 
     model: str
     optimizer: str
-    precision: str  # fp32 | tf32 | bf16 | fp16
-    steps: int  # timed steps per repeat; training to accuracy: the training steps taken
-    warmup: int  # untimed steps before the first repeat
-    repeats: int
     batch_size: int | None = None  # data parallel: one rank's batch
+    precision: str  # fp32 | tf32 | bf16 | fp16
     channels_last: bool | None = None
     compile: bool | None = None
     dataset: str | None = None  # synthetic | mnist | fashionmnist | cifar10
     input_shape: list[int] | None = None  # (C, H, W) of one sample
+    steps: int  # timed steps per repeat; training to accuracy: the training steps taken
+    warmup: int  # untimed steps before the first repeat
+    repeats: int
     hyperparameters: dict = field(default_factory=dict)  # training to accuracy: the recipe's, schedule included
     detailed: bool = False  # forward / backward / optimizer step timed separately
     model_kwargs: dict | None = None  # keyword arguments given to the model's builder; None: none given
