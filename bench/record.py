@@ -586,27 +586,80 @@ def upgrade(flat: dict, strict: bool = False) -> dict:
 
 
 def read_flat(line: dict) -> dict:
-    """A record as a line of ``records.jsonl`` holds it, of either schema, read flat
-    (``flatten``, after ``upgrade`` for a schema-1 line); unchecked, which
+    """A record as a line of ``records.jsonl`` holds it, of either schema, read flat:
+    ``flatten`` for schema 2; for schema 1 the same as ``flatten(upgrade(line))``, without
+    building the blocks (every record of every history passes here). Unchecked, which
     ``bench.storage.store.check_record`` adds."""
-    return flatten(line) if line.get("schema", 1) != 1 else flatten(upgrade(line))
+    if line.get("schema", 1) != 1:
+        return flatten(line)
+    kind = record_kind(line)
+    flat = _defaults()
+    skipped = NOT_APPLICABLE.get(kind, ())
+    for key, value in line.items():
+        if key not in flat:
+            if key != "schema":
+                flat[key] = value
+        elif value is not None and key not in skipped:
+            flat[key] = value
+    flat["kind"] = kind
+    return flat
 
 
 def flatten(record: dict) -> dict:
     """A schema-2 record (``Record.to_json``, its blocks objects) as readers see it: every
     field of ``RECORD_FIELDS`` under its flat name, what is absent as the field's default
     (None for a figure), in that order; keys no block knows are kept as they are."""
-    flat = {}
-    for name, slot in SLOTS.items():
-        value = record
-        for key in slot.path:
-            value = value.get(key, _ABSENT) if isinstance(value, dict) else _ABSENT
-        flat[name] = slot.default() if value is _ABSENT else value
-    flat.update((key, value) for key, value in record.items() if key not in _ENVELOPE and key != "schema")
+    flat = _defaults()
+    for key, value in record.items():
+        place = _PLACES.get(key)
+        if place is None:
+            if key != "schema":
+                flat[key] = value
+        elif place is _VALUE:
+            flat[key] = value
+        elif isinstance(value, dict):
+            _spread(value, place, flat)
     return flat
 
 
-_ABSENT = object()
+def _spread(block: dict, place: dict, flat: dict) -> None:
+    """``block``'s fields into ``flat`` under their flat names (``place``: field to name, or
+    to a sub-block's own ``place``); fields no block knows are left out."""
+    for key, value in block.items():
+        name = place.get(key)
+        if name.__class__ is str:
+            flat[name] = value
+        elif name is not None and isinstance(value, dict):
+            _spread(value, name, flat)
+
+
+def _defaults() -> dict:
+    """Every flat field at its default, in ``RECORD_FIELDS`` order (fresh lists and objects)."""
+    flat = dict(_DEFAULTS)
+    for name in _MUTABLE_DEFAULTS:
+        flat[name] = SLOTS[name].default()
+    return flat
+
+
+def _places() -> dict:
+    """Where ``flatten`` puts each key of a schema-2 record: the envelope's values as
+    themselves (``_VALUE``), a block's fields by their flat names."""
+    places: dict = {}
+    for name, slot in SLOTS.items():
+        if len(slot.path) == 1:
+            places[slot.path[0]] = _VALUE
+            continue
+        place = places.setdefault(slot.path[0], {})
+        for key in slot.path[1:-1]:
+            place = place.setdefault(key, {})
+        place[slot.path[-1]] = name
+    return places
+
+
+_VALUE = object()
+_PLACES = _places()
+_DEFAULTS = {name: slot.default() for name, slot in SLOTS.items()}
+_MUTABLE_DEFAULTS = tuple(name for name, value in _DEFAULTS.items() if isinstance(value, list | dict))
 _ENVELOPE = frozenset(item.name for item in fields(Record))
 
 

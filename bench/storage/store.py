@@ -41,7 +41,7 @@ import pandas as pd
 import psutil
 
 from bench.measure.load import load_average
-from bench.record import BLOCKS, KINDS, SCHEMA, SLOTS, Record, flatten, upgrade, utc_now
+from bench.record import BLOCKS, KINDS, SCHEMA, SLOTS, Record, flatten, read_flat, utc_now
 
 MANIFEST = "run.json"
 ENV = "env.json"
@@ -547,6 +547,12 @@ def _required_types(schema: int) -> dict[str, tuple[type, ...]]:
     return types
 
 
+@functools.cache
+def _not_null(schema: int) -> frozenset[str]:
+    """The fields a ``schema`` record may not hold as null (``_required_types``)."""
+    return frozenset(name for name, allowed in _required_types(schema).items() if type(None) not in allowed)
+
+
 def _type_error(value: object, allowed: tuple[type, ...]) -> bool:
     if isinstance(value, bool) and bool not in allowed:
         return True  # JSON true is not a number
@@ -618,7 +624,7 @@ def check_record(data: object, where: object) -> dict:
     schema = data.get("schema", 1)
     if schema == 1:
         _check_fields(data, 1, where)
-        flat = flatten(upgrade(data))
+        flat = read_flat(data)
     elif schema == SCHEMA:
         flat = _flatten_checked(data, where)
     else:
@@ -659,12 +665,14 @@ def _flatten_checked(data: dict, where: object) -> dict:
 def _check_fields(data: dict, schema: int, where: object) -> None:
     """RunFolderError naming the first field of the flat ``data`` that a ``schema`` record
     must hold and lacks, or that holds what its field cannot."""
-    types = _required_types(schema)
+    types, not_null = _required_types(schema), _not_null(schema)
     if schema == 1:
         for name in REQUIRED_RECORD_FIELDS:
             if name not in data:
                 raise RunFolderError(f"{where}: damaged record ({name} is missing)")
     for name, value in data.items():
+        if value is None and name not in not_null:  # most fields of most records: nothing to check
+            continue
         allowed = types.get(name)
         if allowed is not None and (
             not isinstance(value, allowed) or (value.__class__ is bool and bool not in allowed)
