@@ -83,11 +83,11 @@ def _records(run_id: str, cases: list[Case], gpu: tuple, night: int, rng: np.ran
             torch_version="2.11.0", git_commit=f"{night:040x}", params=PARAMS[case.model],
         )  # fmt: skip
         if peak > memory_gib * 2**30:
-            found.append(Record(**fields, status="oom", error="CUDA out of memory").to_dict())
+            found.append(Record.from_flat({**fields, "status": "oom", "error": "CUDA out of memory"}).to_dict())
             continue
         median = _base_ms(case) / speed * (1.2 if case.model == slow_model else 1.0)
         samples = median * np.exp(rng.normal(0.0, 0.03, case.steps * case.repeats))
-        found.append(Record(**fields, **_timed(case, samples), peak_memory_bytes=peak).to_dict())
+        found.append(Record.from_flat({**fields, **_timed(case, samples), "peak_memory_bytes": peak}).to_dict())
     return found
 
 

@@ -87,6 +87,7 @@ from bench.kinds.step.suite import Case
 from bench.measure import host, memory, timing
 from bench.measure.env import COMMIT_VARIABLE, collect_env
 from bench.measure.precision import cuda_backend_settings
+from bench.record import read_flat
 from bench.storage import history
 from bench.telemetry import gpu
 
@@ -296,7 +297,7 @@ def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
         return {}, []
     manifest = json.loads((run_dir / "run.json").read_text())
     lines = (run_dir / "records.jsonl").read_text().splitlines()
-    return manifest, [json.loads(line) for line in lines if line.strip()]
+    return manifest, [read_flat(json.loads(line)) for line in lines if line.strip()]
 
 
 def time_left(sizes: Sizes, after: str) -> float:

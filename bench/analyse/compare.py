@@ -62,7 +62,16 @@ import pandas as pd
 from bench import defaults
 from bench.analyse.stats import holm, student_t_two_sided, welch
 from bench.measure.load import BUSY_FRACTION
-from bench.record import CASE_FIELDS, PROTOCOL_FIELDS, REPEAT_MEDIANS, repeat_medians
+from bench.record import (
+    CASE_FIELDS,
+    DATA_PARALLEL,
+    OPTIMIZER_STEP,
+    PROTOCOL_FIELDS,
+    REPEAT_MEDIANS,
+    TRAINING_STEP,
+    TRAINING_TO_ACCURACY,
+    repeat_medians,
+)
 from bench.reporting.tables import step_peak_bytes
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing")
@@ -130,17 +139,27 @@ def _joins(run: Cases, baseline: Cases) -> bool:
     return bool(shared) and not _mismatches(run, baseline)
 
 
+#: The run kind (``RUN_KINDS``) of each record kind (``bench.record.KINDS``): data-parallel
+#: steps are compared as training steps are.
+_RUN_KIND_OF = {
+    TRAINING_STEP: "training-step",
+    DATA_PARALLEL: "training-step",
+    OPTIMIZER_STEP: "optimizer-step",
+    TRAINING_TO_ACCURACY: "training",
+}
+
+
 def run_kind(frame: pd.DataFrame) -> str:
-    """``training`` for ``convbench train``'s runs, else the records' ``kind``
-    (``training-step`` or ``optimizer-step``; records from before the field are training-step)."""
-    return records_kind(_rows(frame, ("recipe", "kind")))
+    """What a run's records measured, by their ``kind``: ``training`` for ``convbench train``'s
+    runs, ``optimizer-step`` for ``convbench optim``'s, else ``training-step``."""
+    return records_kind(_rows(frame, ("kind",)))
 
 
 def records_kind(records: Sequence[dict]) -> str:
-    """``run_kind`` of a run's records as dicts (``training``, ``training-step`` or ``optimizer-step``)."""
-    if any(_hashable(record.get("recipe")) is not None for record in records):
+    """``run_kind`` of a run's records as dicts."""
+    kinds = {_RUN_KIND_OF.get(_hashable(record.get("kind")), "training-step") for record in records}
+    if "training" in kinds:
         return "training"
-    kinds = {record["kind"] for record in records if _hashable(record.get("kind")) is not None}
     return kinds.pop() if len(kinds) == 1 else "training-step"
 
 
@@ -580,8 +599,8 @@ def flag_history(
     against. The first run of each series, and cases measured differently from the run
     before, get no verdict (None). Training runs have no step times to trend and are left
     out. ``flag_series`` does the judging, one series at a time."""
-    if "recipe" in history:
-        history = history[history["recipe"].isna()]
+    if "kind" in history:
+        history = history[history["kind"] != TRAINING_TO_ACCURACY]
     flagged = []
     keys = [key for key in SERIES_KEYS if key in history]
     for _, series in history.groupby(keys, sort=False, dropna=False):

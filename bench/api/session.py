@@ -171,9 +171,11 @@ class RunSession:
         other = OtherLoad().start() if self._watch_load else None
         record = mark_out_of_memory(measure())
         if other is not None:
+            from bench.record import Load
+
             other.stop()
-            record.load_average_1m, record.other_cpu_fraction = other.load_average_start, other.other_cpu_fraction
-            busy = case_busy_warning(record.other_cpu_fraction, threads=getattr(record, "threads", None))
+            record.load = Load(load_average_1m=other.load_average_start, other_cpu_fraction=other.other_cpu_fraction)
+            busy = case_busy_warning(other.other_cpu_fraction, threads=record.provenance.threads)
             if busy:
                 self.console.warn(f"{label}: {busy}")
         self.writer.append(record)

@@ -23,17 +23,15 @@ if TYPE_CHECKING:
 
     from bench.storage.store import Run
 
-#: The kinds a record can be, as its ``kind`` field names them (bench.record).
-TRAINING_STEP = "training-step"
-OPTIMIZER_STEP = "optimizer-step"
-TRAINING_TO_ACCURACY = "training-to-accuracy"
+from bench.record import OPTIMIZER_STEP, TRAINING_STEP, TRAINING_TO_ACCURACY  # noqa: F401  (the kinds of record)
 
 
 def _kind_of_run(run: Run) -> str:
-    """The kind of a run folder: training to accuracy where its suite has a ``[train]``
-    table or a record has a recipe; otherwise steps (training steps, optimizer steps, or
-    both, which the step report shows side by side)."""
-    if "[train]" in run.suite_toml.splitlines() or any(record.get("recipe") is not None for record in run.records):
+    """The kind of a run folder's report: training to accuracy where its suite has a
+    ``[train]`` table or a record is of that kind (``bench.record``'s ``kind``); otherwise
+    steps (training steps, optimizer steps, data parallel, or several, which the step report
+    shows side by side)."""
+    if "[train]" in run.suite_toml.splitlines() or any(r.get("kind") == TRAINING_TO_ACCURACY for r in run.records):
         return TRAINING_TO_ACCURACY
     return TRAINING_STEP
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.measure.load import BUSY_FRACTION
+from bench.record import OPTIMIZER_STEP, STEP_KINDS
 from bench.reporting import figures
 from bench.reporting.tables import (
     code_fence,
@@ -56,10 +57,6 @@ class FigureSpec:
     data: Callable[[Run], pd.DataFrame | None]
 
 
-#: A record's ``kind`` for ``convbench optim``'s cases (bench.record's vocabulary).
-OPTIMIZER_STEP = "optimizer-step"
-
-
 @dataclass(frozen=True)
 class KindParts:
     """What the kinds of run add to the report of a run of steps (``bench.kinds.report_parts``
@@ -76,10 +73,11 @@ class KindParts:
 
 
 def step_records(run: Run) -> pd.DataFrame | None:
-    """The training-step records (not the optimizer-step cases of ``convbench optim``)."""
+    """The records that time a training step, data parallel included (not the optimizer-step
+    cases of ``convbench optim``)."""
     frame = run.frame()
     if "kind" in frame:
-        frame = frame[frame["kind"].fillna("training-step") == "training-step"]
+        frame = frame[frame["kind"].isin(STEP_KINDS)]
     return frame if len(frame) else None
 
 

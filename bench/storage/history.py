@@ -2,7 +2,7 @@
 
     results/history.sqlite
         runs    one row per run: id, suite, status, times, host, machine, device, commit,
-                counts, and the run's manifest, env.json and suite.toml as written
+                counts, kind, and the run's manifest, env.json and suite.toml as written
         cases   one row per (run, case): the configuration, the protocol and the figures the
                 verdicts and the dashboard read as columns for queries (with the median of
                 each repeat, ``step_time_repeat_medians_ms``), and the whole Record as JSON
@@ -12,8 +12,10 @@
 The schema's version is SQLite's ``user_version``; opening a database applies the
 ``MIGRATIONS`` it has not seen, in order, inside one transaction. A database written by a
 newer convbench (a higher version than this one knows) is refused rather than guessed at.
-Migration 3 fills its derived column with an SQL function that every connection registers
-(``convbench_repeat_medians``), so it must stay registered for as long as migration 3 exists.
+Migrations 3 and 4 fill their derived columns with SQL functions that every connection
+registers (``convbench_repeat_medians``, ``convbench_record_kind``), so each must stay
+registered for as long as its migration exists. Migration 4 stores each case's and each run's
+kind (``bench.record.KINDS``), decided for older records as reading them decides it.
 
 Concurrency: two runs finishing at the same moment (two processes, one file) must both
 land whole. Each run is added in a single ``BEGIN IMMEDIATE`` transaction, which takes the
@@ -53,7 +55,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from bench.record import REPEAT_MEDIANS, repeat_medians, utc_now
+from bench.record import REPEAT_MEDIANS, read_flat, repeat_medians, utc_now
 from bench.storage.baselines import content_difference, run_tags, suite_content
 from bench.storage.store import (
     MANIFEST,
@@ -141,6 +143,14 @@ CASE_QUERY_COLUMNS = (*_CASE_COLUMNS, *(name for name, _ in RECORD_COLUMNS_V3), 
 FIGURES_INDEX = "cases_figures"
 #: The SQL function, registered on every connection, that fills it in migration 3.
 _REPEAT_MEDIANS_FUNCTION = "convbench_repeat_medians"
+#: The SQL function, registered on every connection, that gives a stored record's kind
+#: (``bench.record.KINDS``) in migration 4.
+_KIND_FUNCTION = "convbench_record_kind"
+
+#: A run's kind: the one kind of its cases (NULL where it has none, or more than one).
+_RUN_KIND_SQL = (
+    "(SELECT CASE WHEN COUNT(DISTINCT kind) = 1 THEN MIN(kind) END FROM cases WHERE cases.run_id = runs.run_id)"
+)
 
 #: Migration i takes the schema from version i to version i + 1; never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -201,6 +211,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Covering: a query of these columns by run reads this index alone. The table's rows hold
         # each record (kilobytes of samples), which a column added after it is stored behind.
         f"CREATE INDEX {FIGURES_INDEX} ON cases (run_id, {', '.join(c for c in CASE_QUERY_COLUMNS)})",
+    ),
+    (
+        # The kind every record now declares, decided for older ones as reading them decides it
+        # (bench.record.record_kind): their kind column said training-step for training-to-accuracy
+        # and data-parallel cases. A run's kind is its cases' one kind (NULL for none, or several).
+        "ALTER TABLE runs ADD COLUMN kind TEXT",
+        f"UPDATE cases SET kind = {_KIND_FUNCTION}(record)",
+        f"UPDATE runs SET kind = {_RUN_KIND_SQL}",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -301,14 +319,29 @@ def _schema(version: int) -> dict[str, list[str]]:
 
 
 def _register_functions(connection: sqlite3.Connection) -> None:
-    """The SQL functions the migrations call (``_REPEAT_MEDIANS_FUNCTION``)."""
+    """The SQL functions the migrations call (``_REPEAT_MEDIANS_FUNCTION``, ``_KIND_FUNCTION``)."""
     connection.create_function(_REPEAT_MEDIANS_FUNCTION, 1, _repeat_medians_json, deterministic=True)
+    connection.create_function(_KIND_FUNCTION, 1, _kind_json, deterministic=True)
 
 
 def _repeat_medians_json(record: str) -> str | None:
     """The ``REPEAT_MEDIANS`` value of a record stored as JSON."""
-    medians = repeat_medians(json.loads(record))
+    medians = repeat_medians(_flat(record))
     return None if medians is None else json.dumps(medians)
+
+
+def _kind_json(record: str) -> str | None:
+    """The kind of a record stored as JSON; None for text that is not a record (the reading
+    commands name such a row when they meet it)."""
+    try:
+        return _flat(record)["kind"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _flat(record: str) -> dict:
+    """A record stored as JSON, flat as readers see it, unchecked."""
+    return read_flat(json.loads(record))
 
 
 def _case_row(run_id: str, record: dict, text: str) -> tuple:
@@ -443,8 +476,8 @@ def _insert(connection: sqlite3.Connection, run: Run, lines: Iterable[tuple[dict
     manifest = run.manifest
     connection.execute(
         "UPDATE runs SET suite = ?, status = ?, started = ?, finished = ?, hostname = ?, device = ?, git_commit = ?, "
-        "cases_total = ?, cases_done = ?, failures = ?, manifest = ?, env = ?, suite_toml = ?, machine = ? "
-        "WHERE run_id = ?",
+        "cases_total = ?, cases_done = ?, failures = ?, manifest = ?, env = ?, suite_toml = ?, machine = ?, "
+        f"kind = {_RUN_KIND_SQL} WHERE run_id = ?",
         (
             manifest.get("suite"),
             manifest.get("status"),

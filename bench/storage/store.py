@@ -33,7 +33,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import pandas as pd
 import psutil
 
 from bench.measure.load import load_average
-from bench.record import Record, utc_now
+from bench.record import BLOCKS, KINDS, SCHEMA, SLOTS, Record, flatten, read_flat, utc_now
 
 MANIFEST = "run.json"
 ENV = "env.json"
@@ -354,7 +354,7 @@ class RunWriter:
     def append(self, record: Record) -> None:
         """Add one finished case; it is on disk when this returns. A write that fails (a full
         disk) leaves no partial line behind and raises the OSError."""
-        data = (json.dumps(record.to_dict()) + "\n").encode("utf-8")
+        data = (json.dumps(record.to_json()) + "\n").encode("utf-8")
         descriptor = open_for_append(self.path / RECORDS)
         try:
             size = os.fstat(descriptor).st_size
@@ -371,7 +371,7 @@ class RunWriter:
             os.close(descriptor)
         self.manifest["cases_done"] += 1
         self.manifest["failures"] += record.status != "ok"
-        self.manifest["steps_s"] += getattr(record, "steps_s", None) or 0.0
+        self.manifest["steps_s"] += (record.timing and record.timing.steps_s) or 0.0
         self._write_manifest()
 
     def section_done(self, name: str, outcome: str) -> None:
@@ -485,11 +485,21 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "steps_s": (int, float, type(None)),
     "wall_s": (int, float, type(None)),
 }
-#: The Record fields every reader relies on (those of the first record format, which every
-#: version wrote): a record without one is damaged.
+#: The fields every reader relies on in a schema-1 (flat) record, those of the first record
+#: format, which every version wrote: a flat record without one is damaged. Of them only
+#: ``REQUIRED_NULLABLE`` may be null.
 REQUIRED_RECORD_FIELDS = (
-    *(f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING),
-    *("device", "device_name", "hostname", "torch_version", "git_commit", "status", "step_time_samples_ms"),
+    *("run_id", "case_id", "timestamp", "suite", "model", "optimizer", "batch_size", "precision", "channels_last"),
+    *("compile", "dataset", "input_shape", "steps", "warmup", "repeats", "device", "device_name", "hostname"),
+    *("torch_version", "git_commit", "status", "step_time_samples_ms"),
+)
+REQUIRED_NULLABLE = ("batch_size", "git_commit")
+#: What a schema-2 record must hold: the envelope's fields, and the configuration and
+#: provenance every kind has (key paths); none of them may be null.
+REQUIRED_SCHEMA2 = (
+    *(("kind",), ("run_id",), ("case_id",), ("timestamp",), ("suite",), ("status",), ("case",), ("provenance",)),
+    *(("case", name) for name in ("model", "optimizer", "precision", "steps", "warmup", "repeats")),
+    *(("provenance", name) for name in ("device", "device_name", "hostname", "torch_version")),
 )
 #: Measurements that can only be finite and zero or more (durations, rates, sizes, counts):
 #: a NaN, an infinity or a negative number there is damage, not a result.
@@ -523,15 +533,27 @@ def _json_types(annotation: object) -> tuple[type, ...]:
 
 @functools.cache
 def _record_types() -> dict[str, tuple[type, ...]]:
-    import typing
+    """The JSON types each flat field may hold, read from its block's annotation."""
+    return {name: _json_types(slot.annotation) for name, slot in SLOTS.items()}
 
-    found = {}
-    for name, annotation in typing.get_type_hints(Record).items():
-        allowed = _json_types(annotation)
-        if name in REQUIRED_RECORD_FIELDS and type(None) not in typing.get_args(annotation):
-            allowed = tuple(t for t in allowed if t is not type(None))
-        found[name] = allowed
-    return found
+
+@functools.cache
+def _required_types(schema: int) -> dict[str, tuple[type, ...]]:
+    """``_record_types`` with null taken away from the fields a ``schema`` record must hold."""
+    if schema == 1:
+        required = {name for name in REQUIRED_RECORD_FIELDS if name not in REQUIRED_NULLABLE}
+    else:
+        required = {name for name, slot in SLOTS.items() if slot.path in REQUIRED_SCHEMA2}
+    types = dict(_record_types())
+    for name in required:
+        types[name] = tuple(t for t in types[name] if t is not type(None))
+    return types
+
+
+@functools.cache
+def _not_null(schema: int) -> frozenset[str]:
+    """The fields a ``schema`` record may not hold as null (``_required_types``)."""
+    return frozenset(name for name, allowed in _required_types(schema).items() if type(None) not in allowed)
 
 
 def _type_error(value: object, allowed: tuple[type, ...]) -> bool:
@@ -592,18 +614,68 @@ def _bad_items(values: list, measurement: bool) -> str | None:
 
 
 def check_record(data: object, where: object) -> dict:
-    """``data`` if it is a record as ``Record`` writes it, else RunFolderError naming
-    ``where`` and the field: an object holding every field readers rely on
-    (``REQUIRED_RECORD_FIELDS``), every known field of its type, no integer beyond 64 bits,
-    and finite, non-negative measurements (``NON_NEGATIVE_FIELDS``). A ``case_id`` may not
-    hold control characters (it reaches terminals and file names)."""
+    """``data`` read as a flat record (``bench.record.flatten``: every field of
+    ``RECORD_FIELDS`` under its own name, the kind decided), if it is a record as ``Record``
+    writes it now (schema 2: an envelope and blocks) or wrote it before (schema 1: one flat
+    object, upgraded here); else RunFolderError naming ``where`` and the field: every field
+    readers rely on present (``REQUIRED_RECORD_FIELDS``, ``REQUIRED_SCHEMA2``), every known
+    field of its type, a known kind, no integer beyond 64 bits, and finite, non-negative
+    measurements (``NON_NEGATIVE_FIELDS``). A ``case_id`` may not hold control characters
+    (it reaches terminals and file names)."""
     if not isinstance(data, dict):
         raise RunFolderError(f"{where}: damaged record (expected a JSON object, got {_json_name(data)})")
-    types = _record_types()
-    for name in REQUIRED_RECORD_FIELDS:
-        if name not in data:
-            raise RunFolderError(f"{where}: damaged record ({name} is missing)")
+    schema = data.get("schema", 1)
+    if schema == 1:
+        _check_fields(data, 1, where)
+        flat = read_flat(data)
+    elif schema == SCHEMA:
+        flat = _flatten_checked(data, where)
+    else:
+        raise RunFolderError(
+            f"{where}: damaged record (schema {quoted(schema)}: this convbench reads record schemas 1 to {SCHEMA}; "
+            "a newer one needs a newer convbench)"
+        )
+    if flat["kind"] not in KINDS:
+        raise RunFolderError(f"{where}: damaged record (kind is {quoted(flat['kind'])}, not one of {', '.join(KINDS)})")
+    if not flat["case_id"].isprintable():
+        raise RunFolderError(f"{where}: damaged record (case_id {quoted(flat['case_id'])} holds control characters)")
+    return flat
+
+
+def _flatten_checked(data: dict, where: object) -> dict:
+    """A schema-2 record flattened, once its envelope and blocks are where they belong and
+    its fields check out (``_check_fields``)."""
     for name, value in data.items():
+        if name in SLOTS and SLOTS[name].path != (name,):
+            raise RunFolderError(f"{where}: damaged record ({name} is outside its block, {SLOTS[name].path[0]})")
+        if name in BLOCKS and not isinstance(value, dict):
+            raise RunFolderError(f"{where}: damaged record ({name} is {quoted(value)}, expected an object)")
+    memory_pass = data.get("memory_pass") or {}
+    for name in ("tracked", "predicted"):
+        if not isinstance(memory_pass.get(name, {}), dict):
+            raise RunFolderError(f"{where}: damaged record (memory_pass.{name} is not an object)")
+    for path in REQUIRED_SCHEMA2:
+        place = data
+        for key in path[:-1]:
+            place = place[key]
+        if path[-1] not in place:
+            raise RunFolderError(f"{where}: damaged record ({'.'.join(path)} is missing)")
+    flat = flatten(data)
+    _check_fields(flat, SCHEMA, where)
+    return flat
+
+
+def _check_fields(data: dict, schema: int, where: object) -> None:
+    """RunFolderError naming the first field of the flat ``data`` that a ``schema`` record
+    must hold and lacks, or that holds what its field cannot."""
+    types, not_null = _required_types(schema), _not_null(schema)
+    if schema == 1:
+        for name in REQUIRED_RECORD_FIELDS:
+            if name not in data:
+                raise RunFolderError(f"{where}: damaged record ({name} is missing)")
+    for name, value in data.items():
+        if value is None and name not in not_null:  # most fields of most records: nothing to check
+            continue
         allowed = types.get(name)
         if allowed is not None and (
             not isinstance(value, allowed) or (value.__class__ is bool and bool not in allowed)
@@ -612,9 +684,6 @@ def check_record(data: object, where: object) -> dict:
         problem = _bad_number(value, name in _NON_NEGATIVE)
         if problem is not None:
             raise RunFolderError(f"{where}: damaged record ({name} is {problem}: {quoted(value)})")
-    if not data["case_id"].isprintable():
-        raise RunFolderError(f"{where}: damaged record (case_id {quoted(data['case_id'])} holds control characters)")
-    return data
 
 
 def check_manifest(manifest: dict, where: object) -> dict:

@@ -76,7 +76,7 @@ def record(
         peak_memory_source="process_rss",
     )
     fields.update(overrides)
-    return Record(**config, **fields)
+    return Record.from_flat({**config, **fields})
 
 
 def write_run(

@@ -45,25 +45,27 @@ def record(model: str, optimizer: str, batch_size: int = 32, precision: str = "f
         **config,
     )
     if status != "ok":
-        return Record(**fields, error=f"{status} in {model}").to_dict()
+        return Record.from_flat(dict(**fields, error=f"{status} in {model}")).to_dict()
     # Scale the samples with the batch so bigger batches take longer per step.
     samples = [ms * batch_size / 32 for ms in SAMPLES]
-    return Record(
-        **fields,
-        params=params,
-        step_time_ms=float(np.median(samples)),
-        step_time_iqr_ms=float(np.subtract(*np.percentile(samples, [75, 25]))),
-        step_time_min_ms=min(samples),
-        step_time_samples_ms=samples,
-        throughput=1000 * batch_size / float(np.median(samples)),
-        param_bytes=4 * params,
-        grad_bytes=4 * params,
-        optimizer_state_bytes=4 * buffers * params,
-        state_buffers_per_param=float(buffers),
-        state_bytes_per_param=4.0 * buffers,
-        peak_memory_bytes=4 * (2 + buffers) * params + 50_000 * batch_size,
-        peak_memory_source="process_rss",
-        activation_bytes=50_000 * batch_size,
+    return Record.from_flat(
+        dict(
+            **fields,
+            params=params,
+            step_time_ms=float(np.median(samples)),
+            step_time_iqr_ms=float(np.subtract(*np.percentile(samples, [75, 25]))),
+            step_time_min_ms=min(samples),
+            step_time_samples_ms=samples,
+            throughput=1000 * batch_size / float(np.median(samples)),
+            param_bytes=4 * params,
+            grad_bytes=4 * params,
+            optimizer_state_bytes=4 * buffers * params,
+            state_buffers_per_param=float(buffers),
+            state_bytes_per_param=4.0 * buffers,
+            peak_memory_bytes=4 * (2 + buffers) * params + 50_000 * batch_size,
+            peak_memory_source="process_rss",
+            activation_bytes=50_000 * batch_size,
+        )
     ).to_dict()
 
 
@@ -102,6 +104,6 @@ def write_run(root: Path, rows: list[dict] | None = None, cases_total: int | Non
         root, "r1", "smoke", "[suite]\nname = 'smoke'\n", {"hostname": "testhost"}, cases_total or len(rows)
     )
     for row in rows:
-        writer.append(Record(**row))
+        writer.append(Record.from_flat(row))
     writer.finish()
     return writer.path

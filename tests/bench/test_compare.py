@@ -434,13 +434,8 @@ def optimizer_step_run(run_id: str, device_name: str, step_ms: float) -> pd.Data
     records = []
     for k, (optimizer, factor) in enumerate([("adam", 2.0), ("sgdm", 1.0)]):
         one = record(run_id, "cnn", optimizer, samples(step_ms * factor, n=10, seed=k), device_name=device_name)
-        one.kind, one.case_id, one.throughput, one.batch_size = (
-            "optimizer-step",
-            f"cnn/{optimizer}/optimizer-step/fp32",
-            None,
-            None,
-        )
-        one.suite = "optim"
+        one.kind, one.case_id, one.suite = "optimizer-step", f"cnn/{optimizer}/optimizer-step/fp32", "optim"
+        one.timing.throughput = one.case.batch_size = None
         records.append(one)
     return frame(*records)
 

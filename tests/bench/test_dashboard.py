@@ -51,7 +51,7 @@ def night(root: Path, machine: str, day: str, records: list[Record], suite: str,
     writer = RunWriter(root, run_id, suite, "", env, total or len(records), machine=machine)
     writer.manifest["started"] = f"2026-11-{23 + DAYS.index(day):02d}T01:00:00+00:00"
     for one in records:
-        writer.append(Record(**{**one.to_dict(), "run_id": run_id, "suite": suite}))
+        writer.append(Record.from_flat({**one.to_dict(), "run_id": run_id, "suite": suite}))
     writer.finish()
     return writer.path
 

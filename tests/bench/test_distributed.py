@@ -344,10 +344,10 @@ def parallel_case(world_size: int, strategy: str = "ddp") -> Case:
 
 
 def rank0_record(case: Case) -> Record:
-    return Record(
+    return Record.from_flat(dict(
         run_id="r", case_id=case.case_id, timestamp="t", suite="s", **case.config(),
         steps=2, warmup=1, repeats=2, params=1000,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def report(samples: list[float], state: int, status: str = "ok", **extra: object) -> dict:

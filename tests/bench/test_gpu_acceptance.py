@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.measure import env
+from bench.record import read_flat
 from benchmarks import gpu_acceptance
 from tests.bench.fake_cuda import SMALL_SIZE, CachingAllocatorFake, round_size
 
@@ -66,9 +67,9 @@ def test_the_dry_run_runs_every_check_and_writes_its_results(tmp_path):
     assert 0 < manifest["steps_s"] < manifest["wall_s"]
     assert f"{manifest['steps_s']:.1f} s of {manifest['wall_s']:.1f} s in steps" in (out / "verdicts.md").read_text()
     # Data parallel on one rank, both strategies; training on the digits.
-    dp = [json.loads(line) for line in (out / "data_parallel" / "acceptance-dp" / "records.jsonl").open()]
+    dp = [read_flat(json.loads(line)) for line in (out / "data_parallel" / "acceptance-dp" / "records.jsonl").open()]
     assert sorted(r["strategy"] for r in dp) == ["ddp", "fsdp"] and {r["backend"] for r in dp} == {"gloo"}
-    (trained,) = [json.loads(line) for line in (out / "train" / "acceptance-train" / "records.jsonl").open()]
+    (trained,) = [read_flat(json.loads(line)) for line in (out / "train" / "acceptance-train" / "records.jsonl").open()]
     assert trained["status"] == "ok" and trained["train_time_s"] > 0
     assert set(json.loads((out / "overhead.json").read_text())["median_ms"]) == {
         "harness_step",

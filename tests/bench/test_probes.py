@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
+from bench.record import read_flat
 from bench.storage.history import ingest
 from models.registry import _REGISTRY, ModelSpec
 from tests.bench.ondisk import write_mnist
@@ -141,7 +142,7 @@ def edit_first_record(change: Callable[[dict], object]) -> Callable[[Path], None
     def damage(run_dir: Path) -> None:
         path = run_dir / "records.jsonl"
         lines = path.read_text().splitlines()
-        first = json.loads(lines[0])
+        first = read_flat(json.loads(lines[0]))  # damaged as a flat (schema 1) line
         replaced = change(first)
         path.write_text("\n".join([replaced if isinstance(replaced, str) else json.dumps(first), *lines[1:]]) + "\n")
 
@@ -287,7 +288,7 @@ H = "--history"
 #: A file that says it is a convbench history of version 2 but has other tables.
 OTHER_TABLES = sqlite_file(2, "CREATE TABLE runs (run_id TEXT PRIMARY KEY)", "CREATE TABLE cases (run_id TEXT)")
 MACHINE = "UPDATE runs SET machine = ? WHERE run_id = 'r1'"
-DEVICE = "UPDATE cases SET record = json_set(record, '$.device_name', ?) WHERE run_id = 'r2'"
+DEVICE = "UPDATE cases SET record = json_set(record, '$.provenance.device_name', ?) WHERE run_id = 'r2'"
 EXPORT = ["--format", "pytest-benchmark"]
 
 #: Damaged history rows (run r1 of three), each tried with every reading command below.
@@ -308,7 +309,7 @@ HISTORY_DAMAGE = {
         "record 1: damaged record (expected a JSON object, got a list)",
     ),
     "number stored as text": (
-        "UPDATE cases SET record = json_set(record, '$.step_time_ms', '12') WHERE run_id = 'r1'",
+        "UPDATE cases SET record = json_set(record, '$.timing.step_time_ms', '12') WHERE run_id = 'r1'",
         "record 1: damaged record (step_time_ms is '12', expected float or int or null)",
     ),
     "count column as text": ("UPDATE runs SET cases_total = 'many' WHERE run_id = 'r1'", "damaged (cases_total is"),
@@ -422,7 +423,7 @@ def killed_run_then(tmp_path: Path) -> list[str]:
     suite = tiny_suite(tmp_path, GRID.format(models='["ok-net"]').replace('["sgdm"]', '["sgdm", "adam"]'))
     config = dict(batch_size=2, input_shape=[1, 8, 8], precision="fp32", channels_last=False, compile=False)
     done = record("first", "cnn", "sgdm", suite="tiny", **config)
-    done.model, done.case_id = "ok-net", done.case_id.replace("cnn/", "ok-net/")
+    done.case.model, done.case_id = "ok-net", done.case_id.replace("cnn/", "ok-net/")
     first = write_run(tmp_path / "results", "first", [done], suite="tiny", cases_total=2)
     edit_json("run.json", lambda m: m.update(status="running", pid=dead_pid(), hostname=socket.gethostname()))(first)
     return ["run", "--suite", suite, "--results", tmp_path / "results", "--run-id", "second", "--no-memory-pass"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.record import read_flat
 from bench.storage import history
 from bench.storage.store import load_run
 from tests.bench.test_data import mnist_like
@@ -73,7 +74,7 @@ def test_a_run_writes_every_file(tmp_path, capsys, fault_models):
     )
     manifest = json.loads((folder / "run.json").read_text())
     assert (manifest["status"], manifest["cases_done"], manifest["cases_total"]) == ("complete", 2, 2)
-    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    records = [read_flat(json.loads(line)) for line in (folder / "records.jsonl").read_text().splitlines()]
     assert [(r["optimizer"], r["status"], r["run_id"], r["suite"]) for r in records] == [
         ("adam", "ok", "t1", "tiny"),
         ("sgdm", "ok", "t1", "tiny"),

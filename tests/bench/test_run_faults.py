@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from bench.kinds import write_tables
+from bench.record import read_flat
 from bench.storage import history
 from bench.storage.store import RunWriter, write_atomic
 from tests.bench.runs import record, smoke_run
@@ -74,7 +75,7 @@ def _edit_json(path, change) -> None:
 
 def _edit_first_record(path, change) -> None:
     lines = path.read_text().splitlines()
-    first = json.loads(lines[0])
+    first = read_flat(json.loads(lines[0]))  # damaged as a flat (schema 1) line
     change(first)
     path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
 
@@ -202,7 +203,7 @@ def test_a_cpu_case_past_the_memory_limit_is_oom_and_the_sweep_goes_on(tmp_path,
     args = ["--suite", suite, "--optimizers", "sgdm", "--results", tmp_path, "--run-id", "m", "--memory-limit", "0.5"]
     code, _, err = run_cli(capsys, "run", *args)
     assert code == 0, err
-    records = [json.loads(line) for line in (tmp_path / "m" / "records.jsonl").read_text().splitlines()]
+    records = [read_flat(json.loads(line)) for line in (tmp_path / "m" / "records.jsonl").read_text().splitlines()]
     assert [(r["model"], r["batch_size"], r["status"]) for r in records] == [
         ("mlp", 4, "ok"),
         ("ok-net", 4, "ok"),

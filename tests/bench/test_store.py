@@ -19,17 +19,9 @@ def record(run_id: str, model: str = "cnn", status: str = "ok") -> Record:
         dataset="synthetic",
         input_shape=[1, 28, 28],
     )
-    return Record(
-        run_id=run_id,
-        case_id=case_id(config),
-        timestamp="2026-11-27T00:00:00+00:00",
-        suite="smoke",
-        steps=5,
-        warmup=2,
-        repeats=3,
-        status=status,
-        **config,
-    )
+    when = "2026-11-27T00:00:00+00:00"
+    identity = {"run_id": run_id, "case_id": case_id(config), "timestamp": when, "suite": "smoke"}
+    return Record.from_flat({**identity, "steps": 5, "warmup": 2, "repeats": 3, "status": status, **config})
 
 
 def writer(tmp_path, cases_total=2) -> RunWriter:
@@ -40,7 +32,7 @@ def test_each_appended_case_is_on_disk_at_once(tmp_path):
     run = writer(tmp_path)
     run.append(record("r1"))
     lines = (tmp_path / "r1" / RECORDS).read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["model"] == "cnn"
+    assert len(lines) == 1 and json.loads(lines[0])["case"]["model"] == "cnn"
     loaded = load_run(tmp_path / "r1")
     assert loaded.manifest["status"] == "running" and loaded.manifest["cases_done"] == 1
     assert loaded.env == {"hostname": "h"} and "smoke" in loaded.suite_toml

@@ -12,7 +12,7 @@ import torch
 from bench import cli
 from bench.analyse import fairness
 from bench.kinds.step.runner import RunContext, run_case
-from bench.record import RECORD_FIELDS
+from bench.record import RECORD_FIELDS, read_flat
 from bench.storage.store import write_json
 from bench.telemetry import gpu, nvml
 from tests.bench.runs import smoke_run
@@ -355,7 +355,7 @@ def test_compare_refuses_runs_at_different_power_limits(tmp_path, capsys):
     for run_id, limit in (("base", 700.0), ("cand", 500.0)):
         path = smoke_run(tmp_path, run_id)
         write_json(path / "env.json", env_with(power_limit_w=limit))
-        records = [json.loads(line) for line in (path / "records.jsonl").read_text().splitlines()]
+        records = [read_flat(json.loads(line)) for line in (path / "records.jsonl").read_text().splitlines()]
         (path / "records.jsonl").write_text("".join(json.dumps({**r, "device": "cuda:0"}) + "\n" for r in records))
         runs.append(str(path))
     code = cli.main(["compare", *runs, "--history", str(tmp_path / "h.sqlite")])

@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-KIND = "optimizer-step"
+from bench.record import OPTIMIZER_STEP
+
+KIND = OPTIMIZER_STEP
 MIB = 2**20
 #: The device-time figures of a record from before device time was measured.
 DEVICE_TIME_FIGURES = ("achieved_bandwidth_gbs", "traffic_bandwidth_gbs", "bandwidth_fraction")

@@ -56,10 +56,20 @@ from bench.measure import faults, host, memory, timing
 from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth, last_level_cache_bytes, measure_bandwidth
 from bench.measure.env import provenance
 from bench.measure.faults import fault_outcome
-from bench.record import Record
+from bench.record import (
+    OPTIMIZER_STEP,
+    BandwidthFigures,
+    CaseConfig,
+    HostCost,
+    Provenance,
+    Record,
+    StaticMemory,
+    StepTiming,
+    blocks,
+)
 from optimizers.traffic import compulsory_bytes_per_param, traffic_bytes_per_param
 
-KIND = "optimizer-step"
+KIND = OPTIMIZER_STEP
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GRADIENT_SCALE = 1e-3  # fixed gradients ~ N(0, 1e-6): a step of realistic size, never overflowing fp16
 
@@ -338,21 +348,19 @@ def run_case(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return Record(
-        **provenance(run_id, suite, device, device_name, env),
+        kind=KIND,
         case_id=case.case_id,
-        model=case.model,
-        optimizer=case.optimizer,
-        batch_size=None,  # no batch: the step does not see data
-        precision=case.precision,
-        channels_last=False,
-        compile=False,  # no model is compiled; a compiled optimizer says so in its name
-        dataset="none",
-        input_shape=[],
-        steps=case.steps,
-        warmup=case.warmup,
-        repeats=case.repeats,
+        case=CaseConfig(
+            model=case.model,
+            optimizer=case.optimizer,
+            precision=case.precision,
+            steps=case.steps,
+            warmup=case.warmup,
+            repeats=case.repeats,
+            hyperparameters=out.pop("hyperparameters", {}),
+        ),
         status=status,
         error=error,
-        kind=KIND,
-        **out,
+        **blocks(provenance(run_id, suite, device, device_name, env), Provenance),
+        **blocks(out, StepTiming, StaticMemory, HostCost, BandwidthFigures),
     )

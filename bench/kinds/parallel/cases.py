@@ -53,7 +53,7 @@ from bench.kinds.step import runner
 from bench.kinds.step.suite import Case
 from bench.kinds.step.trainer import Trainer
 from bench.measure import data, memory, timing
-from bench.record import Record
+from bench.record import ParallelFigures, Record
 
 #: The fields each rank sends rank 0, besides its status and error.
 RANK_FIELDS = (
@@ -68,6 +68,8 @@ RANK_FIELDS = (
 )
 #: Fields whose largest value over the ranks goes in the Record's single-rank field.
 LARGEST_OVER_RANKS = RANK_FIELDS[1:7]
+#: Fields the parallel figures keep per rank (``rank_param_bytes``...).
+RANK_MEMORY_FIELDS = RANK_FIELDS[1:5]
 
 
 def rank_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -147,7 +149,8 @@ class DistributedRunner:
         if world.rank in members:
             build = functools.partial(build_for, world=world, group=group) if fault is None else _raiser(fault)
             local = runner.run_case(case, dataclasses.replace(context, builder=build))
-            report = {"status": local.status, "error": local.error, **{k: getattr(local, k) for k in RANK_FIELDS}}
+            flat = local.to_dict()
+            report = {"status": local.status, "error": local.error, **{k: flat[k] for k in RANK_FIELDS}}
             if local.status != "ok":
                 report["status"] = "timeout" if is_timeout(local.error) else local.status
                 report["order"] = world.ticket(f"{prefix}/failures")
@@ -166,50 +169,47 @@ class DistributedRunner:
             world.post(f"{prefix}/done", True)
 
     def merge(self, local: Record, reports: Sequence[dict | None], case: Case) -> Record:
-        """Rank 0's Record with the ranks' reports folded in (see the module docstring)."""
+        """Rank 0's Record with the ranks' reports folded in (see the module docstring): its
+        parallel figures, and the step time and memory over all ranks."""
         world_size = case.world_size
         missing = {
             "status": "timeout",
             "error": f"sent no result within the collective timeout of {self.world.timeout_s:g} s (hung or lost)",
         }
         reports = [report if report is not None else missing for report in reports]
-        changes: dict = {
-            "world_size": world_size,
-            "backend": self.world.backend,
-            "collective_timeout_s": self.world.timeout_s,
-            "global_batch_size": case.batch_size * world_size,
-            "rank_status": [report["status"] for report in reports],
-        }
-        for name in ("param_bytes", "grad_bytes", "optimizer_state_bytes", "peak_memory_bytes"):
-            changes[f"rank_{name}"] = [report.get(name) for report in reports]
+        parallel = ParallelFigures(
+            backend=self.world.backend,
+            collective_timeout_s=self.world.timeout_s,
+            global_batch_size=case.batch_size * world_size,
+            rank_status=[report["status"] for report in reports],
+            **{f"rank_{name}": [report.get(name) for report in reports] for name in RANK_MEMORY_FIELDS},
+        )
         failed = [
             (report.get("order", math.inf), rank) for rank, report in enumerate(reports) if report["status"] != "ok"
         ]
         if failed:
             _, rank = min(failed)
             first = reports[rank]
-            changes["status"] = first["status"]
-            changes["error"] = f"rank {rank} of {world_size}: {first['error']}"
-            return dataclasses.replace(local, **changes)
-        for name in LARGEST_OVER_RANKS:
-            changes[name] = max(report[name] for report in reports)
+            error = f"rank {rank} of {world_size}: {first['error']}"
+            return dataclasses.replace(local, status=first["status"], error=error, parallel=parallel)
+        changes: dict = {name: max(report[name] for report in reports) for name in LARGEST_OVER_RANKS}
         changes["final_loss"] = sum(report["final_loss"] for report in reports) / world_size
         per_rank = [report["step_time_samples_ms"] for report in reports]
-        changes["rank_step_time_ms"] = [timing.summarize(samples).median for samples in per_rank]
+        parallel.rank_step_time_ms = [timing.summarize(samples).median for samples in per_rank]
         slowest = [max(step) for step in zip(*per_rank, strict=True)]
         summary = timing.summarize(slowest)
         changes["step_time_samples_ms"] = slowest
         changes["step_time_ms"], changes["step_time_iqr_ms"] = summary.median, summary.iqr
         changes["step_time_min_ms"] = summary.min
         changes["throughput"] = case.batch_size / (summary.median / 1e3)
-        changes["global_throughput"] = changes["global_batch_size"] / (summary.median / 1e3)
-        changes["state_bytes_per_param"] = changes["optimizer_state_bytes"] / local.params
+        parallel.global_throughput = parallel.global_batch_size / (summary.median / 1e3)
+        changes["state_bytes_per_param"] = changes["optimizer_state_bytes"] / local.static_memory.params
         key = _scaling_key(case)
         if world_size == 1:
-            self.baseline[key] = changes["global_throughput"]
+            self.baseline[key] = parallel.global_throughput
         if key in self.baseline:
-            changes["scaling_efficiency"] = changes["global_throughput"] / (world_size * self.baseline[key])
-        return dataclasses.replace(local, **changes)
+            parallel.scaling_efficiency = parallel.global_throughput / (world_size * self.baseline[key])
+        return dataclasses.replace(local.with_fields(**changes), parallel=parallel)
 
 
 def _scaling_key(case: Case) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from bench.record import DATA_PARALLEL
 from bench.reporting.figures import COLUMN, MIB, PAGE, PALETTE, algorithm
 from bench.reporting.report import FigureSpec, step_records
 from bench.storage.store import Run
@@ -22,9 +23,9 @@ STRATEGY_MARKERS = {"ddp": "o", "zero1": "s", "fsdp": "D"}
 def parallel_cases(frame: pd.DataFrame) -> pd.DataFrame:
     """The data-parallel rows of a run's records (empty when there are none), with the
     optimizer's algorithm and the largest rank's optimizer state in MiB."""
-    if "strategy" not in frame:
+    if "kind" not in frame:
         return frame.iloc[0:0]
-    rows = frame[frame["strategy"].notna()]
+    rows = frame[frame["kind"] == DATA_PARALLEL]
     state = [
         max(v) / MIB if isinstance(v, list) and None not in v else np.nan for v in rows["rank_optimizer_state_bytes"]
     ]

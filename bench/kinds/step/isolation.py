@@ -36,7 +36,7 @@ def _child(case: Case, context: runner.RunContext, initializer: Callable[[], Non
         if initializer is not None:
             initializer()
         record = runner.run_case(case, context)
-        record.isolated = True
+        record.provenance.isolated = True
         pipe.send(record)
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches the whole process group; the parent ends the sweep

@@ -35,7 +35,22 @@ from bench.measure import data, faults, flops, host, memory, peaks, precision, t
 from bench.measure.env import provenance
 from bench.measure.faults import Diverged, fault_outcome, message
 from bench.measure.setup import device_name
-from bench.record import Record
+from bench.record import (
+    DATA_PARALLEL,
+    TRAINING_STEP,
+    CaseConfig,
+    Flops,
+    HostCost,
+    LargestBatch,
+    MemoryPass,
+    PeakMemory,
+    Provenance,
+    Record,
+    StaticMemory,
+    StepTiming,
+    Telemetry,
+    blocks,
+)
 from bench.telemetry.gpu import CaseTelemetry
 
 #: Untimed steps allowed beyond ``warmup`` while fp16 loss scaling skips the optimizer's
@@ -66,6 +81,10 @@ class RunContext:
     #: every case out of the garbage collections that free each case's memory.
     reuse: bool = True
 
+
+#: The blocks a training-step record can hold besides its configuration and provenance
+#: (a data-parallel one adds its parallel figures).
+STEP_BLOCKS = (StepTiming, StaticMemory, PeakMemory, HostCost, Telemetry, Flops, MemoryPass, LargestBatch)
 
 #: ``memory_pass_error`` of a case run with ``--no-memory-pass``.
 SKIPPED_MEMORY_PASS = "not run (--no-memory-pass)"
@@ -323,19 +342,16 @@ def _release(meter: memory.Meter) -> str | None:
 
 def case_record(case: Case, context: RunContext, status: str, error: str | None, out: dict) -> Record:
     """The Record of ``case``: its configuration, where it ran, its outcome and the
-    measurements in ``out`` (field name to value)."""
+    measurements in ``out`` (flat field name to value), each in the block it belongs to."""
     device = context.device
+    protocol = dict(steps=case.steps, warmup=case.warmup, repeats=case.repeats, detailed=case.detailed)
+    where = provenance(context.run_id, context.suite, device, device_name(device, context.env), context.env)
     return Record(
-        **provenance(context.run_id, context.suite, device, device_name(device, context.env), context.env),
+        kind=DATA_PARALLEL if case.strategy else TRAINING_STEP,
         case_id=case.case_id,
-        **case.config(),
-        steps=case.steps,
-        warmup=case.warmup,
-        repeats=case.repeats,
-        detailed=case.detailed,
         status=status,
         error=error,
-        **out,
+        **blocks({**where, **case.config(), **protocol, **out}, CaseConfig, Provenance, *STEP_BLOCKS),
     )
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analyse.stats import holm, welch
+from bench.record import TRAINING_TO_ACCURACY
 
 GROUP_FIELDS = ("model", "recipe", "batch_size", "precision", "dataset", "target_accuracy")
 COMPARABLE_FIELDS = ("hyperparameters", "device_name", "device_kind")
@@ -47,7 +48,7 @@ def time_spread(times: pd.Series) -> tuple[float | None, float | None, float | N
 
 def is_training(frame: pd.DataFrame) -> bool:
     """True if the records are a training run's (``convbench train``)."""
-    return "recipe" in frame and bool(frame["recipe"].notna().any())
+    return "kind" in frame and bool((frame["kind"] == TRAINING_TO_ACCURACY).any())
 
 
 def _groups(frame: pd.DataFrame) -> dict[tuple, pd.DataFrame]:

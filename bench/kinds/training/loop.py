@@ -29,7 +29,16 @@ from bench.measure import faults, memory
 from bench.measure.env import provenance
 from bench.measure.faults import Diverged, fault_outcome
 from bench.measure.setup import device_name
-from bench.record import Record
+from bench.record import (
+    TRAINING_TO_ACCURACY,
+    CaseConfig,
+    Provenance,
+    Record,
+    StaticMemory,
+    StepTiming,
+    TrainingOutcome,
+    blocks,
+)
 
 
 @dataclass
@@ -191,28 +200,31 @@ def run_training_case(
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    out = {**progress.out, "data_load_s": dataset.load_s}
     record = Record(
-        **provenance(run_id, suite, device, device_name(device, env), env),
+        kind=TRAINING_TO_ACCURACY,
         case_id=case.case_id,
-        model=case.model,
-        optimizer=case.recipe.optimizer,
-        batch_size=case.batch_size,
-        precision=case.precision,
-        channels_last=False,
-        compile=False,
-        dataset=case.dataset,
-        input_shape=list(case.input_shape),
-        steps=progress.out.pop("steps", 0),
-        warmup=0,
-        repeats=1,
-        hyperparameters=case.recipe.settings(),
+        case=CaseConfig(
+            model=case.model,
+            optimizer=case.recipe.optimizer,
+            precision=case.precision,
+            steps=out.pop("steps", 0),
+            warmup=0,
+            repeats=1,
+            batch_size=case.batch_size,
+            channels_last=False,
+            compile=False,
+            dataset=case.dataset,
+            input_shape=list(case.input_shape),
+            hyperparameters=case.recipe.settings(),
+            recipe=case.recipe.name,
+            seed=case.seed,
+            target_accuracy=case.target_accuracy,
+        ),
         status=status,
         error=error,
-        recipe=case.recipe.name,
-        seed=case.seed,
-        target_accuracy=case.target_accuracy,
-        data_load_s=dataset.load_s,
-        **progress.out,
+        **blocks(provenance(run_id, suite, device, device_name(device, env), env), Provenance),
+        **blocks(out, StaticMemory, StepTiming, TrainingOutcome),
     )
     rows = [
         {"case_id": case.case_id, "model": case.model, "recipe": case.recipe.name, "seed": case.seed, **row}
