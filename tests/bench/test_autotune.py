@@ -51,7 +51,7 @@ def noisy_net(monkeypatch):
 
 def records(cases) -> list[dict]:
     context = RunContext(run_id="r", suite="test", device=CPU, env={"hostname": "h"})
-    return [dataclasses.asdict(run_case(c, context)) for c in cases]
+    return [run_case(c, context).to_dict() for c in cases]
 
 
 def test_the_cpu_and_cuda_without_benchmark_do_not_autotune():

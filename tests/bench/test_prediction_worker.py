@@ -68,7 +68,7 @@ def run(cases, lookahead=None) -> list[dict]:
     if lookahead is not None:
         prediction_worker._active.append(lookahead)
     try:
-        return [dataclasses.asdict(run_case(c, context)) for c in cases]
+        return [run_case(c, context).to_dict() for c in cases]
     finally:
         if lookahead is not None:
             prediction_worker._active.pop()

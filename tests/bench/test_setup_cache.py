@@ -121,7 +121,7 @@ def test_a_name_registered_again_is_built_by_its_new_builder(monkeypatch):
 
 def records(cases, reuse: bool) -> list[dict]:
     context = RunContext(run_id="r", suite="test", device=CPU, env={"hostname": "h"}, reuse=reuse)
-    return [dataclasses.asdict(run_case(c, context)) for c in cases]
+    return [run_case(c, context).to_dict() for c in cases]
 
 
 @pytest.mark.slow
