@@ -371,3 +371,16 @@ def test_a_long_series_judged_in_parts_gets_the_verdicts_it_gets_whole(results, 
     in_parts = series.read_series(database, suite, machine, nights, baseline_runs=3).verdicts
     assert in_parts == whole
     assert [len(v.baseline) for v in whole] == [0, 1, 2, 3, 3, 3]
+
+
+def test_the_memory_panel_shows_a_cpu_steps_tracked_peak():
+    """On the CPU a record's peak_memory_bytes is the whole process's resident set; the panel
+    draws the step's tracked peak, as the reports and trend do."""
+    from bench.dashboard import content
+
+    (panel,) = [m for m in content.METRICS["training-step"] if m.verdict == "memory"]
+    cpu = {"peak_memory_bytes": 900 * 2**20, "peak_memory_source": "process_rss_max", "tracked_peak_bytes": 12 * 2**20}
+    assert panel.value(cpu) == 12.0
+    assert panel.value({**cpu, "tracked_peak_bytes": None}) == 900.0  # no memory pass: the resident set
+    cuda = {"peak_memory_bytes": 3 * 2**30, "peak_memory_source": "cuda_max_allocated", "tracked_peak_bytes": 2**30}
+    assert panel.value(cuda) == 3 * 1024.0  # the allocator's peak over the timed steps

@@ -168,6 +168,7 @@ const convbench = (() => {
       const axis = m === 0 ? "y" : `y${m + 1}`, name = m === 0 ? "yaxis" : `yaxis${m + 1}`;
       const top = 1 - m * (panel + gap);
       layout[name] = { domain: [top - panel, top], title: { text: `${metric.label}<br>(${metric.unit})`, font: { size: 11 } } };
+      if (metric.verdict === "memory") layout[name].rangemode = "tozero"; // memory from zero, as in trend
       layout[name].anchor = "x";
       const ok = at((k) => table[metric.key][k] !== null);
       const trace = {
