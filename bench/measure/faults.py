@@ -16,6 +16,10 @@ process gets a working device, which is what ``bench.kinds.step.isolation`` prov
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
 import torch
 
 from bench.measure.stopping import Terminated
@@ -78,3 +82,31 @@ def fault_outcome(fault: BaseException) -> tuple[str, str]:
 def message(fault: BaseException) -> str:
     """An exception's message for a record: its text, else its type's name."""
     return str(fault).strip() or type(fault).__name__
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a case ended: ``status`` (``ok``, or ``fault_outcome``'s) and ``error``."""
+
+    status: str = "ok"
+    error: str | None = None
+
+
+@contextlib.contextmanager
+def case_outcome(device: torch.device) -> Iterator[Outcome]:
+    """Run one case's work in the block, on ``device`` (made the current CUDA device), and
+    record how it ended in the yielded Outcome: any failure but a stop signal (``STOPS``,
+    re-raised), ``SystemExit`` included, is the case's status and error, never the run's end.
+    The caching allocator's free blocks go back to the device afterwards, whatever happened."""
+    outcome = Outcome()
+    scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    try:
+        with scope:
+            yield outcome
+    except STOPS:
+        raise
+    except BaseException as fault:  # noqa: BLE001  (any failure of one case is that case's result, sys.exit too)
+        outcome.status, outcome.error = fault_outcome(fault)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()

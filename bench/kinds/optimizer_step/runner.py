@@ -42,7 +42,6 @@ Each record then says how close the step came to the physical limit:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,7 +54,6 @@ import optimizers
 from bench.measure import faults, host, memory, timing
 from bench.measure.bandwidth import LIMIT_KERNEL, Bandwidth, last_level_cache_bytes, measure_bandwidth
 from bench.measure.env import provenance
-from bench.measure.faults import fault_outcome
 from bench.record import (
     OPTIMIZER_STEP,
     BandwidthFigures,
@@ -335,18 +333,8 @@ def run_case(
     KeyboardInterrupt): ``oom`` for out of device memory, ``error`` with the message for any
     other exception (e.g. an implementation that does not support the precision)."""
     out: dict = {"state_buffers_theory": optimizers.state_buffers(case.optimizer)}
-    status, error = "ok", None
-    device_scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    try:
-        with device_scope:
-            measure(case, device, clock or timing.clock_for(device), bandwidth, out)
-    except faults.STOPS:
-        raise
-    except BaseException as fault:  # noqa: BLE001  (any failure of one case is that case's result, sys.exit too)
-        status, error = fault_outcome(fault)
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    with faults.case_outcome(device) as outcome:
+        measure(case, device, clock or timing.clock_for(device), bandwidth, out)
     return Record(
         kind=KIND,
         case_id=case.case_id,
@@ -359,8 +347,8 @@ def run_case(
             repeats=case.repeats,
             hyperparameters=out.pop("hyperparameters", {}),
         ),
-        status=status,
-        error=error,
+        status=outcome.status,
+        error=outcome.error,
         **blocks(provenance(run_id, suite, device, device_name, env), Provenance),
         **blocks(out, StepTiming, StaticMemory, HostCost, BandwidthFigures),
     )

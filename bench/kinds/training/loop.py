@@ -13,7 +13,6 @@ is caught (the case ends ``diverged`` with its curve so far).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -27,7 +26,7 @@ from bench.kinds.training.datasets import DeviceDataset, Split, epoch_batches, s
 from bench.kinds.training.suite import TrainCase
 from bench.measure import faults, memory
 from bench.measure.env import provenance
-from bench.measure.faults import Diverged, fault_outcome
+from bench.measure.faults import Diverged
 from bench.measure.setup import device_name
 from bench.record import (
     TRAINING_TO_ACCURACY,
@@ -188,18 +187,8 @@ def run_training_case(
     ``suite``, ``env`` as ``collect_env`` gives it) and learning curve, whatever happened
     (bar a stop signal): a failure is the record's status, with the curve up to it."""
     progress = Progress()
-    status, error = "ok", None
-    scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    try:
-        with scope:
-            train(case, dataset, device, progress)
-    except faults.STOPS:
-        raise
-    except BaseException as fault:  # noqa: BLE001  (any failure of one case is that case's result, sys.exit too)
-        status, error = fault_outcome(fault)
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    with faults.case_outcome(device) as outcome:
+        train(case, dataset, device, progress)
     out = {**progress.out, "data_load_s": dataset.load_s}
     record = Record(
         kind=TRAINING_TO_ACCURACY,
@@ -221,8 +210,8 @@ def run_training_case(
             seed=case.seed,
             target_accuracy=case.target_accuracy,
         ),
-        status=status,
-        error=error,
+        status=outcome.status,
+        error=outcome.error,
         **blocks(provenance(run_id, suite, device, device_name(device, env), env), Provenance),
         **blocks(out, StaticMemory, StepTiming, TrainingOutcome),
     )
