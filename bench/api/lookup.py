@@ -85,10 +85,9 @@ def receptive_fields(
     from bench.receptive import ReceptiveFieldError, build_seeded, measure
 
     entry = models.spec(model)
-    if isinstance(input_size, int):
-        input_size = None if input_size is None else [input_size]
-    if input_size is not None and len(input_size) == 3:
-        shape = tuple(input_size)
+    sizes = [input_size] if isinstance(input_size, int) else list(input_size or ())
+    if len(sizes) == 3:
+        shape = tuple(sizes)
     elif entry.input_shape is None:
         raise models.ModelReferenceError(
             model,
@@ -96,7 +95,7 @@ def receptive_fields(
         )
     else:
         channels, height, width = entry.input_shape
-        shape = (channels, height, width) if not input_size else (channels, input_size[0], input_size[0])
+        shape = (channels, height, width) if not sizes else (channels, sizes[0], sizes[0])
     try:
         rf_model = build_seeded(model, weights=erf_samples > 0)
         return measure(rf_model, shape, layers, erf_samples, progress=progress)
